@@ -1,0 +1,26 @@
+//! The application state every procedure shares, and the full procedure tree: each tRPC path
+//! prefix is one domain folder under `src/`.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::config::Config;
+use crate::db::Backend;
+use crate::rpc;
+
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub backend: Backend,
+    pub config: Config,
+}
+
+pub type App = Arc<AppState>;
+
+/// What a procedure receives: the state plus the calling request (client IP, headers).
+pub type Ctx = rpc::Context<App>;
+
+/// Every procedure of the API. `system.health` lives in `src/system/`, and so on.
+pub fn router() -> rpc::Router<App> {
+    rpc::Router::new().nest("system", crate::system::router())
+}

@@ -1,0 +1,250 @@
+//! Configuration from the environment (`ALIAS_*`, `DATABASE_URL`), parsed once at start-up.
+//! Every value has a default that works on a laptop; an invalid one stops start-up with a
+//! message naming the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which browser origins may call the API (native apps send no Origin and need none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    None,
+    Any,
+    List(Vec<HeaderValue>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub log_format: LogFormat,
+    /// A tracing filter directive (`info`, `alias_server=debug,info`).
+    pub log_filter: String,
+    pub max_body_bytes: usize,
+    pub max_batch_size: usize,
+    pub cors_origins: CorsOrigins,
+    pub trust_proxy: bool,
+    pub shutdown_grace: Duration,
+    pub sse_ping_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`, so tests can configure without touching the process
+    /// environment. Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let data_dir = PathBuf::from(
+            env.get("ALIAS_DATA_DIR")
+                .unwrap_or_else(|| "data".to_owned()),
+        );
+        let database_url = match env.get("DATABASE_URL") {
+            Some(url) => parse_database_url(&url)?,
+            None => default_sqlite_url(&data_dir),
+        };
+        Ok(Self {
+            bind: env.parse(
+                "ALIAS_BIND",
+                "127.0.0.1:8080",
+                "an address like 127.0.0.1:8080",
+            )?,
+            database_url,
+            data_dir,
+            log_format: env.parse_with(
+                "ALIAS_LOG_FORMAT",
+                LogFormat::Text,
+                |value| match value {
+                    "text" => Some(LogFormat::Text),
+                    "json" => Some(LogFormat::Json),
+                    _ => None,
+                },
+                "`text` or `json`",
+            )?,
+            log_filter: env.get("ALIAS_LOG").unwrap_or_else(|| "info".to_owned()),
+            max_body_bytes: env.parse_positive("ALIAS_MAX_BODY_BYTES", 1024 * 1024)?,
+            max_batch_size: env.parse_positive("ALIAS_MAX_BATCH_SIZE", 50)?,
+            cors_origins: parse_cors(env.get("ALIAS_CORS_ORIGINS"))?,
+            trust_proxy: env.parse_with(
+                "ALIAS_TRUST_PROXY",
+                false,
+                parse_bool,
+                "`true` or `false`",
+            )?,
+            shutdown_grace: Duration::from_secs(
+                env.parse_positive("ALIAS_SHUTDOWN_GRACE_SECONDS", 10)?,
+            ),
+            sse_ping_interval: Duration::from_secs(
+                env.parse_positive("ALIAS_SSE_PING_SECONDS", 10)?,
+            ),
+        })
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var)
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    }
+
+    fn parse_with<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(value) => parse(&value).ok_or_else(|| ConfigError {
+                var,
+                message: format!("expected {expected}, got {value:?}"),
+            }),
+        }
+    }
+
+    fn parse<T: FromStr>(
+        &self,
+        var: &'static str,
+        default: &str,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        let value = self.get(var).unwrap_or_else(|| default.to_owned());
+        value.parse().map_err(|_| ConfigError {
+            var,
+            message: format!("expected {expected}, got {value:?}"),
+        })
+    }
+
+    fn parse_positive<T: FromStr + Default + PartialOrd + ToString>(
+        &self,
+        var: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let parse = |value: &str| value.parse::<T>().ok().filter(|n| *n > T::default());
+        self.parse_with(var, default, parse, "a whole number above zero")
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<String, ConfigError> {
+    let supported = ["sqlite:", "postgres://", "postgresql://"];
+    if supported.iter().any(|prefix| url.starts_with(prefix)) {
+        Ok(url.to_owned())
+    } else {
+        Err(ConfigError {
+            var: "DATABASE_URL",
+            message: "expected a sqlite:// or postgres:// URL".to_owned(),
+        })
+    }
+}
+
+/// `mode=rwc` lets SQLite create the file on first start.
+fn default_sqlite_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("alias.db").display())
+}
+
+fn parse_cors(value: Option<String>) -> Result<CorsOrigins, ConfigError> {
+    let Some(value) = value else {
+        return Ok(CorsOrigins::None);
+    };
+    if value == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let valid = origin.starts_with("http://") || origin.starts_with("https://");
+            HeaderValue::from_str(origin)
+                .ok()
+                .filter(|_| valid)
+                .ok_or_else(|| ConfigError {
+                    var: "ALIAS_CORS_ORIGINS",
+                    message: format!("expected `*` or comma-separated origins like https://app.example.com, got {origin:?}"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(CorsOrigins::List)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_work_without_any_variable() {
+        let config = config(&[]).expect("defaults are valid");
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url, "sqlite://data/alias.db?mode=rwc");
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.cors_origins, CorsOrigins::None);
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        for (var, value) in [
+            ("ALIAS_BIND", "localhost"),
+            ("ALIAS_MAX_BODY_BYTES", "0"),
+            ("ALIAS_MAX_BATCH_SIZE", "many"),
+            ("ALIAS_LOG_FORMAT", "xml"),
+            ("ALIAS_TRUST_PROXY", "maybe"),
+            ("ALIAS_CORS_ORIGINS", "app.example.com"),
+            ("DATABASE_URL", "mysql://localhost/db"),
+        ] {
+            let error = config(&[(var, value)]).expect_err(var);
+            assert_eq!(error.var, var);
+            assert!(error.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn data_dir_moves_the_default_database() {
+        let config = config(&[("ALIAS_DATA_DIR", "/var/lib/alias")]).expect("valid");
+        assert_eq!(
+            config.database_url,
+            "sqlite:///var/lib/alias/alias.db?mode=rwc"
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! alias-server: the backend of the ALIAS assistant app, served over tRPC's wire protocol.
+
+pub mod app;
+pub mod bindings;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod reason;
+pub mod rpc;
+pub mod startup;
+pub mod system;
+pub mod telemetry;

@@ -1,0 +1,505 @@
+//! The tRPC v11 HTTP protocol (`www/docs/further/rpc.md`): queries by GET, mutations by POST,
+//! batching with `?batch=1`, subscriptions as server-sent events.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use axum::routing::any;
+use futures::FutureExt;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::error::{ErrorCode, RpcError};
+use super::router::{Context, Handler, Procedure, RequestInfo, Router};
+use super::sse::{self, SseOptions};
+
+/// Limits and behaviour of the endpoint, from configuration.
+#[derive(Debug, Clone)]
+pub struct RpcOptions {
+    pub max_body_bytes: usize,
+    pub max_batch_size: usize,
+    pub sse_ping_interval: Duration,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_proxy: bool,
+}
+
+/// A router bound to the application state it serves, ready to mount under `/trpc`.
+pub struct RpcService<S> {
+    router: Router<S>,
+    state: S,
+    options: RpcOptions,
+    sse: SseOptions,
+}
+
+impl<S: Clone + Send + Sync + 'static> RpcService<S> {
+    pub fn new(
+        router: Router<S>,
+        state: S,
+        options: RpcOptions,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let sse = SseOptions {
+            ping_interval: options.sse_ping_interval,
+            shutdown,
+        };
+        Self {
+            router,
+            state,
+            options,
+            sse,
+        }
+    }
+
+    pub fn into_axum(self) -> axum::Router {
+        axum::Router::new()
+            .route("/trpc/{*path}", any(handle::<S>))
+            .with_state(Arc::new(self))
+    }
+}
+
+/// One call of a (possibly batched) request.
+struct Call<'a, S> {
+    path: &'a str,
+    procedure: Result<&'a Procedure<S>, RpcError>,
+}
+
+async fn handle<S: Clone + Send + Sync + 'static>(
+    State(service): State<Arc<RpcService<S>>>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let query = QueryParams::parse(parts.uri.query());
+    let raw_paths = parts.uri.path().strip_prefix("/trpc/").unwrap_or_default();
+    let joined = percent_encoding::percent_decode_str(raw_paths).decode_utf8_lossy();
+    let paths: Vec<&str> = if query.batch {
+        joined.split(',').collect()
+    } else {
+        vec![&joined]
+    };
+
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let client_ip = client_ip(peer, &parts.headers, service.options.trust_proxy);
+    let info = Arc::new(RequestInfo {
+        client_ip,
+        headers: parts.headers,
+    });
+
+    if query.batch && paths.len() > service.options.max_batch_size {
+        let error = RpcError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "A batch may hold at most {} calls; this one has {}. Lower the client's batch size (httpBatchLink maxItems).",
+                service.options.max_batch_size,
+                paths.len()
+            ),
+        );
+        return whole_request_error(&paths, query.batch, &error);
+    }
+    let is_get = match parts.method {
+        Method::GET => true,
+        Method::POST => false,
+        _ => {
+            let error = RpcError::new(
+                ErrorCode::MethodNotSupported,
+                "Use GET for queries and subscriptions, POST for mutations.",
+            );
+            return whole_request_error(&paths, query.batch, &error);
+        }
+    };
+
+    let calls: Vec<Call<'_, S>> = paths
+        .iter()
+        .map(|path| Call {
+            path,
+            procedure: resolve(&service.router, path, is_get, query.batch),
+        })
+        .collect();
+
+    if let [
+        Call {
+            path,
+            procedure: Ok(procedure),
+        },
+    ] = calls.as_slice()
+        && let Handler::Subscribe(subscribe) = &procedure.handler
+    {
+        let input = with_last_event_id(query.input.as_deref(), last_event_id(&info, &query));
+        let ctx = Context {
+            state: service.state.clone(),
+            request: info,
+        };
+        let setup = run_guarded(path, procedure.kind.as_str(), async {
+            subscribe(ctx, input.as_deref())?.await
+        })
+        .await;
+        return sse::response(setup, (*path).to_owned(), &service.sse);
+    }
+
+    let input_text = if is_get {
+        query.input
+    } else {
+        match read_body(body, &info.headers, service.options.max_body_bytes).await {
+            Ok(text) => text,
+            Err(error) => return whole_request_error(&paths, query.batch, &error),
+        }
+    };
+    let inputs = match Inputs::parse(input_text.as_deref(), query.batch) {
+        Ok(inputs) => inputs,
+        Err(error) => return whole_request_error(&paths, query.batch, &error),
+    };
+
+    let ctx = Context {
+        state: service.state.clone(),
+        request: info,
+    };
+    let results = futures::future::join_all(
+        calls
+            .iter()
+            .enumerate()
+            .map(|(index, call)| run_call(call, ctx.clone(), inputs.get(index))),
+    )
+    .await;
+    json_response(&calls, &results, query.batch)
+}
+
+fn resolve<'a, S>(
+    router: &'a Router<S>,
+    path: &str,
+    is_get: bool,
+    batch: bool,
+) -> Result<&'a Procedure<S>, RpcError> {
+    let procedure = router
+        .get(path)
+        .ok_or_else(|| RpcError::not_found(format!("No procedure found on path \"{path}\"")))?;
+    let method_fits = match procedure.kind {
+        super::Kind::Query | super::Kind::Subscription => is_get,
+        super::Kind::Mutation => !is_get,
+    };
+    if !method_fits {
+        let expected = if is_get { "POST" } else { "GET" };
+        return Err(RpcError::new(
+            ErrorCode::MethodNotSupported,
+            format!(
+                "\"{path}\" is a {}; call it with {expected}",
+                procedure.kind.as_str()
+            ),
+        ));
+    }
+    if batch && procedure.kind == super::Kind::Subscription {
+        return Err(RpcError::bad_request(format!(
+            "\"{path}\" is a subscription and cannot be batched; use httpSubscriptionLink"
+        )));
+    }
+    Ok(procedure)
+}
+
+async fn run_call<S: Clone + Send + Sync + 'static>(
+    call: &Call<'_, S>,
+    ctx: Context<S>,
+    input: Option<&str>,
+) -> Result<String, RpcError> {
+    let procedure = call.procedure.as_ref().map_err(Clone::clone)?;
+    let Handler::Unary(handler) = &procedure.handler else {
+        return Err(RpcError::internal());
+    };
+    run_guarded(call.path, procedure.kind.as_str(), async {
+        handler(ctx, input)?.await
+    })
+    .await
+}
+
+/// Runs one procedure inside its span: logs path, kind, duration and outcome (never the input),
+/// and turns a panic into a generic INTERNAL_SERVER_ERROR so the server keeps serving.
+async fn run_guarded<T>(
+    path: &str,
+    kind: &'static str,
+    call: impl Future<Output = Result<T, RpcError>>,
+) -> Result<T, RpcError> {
+    let span = tracing::info_span!("rpc", path, kind);
+    async {
+        let started = Instant::now();
+        let result = AssertUnwindSafe(call)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("procedure panicked");
+                Err(RpcError::internal())
+            });
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(_) => tracing::info!(duration_ms, outcome = "ok", "rpc call"),
+            Err(error) => {
+                tracing::info!(duration_ms, outcome = ?error.code, "rpc call failed");
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// The inputs of a request: one raw JSON text, or a batch object keyed "0", "1", ….
+enum Inputs {
+    Single(Option<String>),
+    Batch(HashMap<String, Box<RawValue>>),
+}
+
+impl Inputs {
+    fn parse(text: Option<&str>, batch: bool) -> Result<Self, RpcError> {
+        if !batch {
+            return Ok(Self::Single(text.map(str::to_owned)));
+        }
+        let Some(text) = text else {
+            return Ok(Self::Batch(HashMap::new()));
+        };
+        let value: Box<RawValue> = serde_json::from_str(text).map_err(|error| {
+            RpcError::new(
+                ErrorCode::ParseError,
+                format!("The input is not valid JSON: {error}"),
+            )
+        })?;
+        serde_json::from_str(value.get())
+            .map(Self::Batch)
+            .map_err(|_| {
+                RpcError::bad_request(
+                    "\"input\" needs to be an object keyed by call index when doing a batch call",
+                )
+            })
+    }
+
+    fn get(&self, index: usize) -> Option<&str> {
+        match self {
+            Self::Single(text) => text.as_deref(),
+            Self::Batch(map) => map.get(&index.to_string()).map(|raw| raw.get()),
+        }
+    }
+}
+
+struct QueryParams {
+    batch: bool,
+    input: Option<String>,
+    last_event_id: Option<String>,
+}
+
+impl QueryParams {
+    fn parse(query: Option<&str>) -> Self {
+        let mut params = Self {
+            batch: false,
+            input: None,
+            last_event_id: None,
+        };
+        for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match key.as_ref() {
+                "batch" => params.batch = value == "1" || value == "true",
+                "input" => params.input = Some(value.into_owned()),
+                "lastEventId" | "Last-Event-Id" => params.last_event_id = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        params
+    }
+}
+
+/// A reconnecting EventSource sends `Last-Event-ID`; tRPC also accepts it as a query parameter.
+fn last_event_id(info: &RequestInfo, query: &QueryParams) -> Option<String> {
+    info.header("last-event-id")
+        .map(str::to_owned)
+        .or_else(|| query.last_event_id.clone())
+        .filter(|id| !id.is_empty())
+}
+
+/// Puts the last event id into the input object, where the procedure reads it, as tRPC does.
+fn with_last_event_id(input: Option<&str>, last_event_id: Option<String>) -> Option<String> {
+    let Some(id) = last_event_id else {
+        return input.map(str::to_owned);
+    };
+    let mut value = match input.map(serde_json::from_str::<serde_json::Value>) {
+        None | Some(Ok(serde_json::Value::Null)) => serde_json::Value::Object(Default::default()),
+        Some(Ok(value)) => value,
+        // Leave malformed input alone: parsing it reports the problem.
+        Some(Err(_)) => return input.map(str::to_owned),
+    };
+    if let Some(object) = value.as_object_mut() {
+        object.insert("lastEventId".to_owned(), serde_json::Value::String(id));
+    }
+    Some(value.to_string())
+}
+
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Option<String>, RpcError> {
+    let too_large = || {
+        RpcError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    if let Some(content_type) = content_type
+        && !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    {
+        return Err(RpcError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("Send the input as application/json, not {content_type}."),
+        ));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let over_limit = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            too_large()
+        } else {
+            RpcError::bad_request("The request body could not be read.")
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    String::from_utf8(bytes.to_vec())
+        .map(Some)
+        .map_err(|_| RpcError::new(ErrorCode::ParseError, "The request body is not UTF-8 text."))
+}
+
+/// The client address: the socket peer, or with a trusted proxy the address it appended last
+/// to `X-Forwarded-For` (earlier entries are whatever the client claimed).
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_proxy: bool) -> IpAddr {
+    if !trust_proxy {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .unwrap_or(peer)
+}
+
+/// A failure of the request as a whole, reported once per call so a batching client can match
+/// every call to its answer.
+fn whole_request_error(paths: &[&str], batch: bool, error: &RpcError) -> Response {
+    let calls: Vec<Call<'_, ()>> = paths
+        .iter()
+        .map(|path| Call {
+            path,
+            procedure: Err(error.clone()),
+        })
+        .collect();
+    let results: Vec<Result<String, RpcError>> = vec![Err(error.clone()); paths.len()];
+    json_response(&calls, &results, batch)
+}
+
+fn json_response<S>(
+    calls: &[Call<'_, S>],
+    results: &[Result<String, RpcError>],
+    batch: bool,
+) -> Response {
+    let mut statuses = BTreeSet::new();
+    let mut body = Vec::with_capacity(64);
+    if batch {
+        body.push(b'[');
+    }
+    for (index, (call, result)) in calls.iter().zip(results).enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        statuses.insert(write_result(&mut body, call.path, result));
+    }
+    if batch {
+        body.push(b']');
+    }
+    let status = match (statuses.len(), statuses.first()) {
+        (1, Some(status)) => *status,
+        (0, _) => 200,
+        _ => 207,
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Appends `{"result":{"data":…}}` or `{"error":…}` and returns the call's HTTP status.
+fn write_result(body: &mut Vec<u8>, path: &str, result: &Result<String, RpcError>) -> u16 {
+    match result {
+        Ok(data) => {
+            body.extend_from_slice(br#"{"result":{"data":"#);
+            body.extend_from_slice(data.as_bytes());
+            body.extend_from_slice(b"}}");
+            200
+        }
+        Err(error) => {
+            body.extend_from_slice(br#"{"error":"#);
+            if serde_json::to_writer(&mut *body, &error.shape(Some(path))).is_err() {
+                body.extend_from_slice(b"null");
+            }
+            body.push(b'}');
+            error.code.http_status()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_client_ip_only_with_trusted_proxy() {
+        let peer: IpAddr = [10, 0, 0, 1].into();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 5.6.7.8"),
+        );
+        assert_eq!(client_ip(peer, &headers, false), peer);
+        assert_eq!(client_ip(peer, &headers, true), IpAddr::from([5, 6, 7, 8]));
+        assert_eq!(client_ip(peer, &HeaderMap::new(), true), peer);
+    }
+
+    #[test]
+    fn last_event_id_is_merged_into_object_input() {
+        let id = || Some("42".to_owned());
+        assert_eq!(
+            with_last_event_id(None, id()).as_deref(),
+            Some(r#"{"lastEventId":"42"}"#)
+        );
+        assert_eq!(
+            with_last_event_id(Some(r#"{"a":1}"#), id()).as_deref(),
+            Some(r#"{"a":1,"lastEventId":"42"}"#)
+        );
+        assert_eq!(with_last_event_id(Some("7"), id()).as_deref(), Some("7"));
+        assert_eq!(
+            with_last_event_id(Some("{bad"), id()).as_deref(),
+            Some("{bad")
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! A tRPC v11-compatible RPC layer: procedures declared in Rust as plain async functions,
+//! served over tRPC's HTTP wire protocol and typed for TypeScript with specta.
+//!
+//! Shared infrastructure: nothing in here knows about users, keys or chats.
+
+mod error;
+mod http;
+mod input;
+mod router;
+mod sse;
+pub mod typescript;
+
+pub use error::{ErrorCode, ErrorReason, RpcError};
+pub use http::{RpcOptions, RpcService};
+pub use router::{Context, Kind, RequestInfo, Router, Tracked};

@@ -1,0 +1,119 @@
+//! Building and running the server: one function used by `main` and by every integration test.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::http::{HeaderName, Method, header};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::app::{self, AppState};
+use crate::config::{Config, CorsOrigins};
+use crate::db::{self, Backend};
+use crate::health;
+use crate::rpc::{RpcOptions, RpcService};
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    /// Connects to and migrates the database, then binds the listener (port 0 picks a free one).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        db::ensure_sqlite_dir(&config.database_url)?;
+        let db = db::connect_and_migrate(&config.database_url).await?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("could not listen on {} (ALIAS_BIND)", config.bind))?;
+        let shutdown = CancellationToken::new();
+        let grace = config.shutdown_grace;
+        let rpc_options = RpcOptions {
+            max_body_bytes: config.max_body_bytes,
+            max_batch_size: config.max_batch_size,
+            sse_ping_interval: config.sse_ping_interval,
+            trust_proxy: config.trust_proxy,
+        };
+        let cors = cors_layer(&config.cors_origins);
+        let state = Arc::new(AppState {
+            backend: Backend::of(&db),
+            db,
+            config,
+        });
+        let rpc = RpcService::new(
+            app::router(),
+            Arc::clone(&state),
+            rpc_options,
+            shutdown.clone(),
+        );
+        let mut router = rpc.into_axum().merge(health::routes(state));
+        if let Some(cors) = cors {
+            router = router.layer(cors);
+        }
+        Ok(Self {
+            listener,
+            router,
+            shutdown,
+            grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Cancelling it starts a graceful shutdown (what SIGTERM/SIGINT do in `main`).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shut down: then stops accepting, ends open event streams, and waits for
+    /// in-flight calls at most `ALIAS_SHUTDOWN_GRACE_SECONDS`.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let shutdown = self.shutdown;
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let grace = self.grace;
+        let deadline = async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server => result,
+            () = deadline => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "shutdown grace period over; abandoning calls still running");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
+    let allow_origin = match origins {
+        CorsOrigins::None => return None,
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.clone()),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("trpc-accept"),
+                HeaderName::from_static("x-trpc-source"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
