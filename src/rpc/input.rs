@@ -69,6 +69,10 @@ fn field_name(path: &str, problem: &str) -> Option<String> {
         .find_map(|prefix| problem.strip_prefix(prefix))
         .and_then(|rest| rest.split('`').next());
     match (parent, named) {
+        // serde_path_to_error already counts an unknown key as part of the path.
+        (Some(parent), Some(name)) if parent.rsplit('.').next() == Some(name) => {
+            Some(parent.to_owned())
+        }
         (Some(parent), Some(name)) => Some(format!("{parent}.{name}")),
         (None, Some(name)) => Some(name.to_owned()),
         (Some(parent), None) => Some(parent.to_owned()),
@@ -150,7 +154,7 @@ mod tests {
             ErrorCode::ParseError
         );
         assert_eq!(
-            error_of::<Login>(Some("{} trailing")).code,
+            error_of::<AllOptional>(Some("{} trailing")).code,
             ErrorCode::ParseError
         );
     }

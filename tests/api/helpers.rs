@@ -1,0 +1,409 @@
+//! Spawning servers and talking to them like a client would.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use alias_server::config::Config;
+use alias_server::rpc::{Router, RpcOptions, RpcService};
+use alias_server::startup::Application;
+use futures::StreamExt;
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `$test` (an `async fn(TestApp)`) once per database: `$test::sqlite` and `$test::postgres`.
+/// Without `ALIAS_TEST_POSTGRES_URL` the PostgreSQL variant says so and passes.
+#[macro_export]
+macro_rules! both_databases {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                let app = $crate::helpers::TestApp::spawn($crate::helpers::DbKind::Sqlite).await;
+                super::$test(app).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if !$crate::helpers::postgres_configured() {
+                    eprintln!("ALIAS_TEST_POSTGRES_URL is not set: PostgreSQL variant not run");
+                    return;
+                }
+                let app = $crate::helpers::TestApp::spawn($crate::helpers::DbKind::Postgres).await;
+                super::$test(app).await;
+            }
+        }
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_configured() -> bool {
+    std::env::var("ALIAS_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty())
+}
+
+/// The application, running in this process on its own port and database.
+pub struct TestApp {
+    pub client: TestClient,
+    pub db_kind: DbKind,
+    pub data_dir: tempfile::TempDir,
+    pub shutdown: CancellationToken,
+    _database: Option<PostgresDatabase>,
+}
+
+impl TestApp {
+    pub async fn spawn(db_kind: DbKind) -> Self {
+        Self::spawn_with(db_kind, |_| {}).await
+    }
+
+    /// Like `spawn`, with a chance to adjust the configuration first.
+    pub async fn spawn_with(db_kind: DbKind, adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let database = match db_kind {
+            DbKind::Sqlite => None,
+            DbKind::Postgres => Some(PostgresDatabase::create().await),
+        };
+        let data_path = data_dir.path().display().to_string();
+        let database_url = database.as_ref().map(|db| db.url.clone());
+        let mut config = Config::from_lookup(|name| match name {
+            "ALIAS_BIND" => Some("127.0.0.1:0".to_owned()),
+            "ALIAS_DATA_DIR" => Some(data_path.clone()),
+            "DATABASE_URL" => database_url.clone(),
+            "ALIAS_LOG" => Some("warn".to_owned()),
+            _ => None,
+        })
+        .expect("test configuration is valid");
+        adjust(&mut config);
+        let app = Application::build(config)
+            .await
+            .expect("the application starts");
+        let addr = app.local_addr().expect("bound address");
+        let shutdown = app.shutdown_token();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            client: TestClient::new(addr),
+            db_kind,
+            data_dir,
+            shutdown,
+            _database: database,
+        }
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = TestClient;
+    fn deref(&self) -> &TestClient {
+        &self.client
+    }
+}
+
+/// A bare RPC service over a router built in the test, for testing the protocol layer itself.
+pub struct TestRpcServer {
+    pub client: TestClient,
+    pub shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for TestRpcServer {
+    type Target = TestClient;
+    fn deref(&self) -> &TestClient {
+        &self.client
+    }
+}
+
+pub fn test_rpc_options() -> RpcOptions {
+    RpcOptions {
+        max_body_bytes: 4096,
+        max_batch_size: 5,
+        sse_ping_interval: Duration::from_millis(300),
+        trust_proxy: false,
+    }
+}
+
+pub async fn spawn_rpc<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    state: S,
+    options: RpcOptions,
+) -> TestRpcServer {
+    let shutdown = CancellationToken::new();
+    let service = RpcService::new(router, state, options, shutdown.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = service
+        .into_axum()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    TestRpcServer {
+        client: TestClient::new(addr),
+        shutdown,
+    }
+}
+
+/// An HTTP client that speaks tRPC's wire format.
+pub struct TestClient {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+}
+
+impl TestClient {
+    fn new(addr: SocketAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        Self { addr, http }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn trpc_url(&self, path: &str, input: Option<&Value>) -> String {
+        match input {
+            None => self.url(&format!("/trpc/{path}")),
+            Some(input) => self.url(&format!(
+                "/trpc/{path}?input={}",
+                encode(&input.to_string())
+            )),
+        }
+    }
+
+    /// A tRPC query: `GET /trpc/<path>?input=<json>`.
+    pub async fn query(&self, path: &str, input: Option<Value>) -> (StatusCode, Value) {
+        json_of(
+            self.http
+                .get(self.trpc_url(path, input.as_ref()))
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    /// A tRPC mutation: `POST /trpc/<path>` with the input as JSON body.
+    pub async fn mutation(&self, path: &str, input: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.post(self.trpc_url(path, None));
+        if let Some(input) = input {
+            request = request.json(&input);
+        }
+        json_of(request.send().await).await
+    }
+
+    /// GET with a raw query string, for malformed inputs.
+    pub async fn get_raw(&self, path_and_query: &str) -> (StatusCode, Value) {
+        json_of(self.http.get(self.url(path_and_query)).send().await).await
+    }
+
+    /// POST with a raw body and content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        json_of(request.send().await).await
+    }
+
+    /// Opens a subscription (`GET` with `Accept: text/event-stream`).
+    pub async fn subscribe(
+        &self,
+        path: &str,
+        input: Option<&Value>,
+        last_event_id: Option<&str>,
+    ) -> SseStream {
+        let mut request = self
+            .http
+            .get(self.trpc_url(path, input))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("subscription request");
+        SseStream::new(response)
+    }
+}
+
+async fn json_of(response: reqwest::Result<reqwest::Response>) -> (StatusCode, Value) {
+    let response = response.expect("request reached the server");
+    let status = response.status();
+    let text = response.text().await.expect("response body");
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("response is not JSON: {text:?}"));
+    (status, json)
+}
+
+pub fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The `error.data.code` of a single-call error response.
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["data"]["code"]
+        .as_str()
+        .unwrap_or("<no error code>")
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+    pub id: Option<String>,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// Reads a `text/event-stream` response event by event.
+pub struct SseStream {
+    pub status: StatusCode,
+    pub content_type: String,
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl SseStream {
+    fn new(response: reqwest::Response) -> Self {
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            status: response.status(),
+            content_type,
+            body: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event, or `None` when the server closed the stream. Fails the test after 10 s.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        tokio::time::timeout(Duration::from_secs(10), self.next_inner())
+            .await
+            .expect("an SSE event within 10 s")
+    }
+
+    async fn next_inner(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_event(&block) {
+                    return Some(event);
+                }
+                continue;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Collects events until the stream closes.
+    pub async fn collect(mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+fn parse_event(block: &str) -> Option<SseEvent> {
+    let mut event = SseEvent {
+        event: None,
+        data: String::new(),
+        id: None,
+    };
+    let mut seen = false;
+    for line in block.lines() {
+        let (field, value) = line
+            .split_once(':')
+            .map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+        match field {
+            "event" => event.event = Some(value.to_owned()),
+            "data" => event.data.push_str(value),
+            "id" => event.id = Some(value.to_owned()),
+            _ => continue,
+        }
+        seen = true;
+    }
+    seen.then_some(event)
+}
+
+/// A database of its own on the PostgreSQL server, dropped when the test ends (even on panic).
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    async fn create() -> Self {
+        let admin_url = std::env::var("ALIAS_TEST_POSTGRES_URL").expect("ALIAS_TEST_POSTGRES_URL");
+        let name = format!("alias_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url)
+            .await
+            .expect("connect to ALIAS_TEST_POSTGRES_URL");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = Database::connect(&admin_url).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}

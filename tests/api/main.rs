@@ -1,0 +1,8 @@
+//! Black-box tests: each starts the real server on a random port against a fresh database
+//! (SQLite always; PostgreSQL too when `ALIAS_TEST_POSTGRES_URL` is set) and calls it over HTTP.
+
+mod helpers;
+
+mod bindings;
+mod rpc_protocol;
+mod system;
