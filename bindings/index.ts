@@ -26,21 +26,120 @@ export type AppErrorShape = { message: string; code: number; data: AppErrorData 
 export type AppRouter = TRPCBuiltRouter<
 	{ ctx: object; meta: object; errorShape: AppErrorShape; transformer: false },
 	{
+		auth: {
+			apple: TRPCMutationProcedure<{ meta: object; input: AppleSignInInput; output: AuthSession }>;
+			google: TRPCMutationProcedure<{ meta: object; input: GoogleSignInInput; output: AuthSession }>;
+			login: TRPCMutationProcedure<{ meta: object; input: LoginInput; output: AuthSession }>;
+			logout: TRPCMutationProcedure<{ meta: object; input: NoInput | void; output: null }>;
+			refresh: TRPCMutationProcedure<{ meta: object; input: RefreshInput; output: AuthSession }>;
+			register: TRPCMutationProcedure<{ meta: object; input: RegisterInput; output: AuthSession }>;
+			sessions: {
+				list: TRPCQueryProcedure<{ meta: object; input: void; output: SessionInfo[] }>;
+				revoke: TRPCMutationProcedure<{ meta: object; input: RevokeSessionInput; output: null }>;
+			};
+		};
 		system: {
 			health: TRPCQueryProcedure<{ meta: object; input: void; output: SystemHealth }>;
 			streamCheck: TRPCSubscriptionProcedure<{ meta: object; input: StreamCheckInput | void; output: AsyncIterable<{ id: string; data: StreamTick }> }>;
 		};
+		users: {
+			delete: TRPCMutationProcedure<{ meta: object; input: DeleteUserInput | void; output: null }>;
+			me: TRPCQueryProcedure<{ meta: object; input: void; output: User }>;
+			update: TRPCMutationProcedure<{ meta: object; input: UpdateUserInput | void; output: User }>;
+		};
 	}
 >;
 
+export type AppleSignInInput = {
+	idToken: string,
+	/**  Apple sends the name only on the first sign-in; pass it then. */
+	name?: string | null,
+};
+
+export type AuthProvider = "password" | "google" | "apple";
+
+/**  What every sign-in and refresh returns. */
+export type AuthSession = {
+	user: User,
+	/**  Send as `Authorization: Bearer <accessToken>`. */
+	accessToken: string,
+	/**  Single use: exchange it with `auth.refresh` for a new pair before `expiresIn` runs out. */
+	refreshToken: string,
+	/**  Seconds until the access token expires. */
+	expiresIn: number,
+	tokenType: TokenType,
+};
+
 export type Backend = "sqlite" | "postgres";
+
+export type DeleteUserInput = {
+	/**  Required for accounts that have a password. */
+	password?: string | null,
+};
 
 /**  tRPC's error codes (`TRPC_ERROR_CODES_BY_KEY`), with their HTTP statuses and JSON-RPC numbers. */
 export type ErrorCode = "PARSE_ERROR" | "BAD_REQUEST" | "UNAUTHORIZED" | "PAYMENT_REQUIRED" | "FORBIDDEN" | "NOT_FOUND" | "METHOD_NOT_SUPPORTED" | "TIMEOUT" | "CONFLICT" | "PRECONDITION_FAILED" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "UNPROCESSABLE_CONTENT" | "PRECONDITION_REQUIRED" | "TOO_MANY_REQUESTS" | "CLIENT_CLOSED_REQUEST" | "INTERNAL_SERVER_ERROR" | "NOT_IMPLEMENTED" | "BAD_GATEWAY" | "SERVICE_UNAVAILABLE" | "GATEWAY_TIMEOUT";
 
+export type GoogleSignInInput = {
+	idToken: string,
+};
+
 export type HealthStatus = "ok";
 
-export type Reason = never;
+export type LoginInput = {
+	email: string,
+	password: string,
+};
+
+/**  An input with no fields (`{}`), which may also be left out. */
+export type NoInput = Record<string, never>;
+
+export type Reason = 
+/**  No `Authorization: Bearer …` header: sign in. */
+"missing_token" | 
+/**  The access or refresh token is not one of ours (malformed, tampered, wrong key). */
+"invalid_token" | 
+/**  The access token expired: call `auth.refresh`, then retry. */
+"token_expired" | 
+/**  The session was signed out or revoked: sign in again. */
+"session_revoked" | 
+/**  The session reached its fixed lifetime: sign in again. */
+"session_expired" | 
+/**  A refresh token was used twice; the session is revoked: sign in again. */
+"refresh_token_reused" | 
+/**  Wrong email or password (deliberately not saying which). */
+"invalid_credentials" | 
+/**  Registration with an email that already has an account. */
+"email_taken" | 
+/**  The provider's email is not verified and an account with it exists. */
+"email_not_verified" | 
+/**  Google or Apple sign-in is not configured on this server. */
+"provider_not_configured";
+
+export type RefreshInput = {
+	refreshToken: string,
+};
+
+export type RegisterInput = {
+	email: string,
+	/**  8 to 128 characters. */
+	password: string,
+	name: string,
+};
+
+export type RevokeSessionInput = {
+	id: string,
+};
+
+export type SessionInfo = {
+	id: string,
+	createdAt: string,
+	/**  When the session last signed in or refreshed its tokens. */
+	lastUsedAt: string,
+	userAgent: string | null,
+	/**  The session making this call. */
+	current: boolean,
+};
 
 export type StreamCheckInput = {
 	/**  How many ticks to send, 1..=20 (default 3). */
@@ -60,4 +159,22 @@ export type SystemHealth = {
 	/**  The server's version (Cargo package version). */
 	version: string,
 	database: Backend,
+};
+
+export type TokenType = "Bearer";
+
+export type UpdateUserInput = {
+	name?: string | null,
+	/**  An https URL; `null` removes the avatar, leaving it out keeps it. */
+	avatarUrl?: string | null,
+};
+
+export type User = {
+	id: string,
+	email: string,
+	name: string,
+	avatarUrl: string | null,
+	/**  How this account can sign in. */
+	authProviders: AuthProvider[],
+	createdAt: string,
 };

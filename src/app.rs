@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::db::Backend;
 use crate::rpc;
@@ -13,6 +14,9 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub backend: Backend,
     pub config: Config,
+    pub auth: Auth,
+    /// For calls to other services (identity providers' keys, AI providers).
+    pub http: reqwest::Client,
 }
 
 pub type App = Arc<AppState>;
@@ -22,5 +26,8 @@ pub type Ctx = rpc::Context<App>;
 
 /// Every procedure of the API. `system.health` lives in `src/system/`, and so on.
 pub fn router() -> rpc::Router<App> {
-    rpc::Router::new().nest("system", crate::system::router())
+    rpc::Router::new()
+        .nest("system", crate::system::router())
+        .nest("auth", crate::auth::router())
+        .nest("users", crate::users::router())
 }

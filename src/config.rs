@@ -37,6 +37,34 @@ pub struct Config {
     pub trust_proxy: bool,
     pub shutdown_grace: Duration,
     pub sse_ping_interval: Duration,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// PKCS#8 PEM Ed25519 key; without it one is generated into the data directory.
+    pub jwt_private_key_file: Option<PathBuf>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// How long a rotated refresh token may still be presented by a client that raced itself.
+    pub refresh_reuse_interval: Duration,
+    pub google: IdProviderConfig,
+    pub apple: IdProviderConfig,
+    /// Least time between two JWKS downloads triggered by an unknown key id.
+    pub jwks_min_refetch: Duration,
+    /// Sign-in, registration and refresh attempts per client IP per minute.
+    pub ip_limit_per_minute: u32,
+    /// How long an account stays locked after 5 failed password sign-ins.
+    pub login_lock: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdProviderConfig {
+    /// Accepted `aud` values (iOS, Android and web client ids differ); empty turns sign-in off.
+    pub client_ids: Vec<String>,
+    pub jwks_url: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +125,63 @@ impl Config {
             sse_ping_interval: Duration::from_secs(
                 env.parse_positive("ALIAS_SSE_PING_SECONDS", 10)?,
             ),
+            auth: auth_config(&env)?,
         })
     }
+}
+
+fn auth_config(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
+    let list = |var: &str| -> Vec<String> {
+        env.get(var)
+            .map(|value| {
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(AuthConfig {
+        jwt_private_key_file: env.get("ALIAS_JWT_PRIVATE_KEY_FILE").map(PathBuf::from),
+        jwt_issuer: env
+            .get("ALIAS_JWT_ISSUER")
+            .unwrap_or_else(|| "alias-server".to_owned()),
+        jwt_audience: env
+            .get("ALIAS_JWT_AUDIENCE")
+            .unwrap_or_else(|| "alias-app".to_owned()),
+        access_ttl: Duration::from_secs(env.parse_positive("ALIAS_ACCESS_TTL_SECONDS", 900)?),
+        refresh_ttl: Duration::from_secs(
+            env.parse_positive::<u64>("ALIAS_REFRESH_TTL_DAYS", 30)? * 86_400,
+        ),
+        refresh_reuse_interval: Duration::from_secs(env.parse(
+            "ALIAS_REFRESH_REUSE_SECONDS",
+            "10",
+            "a whole number of seconds",
+        )?),
+        google: IdProviderConfig {
+            client_ids: list("ALIAS_GOOGLE_CLIENT_IDS"),
+            jwks_url: env.url(
+                "ALIAS_GOOGLE_JWKS_URL",
+                "https://www.googleapis.com/oauth2/v3/certs",
+            )?,
+        },
+        apple: IdProviderConfig {
+            client_ids: list("ALIAS_APPLE_CLIENT_IDS"),
+            jwks_url: env.url(
+                "ALIAS_APPLE_JWKS_URL",
+                "https://appleid.apple.com/auth/keys",
+            )?,
+        },
+        jwks_min_refetch: Duration::from_secs(env.parse(
+            "ALIAS_JWKS_MIN_REFETCH_SECONDS",
+            "60",
+            "a whole number of seconds",
+        )?),
+        ip_limit_per_minute: env.parse_positive("ALIAS_AUTH_IP_LIMIT_PER_MINUTE", 60)?,
+        login_lock: Duration::from_secs(env.parse_positive("ALIAS_LOGIN_LOCK_SECONDS", 900)?),
+    })
 }
 
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
@@ -146,6 +229,23 @@ impl Env<'_> {
     ) -> Result<T, ConfigError> {
         let parse = |value: &str| value.parse::<T>().ok().filter(|n| *n > T::default());
         self.parse_with(var, default, parse, "a whole number above zero")
+    }
+}
+
+impl Env<'_> {
+    /// An http(s) base URL; every external service's is configurable so tests can stand in.
+    fn url(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        let value = self.get(var).unwrap_or_else(|| default.to_owned());
+        let valid =
+            reqwest::Url::parse(&value).is_ok_and(|url| matches!(url.scheme(), "http" | "https"));
+        if valid {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                var,
+                message: format!("expected an http(s) URL, got {value:?}"),
+            })
+        }
     }
 }
 
@@ -232,6 +332,9 @@ mod tests {
             ("ALIAS_TRUST_PROXY", "maybe"),
             ("ALIAS_CORS_ORIGINS", "app.example.com"),
             ("DATABASE_URL", "mysql://localhost/db"),
+            ("ALIAS_ACCESS_TTL_SECONDS", "-5"),
+            ("ALIAS_GOOGLE_JWKS_URL", "not a url"),
+            ("ALIAS_AUTH_IP_LIMIT_PER_MINUTE", "0"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);

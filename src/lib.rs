@@ -1,12 +1,16 @@
 //! alias-server: the backend of the ALIAS assistant app, served over tRPC's wire protocol.
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod bindings;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod rate_limit;
 pub mod reason;
 pub mod rpc;
 pub mod startup;
 pub mod system;
 pub mod telemetry;
+pub mod users;

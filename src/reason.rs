@@ -7,10 +7,71 @@ use crate::rpc::ErrorReason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {}
+pub enum Reason {
+    /// No `Authorization: Bearer …` header: sign in.
+    MissingToken,
+    /// The access or refresh token is not one of ours (malformed, tampered, wrong key).
+    InvalidToken,
+    /// The access token expired: call `auth.refresh`, then retry.
+    TokenExpired,
+    /// The session was signed out or revoked: sign in again.
+    SessionRevoked,
+    /// The session reached its fixed lifetime: sign in again.
+    SessionExpired,
+    /// A refresh token was used twice; the session is revoked: sign in again.
+    RefreshTokenReused,
+    /// Wrong email or password (deliberately not saying which).
+    InvalidCredentials,
+    /// Registration with an email that already has an account.
+    EmailTaken,
+    /// The provider's email is not verified and an account with it exists.
+    EmailNotVerified,
+    /// Google or Apple sign-in is not configured on this server.
+    ProviderNotConfigured,
+}
 
 impl ErrorReason for Reason {
     fn as_str(&self) -> &'static str {
-        match *self {}
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::SessionRevoked => "session_revoked",
+            Self::SessionExpired => "session_expired",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::EmailTaken => "email_taken",
+            Self::EmailNotVerified => "email_not_verified",
+            Self::ProviderNotConfigured => "provider_not_configured",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire string and the exported TypeScript union come from the same serde name.
+    #[test]
+    fn wire_names_match_serde_names() {
+        use Reason::*;
+        let all = [
+            MissingToken,
+            InvalidToken,
+            TokenExpired,
+            SessionRevoked,
+            SessionExpired,
+            RefreshTokenReused,
+            InvalidCredentials,
+            EmailTaken,
+            EmailNotVerified,
+            ProviderNotConfigured,
+        ];
+        for reason in all {
+            assert_eq!(
+                serde_json::to_value(reason).ok(),
+                Some(serde_json::json!(reason.as_str()))
+            );
+        }
     }
 }

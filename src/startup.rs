@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::{self, AppState};
+use crate::auth::{self, Auth};
 use crate::config::{Config, CorsOrigins};
 use crate::db::{self, Backend};
 use crate::health;
@@ -26,6 +27,7 @@ pub struct Application {
 impl Application {
     /// Connects to and migrates the database, then binds the listener (port 0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        auth::install_crypto_provider();
         db::ensure_sqlite_dir(&config.database_url)?;
         let db = db::connect_and_migrate(&config.database_url).await?;
         let listener = TcpListener::bind(config.bind)
@@ -40,10 +42,17 @@ impl Application {
             trust_proxy: config.trust_proxy,
         };
         let cors = cors_layer(&config.cors_origins);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .context("could not build the HTTP client")?;
         let state = Arc::new(AppState {
             backend: Backend::of(&db),
             db,
+            auth: Auth::new(&config, &http)?,
             config,
+            http,
         });
         let rpc = RpcService::new(
             app::router(),
@@ -51,7 +60,10 @@ impl Application {
             rpc_options,
             shutdown.clone(),
         );
-        let mut router = rpc.into_axum().merge(health::routes(state));
+        let mut router = rpc
+            .into_axum()
+            .merge(health::routes(Arc::clone(&state)))
+            .merge(auth::routes(state));
         if let Some(cors) = cors {
             router = router.layer(cors);
         }

@@ -1,1 +1,7 @@
-pub mod placeholder {}
+//! SeaORM entities: one module per table (see `migration/` for the schema itself).
+
+pub mod audit_events;
+pub mod auth_sessions;
+pub mod refresh_tokens;
+pub mod user_identities;
+pub mod users;

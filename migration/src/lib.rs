@@ -1,8 +1,14 @@
+//! Schema migrations, applied in order at start-up (`alias-server migrate` runs them alone).
+
 pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_auth;
+
 pub struct Migrator;
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![]
+        vec![Box::new(m20261122_000001_auth::Migration)]
     }
 }

@@ -171,6 +171,35 @@ impl std::fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
+/// Collects a message per invalid field while an input is parsed, so the client learns about
+/// every problem at once (`data.fieldErrors`).
+#[derive(Debug, Default)]
+pub struct FieldErrors(BTreeMap<String, String>);
+
+impl FieldErrors {
+    /// Keeps the value of `result`, or records its message under `field`.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        result
+            .map_err(|message| self.0.insert(field.to_owned(), message))
+            .ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// BAD_REQUEST naming every recorded field.
+    pub fn into_error(self) -> RpcError {
+        let summary: Vec<String> = self
+            .0
+            .iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect();
+        RpcError::bad_request(format!("Invalid input: {}", summary.join("; ")))
+            .with_field_errors(self.0)
+    }
+}
+
 #[derive(Serialize)]
 pub(crate) struct ErrorShape<'a> {
     message: &'a str,

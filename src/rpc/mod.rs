@@ -10,6 +10,6 @@ mod router;
 mod sse;
 pub mod typescript;
 
-pub use error::{ErrorCode, ErrorReason, RpcError};
+pub use error::{ErrorCode, ErrorReason, FieldErrors, RpcError};
 pub use http::{RpcOptions, RpcService};
 pub use router::{Context, Kind, RequestInfo, Router, Tracked};

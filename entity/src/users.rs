@@ -1,0 +1,23 @@
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "users")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    #[sea_orm(unique)]
+    pub email: String,
+    pub name: String,
+    pub avatar_url: Option<String>,
+    /// argon2id PHC string; `None` for accounts that only sign in with Google or Apple.
+    pub password_hash: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    #[sea_orm(has_many)]
+    pub identities: HasMany<super::user_identities::Entity>,
+    #[sea_orm(has_many)]
+    pub sessions: HasMany<super::auth_sessions::Entity>,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,173 @@
+//! Access tokens: short-lived EdDSA (Ed25519) JWTs naming the user and the session.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::AuthConfig;
+
+const GENERATED_KEY_FILE: &str = "jwt-ed25519.pem";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: Uuid,
+    /// The session, checked on every call so revocation takes effect at once.
+    pub sid: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Expired,
+    Invalid,
+}
+
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    kid: String,
+    public_x: String,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    validation: Validation,
+}
+
+impl AccessTokens {
+    /// Loads the signing key from `ALIAS_JWT_PRIVATE_KEY_FILE`, or from the data directory,
+    /// generating it there (mode 0600) on first start.
+    pub fn load(config: &AuthConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        let pem = match &config.jwt_private_key_file {
+            Some(path) => std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "could not read ALIAS_JWT_PRIVATE_KEY_FILE {}",
+                    path.display()
+                )
+            })?,
+            None => load_or_generate(&data_dir.join(GENERATED_KEY_FILE))?,
+        };
+        let signing = SigningKey::from_pkcs8_pem(&pem)
+            .context("the JWT signing key is not a PKCS#8 PEM Ed25519 private key")?;
+        let public = signing.verifying_key().to_bytes();
+        let public_x = URL_SAFE_NO_PAD.encode(public);
+        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&config.jwt_issuer]);
+        validation.set_audience(&[&config.jwt_audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        validation.leeway = 5;
+        Ok(Self {
+            encoding: EncodingKey::from_ed_pem(pem.as_bytes()).context("JWT signing key")?,
+            decoding: DecodingKey::from_ed_components(&public_x).context("JWT verifying key")?,
+            kid,
+            public_x,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            ttl: config.access_ttl,
+            validation,
+        })
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn issue(&self, user_id: Uuid, session_id: Uuid) -> anyhow::Result<String> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id,
+            sid: session_id,
+            iat: now,
+            exp: now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .context("could not sign an access token")
+    }
+
+    /// Checks signature, algorithm (only EdDSA: `none` and HS256 confusion fail), key id,
+    /// issuer, audience and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.kid.as_deref() != Some(self.kid.as_str()) {
+            return Err(TokenError::Invalid);
+        }
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+
+    /// The public key set served at `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [{
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": self.public_x,
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }]})
+    }
+}
+
+fn load_or_generate(path: &PathBuf) -> anyhow::Result<String> {
+    if path.exists() {
+        return std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()));
+    }
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .context("could not encode the generated JWT key")?;
+    write_private_file(path, pem.as_bytes())?;
+    tracing::info!(path = %path.display(), "generated a JWT signing key");
+    Ok(pem.to_string())
+}
+
+/// Creates `path` readable by the owner only; fails if it appeared meanwhile rather than
+/// overwrite a key another process just wrote.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("could not write {}", path.display()))
+}
+
+/// jsonwebtoken needs exactly one crypto backend; choose it explicitly so another crate's
+/// feature flags can never leave it without one (it would panic at the first token).
+pub fn install_crypto_provider() {
+    // Err means it is already installed (several servers in one test process).
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+}

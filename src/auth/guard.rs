@@ -1,0 +1,109 @@
+//! Signed-in procedures: the user arrives as a typed argument, checked once here, so no
+//! handler can forget to authenticate.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::Utc;
+use entity::users;
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use super::access_token::TokenError;
+use super::sessions;
+use crate::app::Ctx;
+use crate::reason::Reason;
+use crate::rpc::{ErrorCode, RpcError};
+
+/// The caller of a signed-in procedure.
+pub struct SignedIn {
+    pub user: users::Model,
+    pub session_id: Uuid,
+}
+
+/// Wraps `handler(ctx, signed_in, input)` into a procedure that first authenticates the
+/// `Authorization: Bearer` access token and its session.
+pub fn signed_in<I, O, F, Fut>(
+    handler: F,
+) -> impl Fn(Ctx, I) -> BoxFuture<'static, Result<O, RpcError>> + Send + Sync + 'static
+where
+    I: Send + 'static,
+    F: Fn(Ctx, SignedIn, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, RpcError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    move |ctx: Ctx, input: I| {
+        let handler = Arc::clone(&handler);
+        Box::pin(async move {
+            let caller = authenticate(&ctx).await?;
+            handler(ctx, caller, input).await
+        })
+    }
+}
+
+fn unauthorized(reason: Reason, message: &'static str) -> RpcError {
+    RpcError::new(ErrorCode::Unauthorized, message).with_reason(reason)
+}
+
+async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
+    let header = ctx
+        .request
+        .header("authorization")
+        .ok_or_else(|| unauthorized(Reason::MissingToken, "Sign in to continue."))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            unauthorized(
+                Reason::InvalidToken,
+                "The Authorization header must be `Bearer <access token>`.",
+            )
+        })?;
+    let claims =
+        ctx.state
+            .auth
+            .access_tokens
+            .verify(token.trim())
+            .map_err(|error| match error {
+                TokenError::Expired => unauthorized(
+                    Reason::TokenExpired,
+                    "The access token expired; refresh it.",
+                ),
+                TokenError::Invalid => unauthorized(
+                    Reason::InvalidToken,
+                    "The access token is not valid; sign in again.",
+                ),
+            })?;
+    let found = sessions::find_with_user(&ctx.state.db, claims.sid)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "could not load the session of an access token");
+            RpcError::internal()
+        })?;
+    let revoked = || {
+        unauthorized(
+            Reason::SessionRevoked,
+            "This session was signed out; sign in again.",
+        )
+    };
+    let (session, user) = found.ok_or_else(revoked)?;
+    if session.revoked_at.is_some() {
+        return Err(revoked());
+    }
+    if session.expires_at <= Utc::now() {
+        return Err(unauthorized(
+            Reason::SessionExpired,
+            "This session expired; sign in again.",
+        ));
+    }
+    if session.user_id != claims.sub {
+        return Err(unauthorized(
+            Reason::InvalidToken,
+            "The access token is not valid; sign in again.",
+        ));
+    }
+    Ok(SignedIn {
+        user,
+        session_id: session.id,
+    })
+}

@@ -1,0 +1,599 @@
+//! `auth.*`: signing in (password, Google, Apple), keeping sessions alive with rotating
+//! refresh tokens, and signing out.
+
+mod access_token;
+mod guard;
+mod id_token;
+mod password;
+mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::{user_identities, users};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, SqlErr,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+pub use access_token::{AccessTokens, install_crypto_provider, write_private_file};
+pub use guard::{SignedIn, signed_in};
+pub use id_token::{IdTokenVerifier, Provider};
+pub use password::Passwords;
+
+use self::id_token::{IdClaims, IdTokenError};
+use self::sessions::{IssuedTokens, RefreshError};
+use crate::app::{App, AppState, Ctx};
+use crate::audit::{self, AuditAction};
+use crate::config::Config;
+use crate::rate_limit::{InMemoryRateLimits, RateLimitStore, RetryAfter};
+use crate::reason::Reason;
+use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError};
+use crate::users::{DisplayName, Email, User, internal, parse_avatar_url, view};
+
+/// Failed password sign-ins allowed per account per `ALIAS_LOGIN_LOCK_SECONDS`.
+const FAILED_LOGINS_PER_ACCOUNT: u32 = 5;
+const IP_WINDOW: Duration = Duration::from_secs(60);
+
+/// Everything signing in needs, built once at start-up.
+pub struct Auth {
+    pub access_tokens: AccessTokens,
+    pub passwords: Passwords,
+    pub google: Option<IdTokenVerifier>,
+    pub apple: Option<IdTokenVerifier>,
+    pub rate_limits: Arc<dyn RateLimitStore>,
+}
+
+impl Auth {
+    pub fn new(config: &Config, http: &reqwest::Client) -> anyhow::Result<Self> {
+        let auth = &config.auth;
+        let verifier = |provider, provider_config| {
+            IdTokenVerifier::new(
+                provider,
+                provider_config,
+                http.clone(),
+                auth.jwks_min_refetch,
+            )
+        };
+        Ok(Self {
+            access_tokens: AccessTokens::load(auth, &config.data_dir)?,
+            passwords: Passwords::new()?,
+            google: verifier(Provider::Google, &auth.google),
+            apple: verifier(Provider::Apple, &auth.apple),
+            rate_limits: Arc::new(InMemoryRateLimits::default()),
+        })
+    }
+}
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .mutation("register", register)
+        .mutation("login", login)
+        .mutation("google", google)
+        .mutation("apple", apple)
+        .mutation("refresh", refresh)
+        .mutation("logout", signed_in(logout))
+        .query("sessions.list", signed_in(list_sessions))
+        .mutation("sessions.revoke", signed_in(revoke_session))
+}
+
+/// The public keys that verify our access tokens, at `GET /.well-known/jwks.json`.
+pub fn routes(app: App) -> axum::Router {
+    async fn jwks(
+        axum::extract::State(app): axum::extract::State<App>,
+    ) -> axum::Json<serde_json::Value> {
+        axum::Json(app.auth.access_tokens.jwks())
+    }
+    axum::Router::new()
+        .route("/.well-known/jwks.json", axum::routing::get(jwks))
+        .with_state(app)
+}
+
+#[derive(Debug, Serialize, specta::Type)]
+pub enum TokenType {
+    Bearer,
+}
+
+/// What every sign-in and refresh returns.
+#[derive(Debug, Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSession {
+    pub user: User,
+    /// Send as `Authorization: Bearer <accessToken>`.
+    pub access_token: String,
+    /// Single use: exchange it with `auth.refresh` for a new pair before `expiresIn` runs out.
+    pub refresh_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u32,
+    pub token_type: TokenType,
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterInput {
+    email: String,
+    /// 8 to 128 characters.
+    password: String,
+    name: String,
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginInput {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GoogleSignInInput {
+    id_token: String,
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppleSignInInput {
+    id_token: String,
+    /// Apple sends the name only on the first sign-in; pass it then.
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshInput {
+    refresh_token: String,
+}
+
+/// An input with no fields (`{}`), which may also be left out.
+#[derive(Deserialize, specta::Type)]
+#[serde(deny_unknown_fields)]
+pub struct NoInput {}
+
+#[derive(Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    /// When the session last signed in or refreshed its tokens.
+    last_used_at: DateTime<Utc>,
+    user_agent: Option<String>,
+    /// The session making this call.
+    current: bool,
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeSessionInput {
+    id: Uuid,
+}
+
+fn unauthorized(reason: Reason, message: &'static str) -> RpcError {
+    RpcError::new(ErrorCode::Unauthorized, message).with_reason(reason)
+}
+
+fn too_many(retry: RetryAfter) -> RpcError {
+    RpcError::new(
+        ErrorCode::TooManyRequests,
+        format!("Too many attempts. Try again in {} seconds.", retry.0),
+    )
+    .with_retry_after(retry.0)
+}
+
+/// Counts an attempt of `action` from the caller's IP against the per-minute limit.
+async fn limit_ip(state: &AppState, request: &RequestInfo, action: &str) -> Result<(), RpcError> {
+    let key = format!("ip:{action}:{}", request.client_ip);
+    state
+        .auth
+        .rate_limits
+        .hit(&key, state.config.auth.ip_limit_per_minute, IP_WINDOW)
+        .await
+        .map_err(too_many)
+}
+
+fn parse_password(raw: &str) -> Result<String, String> {
+    let length = raw.chars().count();
+    if (8..=128).contains(&length) {
+        Ok(raw.to_owned())
+    } else {
+        Err("use 8 to 128 characters".to_owned())
+    }
+}
+
+/// `auth.register`
+async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcError> {
+    limit_ip(&ctx.state, &ctx.request, "register").await?;
+    let mut errors = FieldErrors::default();
+    let email = errors.check("email", Email::parse(&input.email));
+    let password = errors.check("password", parse_password(&input.password));
+    let name = errors.check("name", DisplayName::parse(&input.name));
+    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
+        return Err(errors.into_error());
+    };
+    let db = &ctx.state.db;
+    if find_by_email(db, &email).await?.is_some() {
+        return Err(email_taken());
+    }
+    let password_hash = ctx
+        .state
+        .auth
+        .passwords
+        .hash(password)
+        .await
+        .map_err(internal("hash a password"))?;
+    let now = Utc::now();
+    let user = users::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.into_string()),
+        name: Set(name.into_string()),
+        avatar_url: Set(None),
+        password_hash: Set(Some(password_hash)),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await
+    .map_err(|error| match error.sql_err() {
+        // Registered concurrently with the same email.
+        Some(SqlErr::UniqueConstraintViolation(_)) => email_taken(),
+        _ => internal("create a user")(error),
+    })?;
+    audit::record(
+        db,
+        &ctx.request,
+        Some(user.id),
+        AuditAction::SignUp,
+        json!({ "method": "password" }),
+    )
+    .await;
+    begin_session(&ctx, user, "password").await
+}
+
+fn email_taken() -> RpcError {
+    RpcError::new(
+        ErrorCode::Conflict,
+        "An account with this email already exists. Sign in instead.",
+    )
+    .with_reason(Reason::EmailTaken)
+}
+
+async fn find_by_email(
+    db: &DatabaseConnection,
+    email: &Email,
+) -> Result<Option<users::Model>, RpcError> {
+    users::Entity::find()
+        .filter(users::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await
+        .map_err(internal("look up a user by email"))
+}
+
+/// `auth.login`: an unknown email and a wrong password get the same answer in about the
+/// same time, and an account locks after repeated failures.
+async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
+    let state = &ctx.state;
+    limit_ip(state, &ctx.request, "login").await?;
+    let invalid = || {
+        unauthorized(
+            Reason::InvalidCredentials,
+            "The email or password is not correct.",
+        )
+    };
+    let Ok(email) = Email::parse(&input.email) else {
+        return Err(invalid());
+    };
+    let failures_key = format!("login-failures:{}", email.as_str());
+    let limits = &state.auth.rate_limits;
+    limits
+        .check(
+            &failures_key,
+            FAILED_LOGINS_PER_ACCOUNT,
+            FAILED_LOGIN_WINDOW,
+        )
+        .await
+        .map_err(too_many)?;
+    let user = find_by_email(&state.db, &email).await?;
+    let stored = user.as_ref().and_then(|user| user.password_hash.clone());
+    let matches = state
+        .auth
+        .passwords
+        .verify(input.password, stored)
+        .await
+        .map_err(internal("verify a password"))?;
+    match user {
+        Some(user) if matches => {
+            limits.reset(&failures_key).await;
+            audit::record(
+                &state.db,
+                &ctx.request,
+                Some(user.id),
+                AuditAction::SignIn,
+                json!({ "method": "password" }),
+            )
+            .await;
+            begin_session(&ctx, user, "password").await
+        }
+        user => {
+            // Counted whether or not the account exists, so the lock does not reveal it.
+            let _ = limits
+                .hit(
+                    &failures_key,
+                    FAILED_LOGINS_PER_ACCOUNT,
+                    FAILED_LOGIN_WINDOW,
+                )
+                .await;
+            let user_id = user.map(|user| user.id);
+            audit::record(
+                &state.db,
+                &ctx.request,
+                user_id,
+                AuditAction::SignInFailed,
+                json!({ "method": "password" }),
+            )
+            .await;
+            Err(invalid())
+        }
+    }
+}
+
+/// `auth.google`
+async fn google(ctx: Ctx, input: GoogleSignInInput) -> Result<AuthSession, RpcError> {
+    let verifier = ctx.state.auth.google.as_ref();
+    sign_in_with_id_token(&ctx, verifier, &input.id_token, None).await
+}
+
+/// `auth.apple`
+async fn apple(ctx: Ctx, input: AppleSignInInput) -> Result<AuthSession, RpcError> {
+    let verifier = ctx.state.auth.apple.as_ref();
+    sign_in_with_id_token(&ctx, verifier, &input.id_token, input.name).await
+}
+
+async fn sign_in_with_id_token(
+    ctx: &Ctx,
+    verifier: Option<&IdTokenVerifier>,
+    id_token: &str,
+    name_from_app: Option<String>,
+) -> Result<AuthSession, RpcError> {
+    limit_ip(&ctx.state, &ctx.request, "login").await?;
+    let verifier = verifier.ok_or_else(|| {
+        RpcError::new(
+            ErrorCode::PreconditionFailed,
+            "This sign-in method is not enabled on this server.",
+        )
+        .with_reason(Reason::ProviderNotConfigured)
+    })?;
+    let provider = verifier.provider();
+    let claims = verifier
+        .verify(id_token)
+        .await
+        .map_err(|error| match error {
+            IdTokenError::Invalid(detail) => {
+                tracing::info!(provider = provider.as_str(), %detail, "ID token rejected");
+                unauthorized(
+                    Reason::InvalidToken,
+                    "The sign-in could not be verified. Please try again.",
+                )
+            }
+            IdTokenError::KeysUnavailable => RpcError::new(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "{} could not be reached to verify the sign-in. Please try again.",
+                    provider.display_name()
+                ),
+            ),
+        })?;
+    let user = find_or_create_identity_user(ctx, provider, claims, name_from_app).await?;
+    audit::record(
+        &ctx.state.db,
+        &ctx.request,
+        Some(user.id),
+        AuditAction::SignIn,
+        json!({ "method": provider.as_str() }),
+    )
+    .await;
+    begin_session(ctx, user, provider.as_str()).await
+}
+
+/// The account an ID token signs in to: the one linked to it; else the one with its email,
+/// linked now if the provider verified that email; else a new one.
+async fn find_or_create_identity_user(
+    ctx: &Ctx,
+    provider: Provider,
+    claims: IdClaims,
+    name_from_app: Option<String>,
+) -> Result<users::Model, RpcError> {
+    let db = &ctx.state.db;
+    let linked = user_identities::Entity::find()
+        .filter(user_identities::Column::Provider.eq(provider.as_str()))
+        .filter(user_identities::Column::Subject.eq(&claims.sub))
+        .find_also_related(users::Entity)
+        .one(db)
+        .await
+        .map_err(internal("look up a sign-in identity"))?;
+    if let Some((_, Some(user))) = linked {
+        return Ok(user);
+    }
+    let email = claims
+        .email
+        .as_deref()
+        .and_then(|email| Email::parse(email).ok())
+        .ok_or_else(|| RpcError::bad_request("The sign-in did not include an email address."))?;
+    let transaction = db.begin().await.map_err(internal("begin a transaction"))?;
+    let user = match find_by_email(db, &email).await? {
+        Some(_) if !claims.email_verified => {
+            return Err(RpcError::new(
+                ErrorCode::Conflict,
+                "An account with this email exists, but the provider has not verified the email. Sign in with your password.",
+            )
+            .with_reason(Reason::EmailNotVerified));
+        }
+        Some(user) => user,
+        None => {
+            let name = name_from_app
+                .or(claims.name)
+                .and_then(|name| DisplayName::parse(&name).ok())
+                .map_or_else(
+                    || {
+                        email
+                            .as_str()
+                            .split('@')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned()
+                    },
+                    DisplayName::into_string,
+                );
+            let now = Utc::now();
+            let user = users::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                email: Set(email.into_string()),
+                name: Set(name),
+                avatar_url: Set(claims.picture.filter(|url| parse_avatar_url(url).is_ok())),
+                password_hash: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&transaction)
+            .await
+            .map_err(internal("create a user"))?;
+            audit::record(
+                &transaction,
+                &ctx.request,
+                Some(user.id),
+                AuditAction::SignUp,
+                json!({ "method": provider.as_str() }),
+            )
+            .await;
+            user
+        }
+    };
+    user_identities::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user.id),
+        provider: Set(provider.as_str().to_owned()),
+        subject: Set(claims.sub),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&transaction)
+    .await
+    .map_err(internal("link a sign-in identity"))?;
+    transaction
+        .commit()
+        .await
+        .map_err(internal("commit a sign-in"))?;
+    Ok(user)
+}
+
+async fn begin_session(
+    ctx: &Ctx,
+    user: users::Model,
+    method: &str,
+) -> Result<AuthSession, RpcError> {
+    let tokens = sessions::start(&ctx.state, user.id, &ctx.request)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, method, "could not start a session");
+            RpcError::internal()
+        })?;
+    let user = view(&ctx.state.db, user).await?;
+    Ok(auth_session(user, tokens))
+}
+
+fn auth_session(user: User, tokens: IssuedTokens) -> AuthSession {
+    AuthSession {
+        user,
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        expires_in: u32::try_from(tokens.expires_in_seconds).unwrap_or(u32::MAX),
+        token_type: TokenType::Bearer,
+    }
+}
+
+/// `auth.refresh`: any UNAUTHORIZED answer means "sign in again".
+async fn refresh(ctx: Ctx, input: RefreshInput) -> Result<AuthSession, RpcError> {
+    let state = &ctx.state;
+    limit_ip(state, &ctx.request, "refresh").await?;
+    let tokens = sessions::refresh(state, input.refresh_token.trim(), &ctx.request)
+        .await
+        .map_err(|error| match error {
+            RefreshError::Unknown => unauthorized(Reason::InvalidToken, "The refresh token is not valid; sign in again."),
+            RefreshError::Revoked => unauthorized(Reason::SessionRevoked, "This session was signed out; sign in again."),
+            RefreshError::Expired => unauthorized(Reason::SessionExpired, "This session expired; sign in again."),
+            RefreshError::Reused => unauthorized(
+                Reason::RefreshTokenReused,
+                "This refresh token was already used, so the session was signed out for safety. Sign in again.",
+            ),
+            RefreshError::Internal(error) => internal("refresh a session")(error),
+        })?;
+    let user = users::Entity::find_by_id(tokens.user_id)
+        .one(&state.db)
+        .await
+        .map_err(internal("load a user"))?
+        .ok_or_else(|| unauthorized(Reason::SessionRevoked, "This account no longer exists."))?;
+    Ok(auth_session(view(&state.db, user).await?, tokens))
+}
+
+/// `auth.logout`: ends the calling session.
+async fn logout(ctx: Ctx, caller: SignedIn, _: NoInput) -> Result<(), RpcError> {
+    end_session(&ctx, &caller, caller.session_id, AuditAction::SignOut).await
+}
+
+/// `auth.sessions.list`
+async fn list_sessions(ctx: Ctx, caller: SignedIn, _: ()) -> Result<Vec<SessionInfo>, RpcError> {
+    let sessions = sessions::list_active(&ctx.state.db, caller.user.id)
+        .await
+        .map_err(internal("list sessions"))?;
+    Ok(sessions
+        .into_iter()
+        .map(|session| SessionInfo {
+            current: session.id == caller.session_id,
+            id: session.id,
+            created_at: session.created_at,
+            last_used_at: session.last_used_at,
+            user_agent: session.user_agent,
+        })
+        .collect())
+}
+
+/// `auth.sessions.revoke`: signs out one of the caller's sessions (another user's id is
+/// NOT_FOUND, like an id that never existed).
+async fn revoke_session(
+    ctx: Ctx,
+    caller: SignedIn,
+    input: RevokeSessionInput,
+) -> Result<(), RpcError> {
+    let owned = entity::auth_sessions::Entity::find_by_id(input.id)
+        .filter(entity::auth_sessions::Column::UserId.eq(caller.user.id))
+        .one(&ctx.state.db)
+        .await
+        .map_err(internal("look up a session"))?;
+    if owned.is_none() {
+        return Err(RpcError::not_found("No such session."));
+    }
+    end_session(&ctx, &caller, input.id, AuditAction::SessionRevoked).await
+}
+
+async fn end_session(
+    ctx: &Ctx,
+    caller: &SignedIn,
+    session_id: Uuid,
+    action: AuditAction,
+) -> Result<(), RpcError> {
+    sessions::revoke_family(&ctx.state.db, session_id)
+        .await
+        .map_err(internal("revoke a session"))?;
+    let metadata = json!({ "sessionId": session_id });
+    audit::record(
+        &ctx.state.db,
+        &ctx.request,
+        Some(caller.user.id),
+        action,
+        metadata,
+    )
+    .await;
+    Ok(())
+}

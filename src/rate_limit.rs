@@ -1,0 +1,147 @@
+//! Counting attempts per key in fixed windows. In memory for one instance; the trait is the
+//! seam for a shared store (Redis) when there are several.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Over the limit: the caller may try again after this many seconds (at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub u32);
+
+#[async_trait::async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Counts one attempt for `key`; refuses it when `limit` attempts were already counted in
+    /// the current `window`.
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter>;
+
+    /// Refuses when `key` already has `limit` attempts in the current window, without counting.
+    async fn check(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter>;
+
+    /// Forgets the attempts of `key` (after a successful sign-in, say).
+    async fn reset(&self, key: &str);
+}
+
+/// Keys beyond which expired windows are swept before a new key is added, so a flood of
+/// distinct keys cannot grow memory without bound.
+const SWEEP_ABOVE: usize = 10_000;
+
+#[derive(Default)]
+pub struct InMemoryRateLimits {
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+struct Window {
+    started: Instant,
+    length: Duration,
+    count: u32,
+}
+
+impl Window {
+    fn is_over(&self, now: Instant) -> bool {
+        now.duration_since(self.started) >= self.length
+    }
+
+    fn retry_after(&self, now: Instant) -> RetryAfter {
+        let remaining = self.length.saturating_sub(now.duration_since(self.started));
+        RetryAfter(
+            u32::try_from(remaining.as_secs())
+                .unwrap_or(u32::MAX)
+                .saturating_add(1),
+        )
+    }
+}
+
+impl InMemoryRateLimits {
+    fn with_window<T>(
+        &self,
+        key: &str,
+        window: Duration,
+        f: impl FnOnce(&mut Window, Instant) -> T,
+    ) -> T {
+        let now = Instant::now();
+        // A poisoned lock only means another request panicked mid-update; the counts are
+        // still usable.
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if windows.len() >= SWEEP_ABOVE && !windows.contains_key(key) {
+            windows.retain(|_, w| !w.is_over(now));
+        }
+        let entry = windows.entry(key.to_owned()).or_insert(Window {
+            started: now,
+            length: window,
+            count: 0,
+        });
+        if entry.is_over(now) {
+            *entry = Window {
+                started: now,
+                length: window,
+                count: 0,
+            };
+        }
+        f(entry, now)
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimitStore for InMemoryRateLimits {
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter> {
+        self.with_window(key, window, |w, now| {
+            if w.count >= limit {
+                return Err(w.retry_after(now));
+            }
+            w.count += 1;
+            Ok(())
+        })
+    }
+
+    async fn check(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter> {
+        self.with_window(key, window, |w, now| {
+            if w.count >= limit {
+                Err(w.retry_after(now))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    async fn reset(&self, key: &str) {
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        windows.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_past_the_limit_until_the_window_ends() {
+        let limits = InMemoryRateLimits::default();
+        let window = Duration::from_millis(200);
+        for _ in 0..3 {
+            assert!(limits.hit("k", 3, window).await.is_ok());
+        }
+        let refused = limits.hit("k", 3, window).await;
+        assert_eq!(refused, Err(RetryAfter(1)));
+        assert!(limits.check("k", 3, window).await.is_err());
+        assert!(limits.hit("other", 3, window).await.is_ok());
+        tokio::time::sleep(window).await;
+        assert!(limits.hit("k", 3, window).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn reset_forgets_attempts() {
+        let limits = InMemoryRateLimits::default();
+        let window = Duration::from_secs(60);
+        assert!(limits.hit("k", 1, window).await.is_ok());
+        assert!(limits.check("k", 1, window).await.is_err());
+        limits.reset("k").await;
+        assert!(limits.check("k", 1, window).await.is_ok());
+    }
+}

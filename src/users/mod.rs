@@ -1,0 +1,195 @@
+//! `users.*`: the signed-in user's account.
+
+mod fields;
+
+use chrono::{DateTime, Utc};
+use entity::{user_identities, users};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+pub use fields::{DisplayName, Email, parse_avatar_url};
+
+use crate::app::{App, Ctx};
+use crate::audit::{self, AuditAction};
+use crate::auth::{SignedIn, signed_in};
+use crate::reason::Reason;
+use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError};
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .query("me", signed_in(me))
+        .mutation("update", signed_in(update))
+        .mutation("delete", signed_in(delete))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthProvider {
+    Password,
+    Google,
+    Apple,
+}
+
+impl AuthProvider {
+    fn from_identity(provider: &str) -> Option<Self> {
+        match provider {
+            "google" => Some(Self::Google),
+            "apple" => Some(Self::Apple),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub avatar_url: Option<String>,
+    /// How this account can sign in.
+    pub auth_providers: Vec<AuthProvider>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The client's view of an account (one query for its sign-in identities).
+pub async fn view(db: &impl ConnectionTrait, user: users::Model) -> Result<User, RpcError> {
+    let identities = user_identities::Entity::find()
+        .filter(user_identities::Column::UserId.eq(user.id))
+        .all(db)
+        .await
+        .map_err(internal("load sign-in identities"))?;
+    let mut auth_providers: Vec<AuthProvider> = user
+        .password_hash
+        .is_some()
+        .then_some(AuthProvider::Password)
+        .into_iter()
+        .chain(
+            identities
+                .iter()
+                .filter_map(|identity| AuthProvider::from_identity(&identity.provider)),
+        )
+        .collect();
+    auth_providers.dedup();
+    Ok(User {
+        id: user.id,
+        email: user.email,
+        name: user.name,
+        avatar_url: user.avatar_url,
+        auth_providers,
+        created_at: user.created_at,
+    })
+}
+
+/// Logs an unexpected failure with what we were doing and answers the generic error.
+pub fn internal<E: std::fmt::Display>(doing: &'static str) -> impl Fn(E) -> RpcError {
+    move |error| {
+        tracing::error!(%error, "could not {doing}");
+        RpcError::internal()
+    }
+}
+
+/// `users.me`
+async fn me(ctx: Ctx, caller: SignedIn, _: ()) -> Result<User, RpcError> {
+    view(&ctx.state.db, caller.user).await
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUserInput {
+    #[serde(default)]
+    name: Option<String>,
+    /// An https URL; `null` removes the avatar, leaving it out keeps it.
+    #[serde(default, deserialize_with = "present")]
+    #[specta(type = Option<String>, optional)]
+    avatar_url: Option<Option<String>>,
+}
+
+/// Tells "absent" (`None`, via `default`) from "null" (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `users.update`
+async fn update(ctx: Ctx, caller: SignedIn, input: UpdateUserInput) -> Result<User, RpcError> {
+    let mut errors = FieldErrors::default();
+    let name = input
+        .name
+        .map(|name| errors.check("name", DisplayName::parse(&name)));
+    let avatar_url = input
+        .avatar_url
+        .map(|url| url.map(|url| errors.check("avatarUrl", parse_avatar_url(&url))));
+    if !errors.is_empty() {
+        return Err(errors.into_error());
+    }
+    let mut user = caller.user.into_active_model();
+    if let Some(Some(name)) = name {
+        user.name = Set(name.into_string());
+    }
+    if let Some(avatar_url) = avatar_url {
+        user.avatar_url = Set(avatar_url.flatten());
+    }
+    user.updated_at = Set(Utc::now());
+    let user = user
+        .update(&ctx.state.db)
+        .await
+        .map_err(internal("update a user"))?;
+    view(&ctx.state.db, user).await
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteUserInput {
+    /// Required for accounts that have a password.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// `users.delete`: the account and everything it owns (sessions, identities, audit rows)
+/// go in one cascade.
+async fn delete(ctx: Ctx, caller: SignedIn, input: DeleteUserInput) -> Result<(), RpcError> {
+    let user = caller.user;
+    if let Some(hash) = user.password_hash.clone() {
+        let password = input.password.ok_or_else(|| {
+            let mut errors = FieldErrors::default();
+            errors.check::<()>(
+                "password",
+                Err("enter your password to delete the account".to_owned()),
+            );
+            errors.into_error()
+        })?;
+        let matches = ctx
+            .state
+            .auth
+            .passwords
+            .verify(password, Some(hash))
+            .await
+            .map_err(internal("verify a password"))?;
+        if !matches {
+            return Err(
+                RpcError::new(ErrorCode::Unauthorized, "The password is not correct.")
+                    .with_reason(Reason::InvalidCredentials),
+            );
+        }
+    }
+    users::Entity::delete_by_id(user.id)
+        .exec(&ctx.state.db)
+        .await
+        .map_err(internal("delete a user"))?;
+    // The account's own audit rows are gone; this one outlives it, keyed by the old id.
+    let metadata = serde_json::json!({ "userId": user.id });
+    audit::record(
+        &ctx.state.db,
+        &ctx.request,
+        None,
+        AuditAction::AccountDeleted,
+        metadata,
+    )
+    .await;
+    Ok(())
+}
