@@ -288,12 +288,9 @@ async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
     };
     let failures_key = format!("login-failures:{}", email.as_str());
     let limits = &state.auth.rate_limits;
+    let lock = state.config.auth.login_lock;
     limits
-        .check(
-            &failures_key,
-            FAILED_LOGINS_PER_ACCOUNT,
-            FAILED_LOGIN_WINDOW,
-        )
+        .check(&failures_key, FAILED_LOGINS_PER_ACCOUNT, lock)
         .await
         .map_err(too_many)?;
     let user = find_by_email(&state.db, &email).await?;
@@ -320,11 +317,7 @@ async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
         user => {
             // Counted whether or not the account exists, so the lock does not reveal it.
             let _ = limits
-                .hit(
-                    &failures_key,
-                    FAILED_LOGINS_PER_ACCOUNT,
-                    FAILED_LOGIN_WINDOW,
-                )
+                .hit(&failures_key, FAILED_LOGINS_PER_ACCOUNT, lock)
                 .await;
             let user_id = user.map(|user| user.id);
             audit::record(
