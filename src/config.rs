@@ -28,6 +28,7 @@ pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub db_max_connections: u32,
     pub log_format: LogFormat,
     /// A tracing filter directive (`info`, `alias_server=debug,info`).
     pub log_filter: String,
@@ -109,6 +110,7 @@ impl Config {
                 },
                 "`text` or `json`",
             )?,
+            db_max_connections: env.parse_positive("ALIAS_DB_MAX_CONNECTIONS", 10)?,
             log_filter: env.get("ALIAS_LOG").unwrap_or_else(|| "info".to_owned()),
             max_body_bytes: env.parse_positive("ALIAS_MAX_BODY_BYTES", 1024 * 1024)?,
             max_batch_size: env.parse_positive("ALIAS_MAX_BATCH_SIZE", 50)?,

@@ -26,9 +26,15 @@ impl Backend {
 }
 
 /// Connects and brings the schema up to date.
-pub async fn connect_and_migrate(url: &str) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url);
     options
+        // SeaORM would give SQLite a single connection; WAL serves many readers beside the
+        // one writer, and busy_timeout queues writers.
+        .max_connections(max_connections)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)

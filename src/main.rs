@@ -68,7 +68,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     db::ensure_sqlite_dir(&config.database_url)?;
-    db::connect_and_migrate(&config.database_url).await?;
+    db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
     tracing::info!("database is up to date");
     Ok(())
 }

@@ -29,7 +29,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         auth::install_crypto_provider();
         db::ensure_sqlite_dir(&config.database_url)?;
-        let db = db::connect_and_migrate(&config.database_url).await?;
+        let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("could not listen on {} (ALIAS_BIND)", config.bind))?;

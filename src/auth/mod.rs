@@ -415,8 +415,9 @@ async fn find_or_create_identity_user(
         .as_deref()
         .and_then(|email| Email::parse(email).ok())
         .ok_or_else(|| RpcError::bad_request("The sign-in did not include an email address."))?;
+    let existing = find_by_email(db, &email).await?;
     let transaction = db.begin().await.map_err(internal("begin a transaction"))?;
-    let user = match find_by_email(db, &email).await? {
+    let user = match existing {
         Some(_) if !claims.email_verified => {
             return Err(RpcError::new(
                 ErrorCode::Conflict,

@@ -53,6 +53,7 @@ pub fn postgres_configured() -> bool {
 pub struct TestApp {
     pub client: TestClient,
     pub db_kind: DbKind,
+    pub database_url: String,
     pub data_dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
     _database: Option<PostgresDatabase>,
@@ -81,6 +82,7 @@ impl TestApp {
         })
         .expect("test configuration is valid");
         adjust(&mut config);
+        let database_url = config.database_url.clone();
         let app = Application::build(config)
             .await
             .expect("the application starts");
@@ -90,10 +92,29 @@ impl TestApp {
         Self {
             client: TestClient::new(addr),
             db_kind,
+            database_url,
             data_dir,
             shutdown,
             _database: database,
         }
+    }
+}
+
+impl TestApp {
+    /// A connection of the test's own to the application's database, to check what is stored.
+    pub async fn db(&self) -> sea_orm::DatabaseConnection {
+        Database::connect(&self.database_url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Registers a fresh account and returns its `AuthSession`.
+    pub async fn register(&self, email: &str, password: &str) -> Value {
+        let input =
+            serde_json::json!({ "email": email, "password": password, "name": "Test User" });
+        let (status, body) = self.mutation("auth.register", Some(input)).await;
+        assert_eq!(status, StatusCode::OK, "register {email}: {body}");
+        body["result"]["data"].clone()
     }
 }
 
@@ -201,6 +222,34 @@ impl TestClient {
         json_of(request.send().await).await
     }
 
+    /// A query as a signed-in user.
+    pub async fn query_as(
+        &self,
+        token: &str,
+        path: &str,
+        input: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let request = self
+            .http
+            .get(self.trpc_url(path, input.as_ref()))
+            .bearer_auth(token);
+        json_of(request.send().await).await
+    }
+
+    /// A mutation as a signed-in user.
+    pub async fn mutation_as(
+        &self,
+        token: &str,
+        path: &str,
+        input: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.post(self.trpc_url(path, None)).bearer_auth(token);
+        if let Some(input) = input {
+            request = request.json(&input);
+        }
+        json_of(request.send().await).await
+    }
+
     /// GET with a raw query string, for malformed inputs.
     pub async fn get_raw(&self, path_and_query: &str) -> (StatusCode, Value) {
         json_of(self.http.get(self.url(path_and_query)).send().await).await
@@ -258,6 +307,23 @@ pub fn error_code(body: &Value) -> &str {
     body["error"]["data"]["code"]
         .as_str()
         .unwrap_or("<no error code>")
+}
+
+/// The `error.data.reason` of a single-call error response.
+pub fn error_reason(body: &Value) -> &str {
+    body["error"]["data"]["reason"]
+        .as_str()
+        .unwrap_or("<no reason>")
+}
+
+/// The `result.data` of a single-call success response.
+pub fn data(body: &Value) -> &Value {
+    &body["result"]["data"]
+}
+
+/// A unique email per call, so tests never collide.
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
 }
 
 /// One server-sent event.

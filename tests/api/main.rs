@@ -2,7 +2,9 @@
 //! (SQLite always; PostgreSQL too when `ALIAS_TEST_POSTGRES_URL` is set) and calls it over HTTP.
 
 mod helpers;
+mod id_provider;
 
+mod auth;
 mod bindings;
 mod rpc_protocol;
 mod system;
