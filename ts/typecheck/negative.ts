@@ -2,6 +2,7 @@
 // (an unused `@ts-expect-error` is itself an error) or if a positive check stops compiling.
 import { TRPCClientError } from "@trpc/client";
 import type { AppRouter, ErrorCode } from "../../bindings/index.ts";
+import { createAliasClient, type AuthSession, type Tokens } from "../client.ts";
 import { createClient } from "../example-client.ts";
 
 const client = createClient("http://127.0.0.1:8080/trpc");
@@ -61,4 +62,29 @@ export async function rightUses() {
     }
   }
   return { database, status };
+}
+
+export async function aliasClientUses() {
+  const tokens = { accessToken: "a", refreshToken: "r" };
+  const api = createAliasClient({
+    url: "http://127.0.0.1:8080/trpc",
+    getTokens: async () => tokens,
+    setTokens: () => {},
+    onSignedOut: (reason) => {
+      // @ts-expect-error: missing_token never signs out
+      if (reason === "missing_token") return;
+    },
+  });
+  const credentials = { email: "a@example.com", password: "secret123" };
+  const session: AuthSession = await api.auth.login.mutate(credentials);
+  const stored: Tokens = session; // an AuthSession is a Tokens, for setTokens
+  const email: string = (await api.users.me.query()).email;
+
+  // @ts-expect-error: getTokens must give Tokens or null, not a bare access token
+  createAliasClient({ url: "", getTokens: () => "token", setTokens: () => {} });
+  // @ts-expect-error: setTokens is required, to store refreshed tokens
+  createAliasClient({ url: "", getTokens: () => null });
+  // @ts-expect-error: users.me takes no input
+  await api.users.me.query({ id: "x" });
+  return { stored, email };
 }
