@@ -26,6 +26,15 @@ export type AppErrorShape = { message: string; code: number; data: AppErrorData 
 export type AppRouter = TRPCBuiltRouter<
 	{ ctx: object; meta: object; errorShape: AppErrorShape; transformer: false },
 	{
+		apiKeys: {
+			delete: TRPCMutationProcedure<{ meta: object; input: ProviderInput; output: null }>;
+			list: TRPCQueryProcedure<{ meta: object; input: void; output: ApiKeyInfo[] }>;
+			set: TRPCMutationProcedure<{ meta: object; input: SetApiKeyInput; output: ApiKeyInfo }>;
+			validate: TRPCMutationProcedure<{ meta: object; input: ProviderInput; output: KeyValidation }>;
+		};
+		audit: {
+			list: TRPCQueryProcedure<{ meta: object; input: AuditListInput | void; output: AuditPage }>;
+		};
 		auth: {
 			apple: TRPCMutationProcedure<{ meta: object; input: AppleSignInInput; output: AuthSession }>;
 			google: TRPCMutationProcedure<{ meta: object; input: GoogleSignInInput; output: AuthSession }>;
@@ -37,6 +46,10 @@ export type AppRouter = TRPCBuiltRouter<
 				list: TRPCQueryProcedure<{ meta: object; input: void; output: SessionInfo[] }>;
 				revoke: TRPCMutationProcedure<{ meta: object; input: RevokeSessionInput; output: null }>;
 			};
+		};
+		preferences: {
+			get: TRPCQueryProcedure<{ meta: object; input: void; output: Preferences }>;
+			update: TRPCMutationProcedure<{ meta: object; input: UpdatePreferencesInput | void; output: Preferences }>;
 		};
 		system: {
 			health: TRPCQueryProcedure<{ meta: object; input: void; output: SystemHealth }>;
@@ -50,10 +63,49 @@ export type AppRouter = TRPCBuiltRouter<
 	}
 >;
 
+export type AiProvider = "gemini" | "openai" | "anthropic";
+
+/**  A saved key as the app sees it: never the key itself. */
+export type ApiKeyInfo = {
+	provider: AiProvider,
+	/**  "…WXYZ": the key's last four characters. */
+	hint: string,
+	status: KeyStatus,
+	createdAt: string,
+	updatedAt: string,
+	lastValidatedAt: string | null,
+};
+
 export type AppleSignInInput = {
 	idToken: string,
 	/**  Apple sends the name only on the first sign-in; pass it then. */
 	name?: string | null,
+};
+
+export type AuditAction = "sign_up" | "sign_in" | "sign_in_failed" | "refresh_token_reused" | "sign_out" | "session_revoked" | "account_deleted" | "api_key_set" | "api_key_validated" | "api_key_deleted" | "api_key_use_failed";
+
+export type AuditEvent = {
+	id: string,
+	action: AuditAction,
+	ip: string | null,
+	userAgent: string | null,
+	/**  Details of the action (provider, session id, method); never secrets. */
+	metadata: unknown,
+	createdAt: string,
+};
+
+export type AuditListInput = {
+	/**  1 to 100 (default 50). */
+	limit?: number | null,
+	/**  `nextCursor` of the previous page. */
+	cursor?: string | null,
+};
+
+export type AuditPage = {
+	/**  Newest first. */
+	events: AuditEvent[],
+	/**  Pass as `cursor` for the next (older) page; null at the end. */
+	nextCursor: string | null,
 };
 
 export type AuthProvider = "password" | "google" | "apple";
@@ -86,6 +138,14 @@ export type GoogleSignInInput = {
 
 export type HealthStatus = "ok";
 
+export type KeyStatus = "valid" | "invalid" | "unvalidated";
+
+export type KeyValidation = {
+	valid: boolean,
+	/**  Why, in words for the user. */
+	message: string,
+};
+
 export type LoginInput = {
 	email: string,
 	password: string,
@@ -93,6 +153,28 @@ export type LoginInput = {
 
 /**  An input with no fields (`{}`), which may also be left out. */
 export type NoInput = Record<string, never>;
+
+export type Preferences = {
+	theme: Theme,
+	/**  BCP 47 language tag, e.g. "en" or "pt-BR". */
+	language: string,
+	/**  IANA time zone, e.g. "Europe/Paris". */
+	timezone: string,
+	aiProvider: AiProvider,
+	/**  The chosen model, or the provider's default. */
+	aiModel: string,
+	/**  0 to 2. */
+	temperature: number,
+	/**  1 to 65536. */
+	maxTokens: number,
+	/**  When false, chats are not kept after the reply ends. */
+	saveConversations: boolean,
+	notificationsEnabled: boolean,
+};
+
+export type ProviderInput = {
+	provider: AiProvider,
+};
 
 export type Reason = 
 /**  No `Authorization: Bearer …` header: sign in. */
@@ -114,7 +196,17 @@ export type Reason =
 /**  The provider's email is not verified and an account with it exists. */
 "email_not_verified" | 
 /**  Google or Apple sign-in is not configured on this server. */
-"provider_not_configured";
+"provider_not_configured" | 
+/**  The AI provider refused the API key: ask the user for another. */
+"api_key_rejected" | 
+/**  The AI provider could not be reached: nothing is wrong with the key; try later. */
+"provider_unreachable" | 
+/**  No API key is saved for that provider: ask the user to add one. */
+"api_key_missing" | 
+/**  The saved key can no longer be opened (damaged or moved): ask the user to set it again. */
+"api_key_unreadable" | 
+/**  The key service (KMS) is unavailable: nothing is lost; try again shortly. */
+"key_service_unavailable";
 
 export type RefreshInput = {
 	refreshToken: string,
@@ -141,6 +233,13 @@ export type SessionInfo = {
 	current: boolean,
 };
 
+export type SetApiKeyInput = {
+	provider: AiProvider,
+	apiKey: string,
+	/**  Check the key with the provider before saving it (default true). */
+	validate?: boolean | null,
+};
+
 export type StreamCheckInput = {
 	/**  How many ticks to send, 1..=20 (default 3). */
 	count?: number | null,
@@ -161,7 +260,23 @@ export type SystemHealth = {
 	database: Backend,
 };
 
+export type Theme = "light" | "dark" | "system";
+
 export type TokenType = "Bearer";
+
+/**  Any subset of the fields; omitted ones stay as they are. Every invalid field is reported. */
+export type UpdatePreferencesInput = {
+	theme?: Theme,
+	language?: string,
+	timezone?: string,
+	/**  Changing the provider without naming a model picks that provider's default model. */
+	aiProvider?: AiProvider,
+	aiModel?: string,
+	temperature?: number,
+	maxTokens?: number,
+	saveConversations?: boolean,
+	notificationsEnabled?: boolean,
+};
 
 export type UpdateUserInput = {
 	name?: string | null,

@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::crypto::KeyVault;
 use crate::db::Backend;
 use crate::rpc;
 
@@ -15,6 +16,8 @@ pub struct AppState {
     pub backend: Backend,
     pub config: Config,
     pub auth: Auth,
+    /// Seals and opens users' API keys.
+    pub vault: Arc<dyn KeyVault>,
     /// For calls to other services (identity providers' keys, AI providers).
     pub http: reqwest::Client,
 }
@@ -30,4 +33,7 @@ pub fn router() -> rpc::Router<App> {
         .nest("system", crate::system::router())
         .nest("auth", crate::auth::router())
         .nest("users", crate::users::router())
+        .nest("apiKeys", crate::keys::router())
+        .nest("preferences", crate::preferences::router())
+        .nest("audit", crate::audit::router())
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 
+use crate::crypto::MasterKey;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -39,6 +41,34 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub sse_ping_interval: Duration,
     pub auth: AuthConfig,
+    pub key_vault: KeyVaultConfig,
+    pub ai: AiConfig,
+}
+
+/// Where the data keys that seal users' API keys come from.
+#[derive(Debug, Clone)]
+pub enum KeyVaultConfig {
+    /// A master key from `ALIAS_MASTER_KEY`, or generated into the data directory; earlier
+    /// master keys still open what they wrapped until `keys rewrap` has run.
+    Local {
+        master_key: Option<MasterKey>,
+        previous: Vec<MasterKey>,
+    },
+    /// AWS KMS (`ALIAS_KMS_KEY_ID`), reached at `AWS_ENDPOINT_URL` when set.
+    Kms {
+        key_id: String,
+        endpoint: Option<String>,
+    },
+}
+
+/// The AI providers' APIs (configurable so tests and self-hosted models can stand in).
+#[derive(Debug, Clone)]
+pub struct AiConfig {
+    pub gemini_base_url: String,
+    pub openai_base_url: String,
+    pub anthropic_base_url: String,
+    /// Bound on a key validation call.
+    pub validate_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -128,8 +158,53 @@ impl Config {
                 env.parse_positive("ALIAS_SSE_PING_SECONDS", 10)?,
             ),
             auth: auth_config(&env)?,
+            key_vault: key_vault_config(&env)?,
+            ai: AiConfig {
+                gemini_base_url: env.url(
+                    "ALIAS_GEMINI_BASE_URL",
+                    "https://generativelanguage.googleapis.com",
+                )?,
+                openai_base_url: env.url("ALIAS_OPENAI_BASE_URL", "https://api.openai.com")?,
+                anthropic_base_url: env
+                    .url("ALIAS_ANTHROPIC_BASE_URL", "https://api.anthropic.com")?,
+                validate_timeout: Duration::from_secs(
+                    env.parse_positive("ALIAS_PROVIDER_TIMEOUT_SECONDS", 10)?,
+                ),
+            },
         })
     }
+}
+
+fn key_vault_config(env: &Env<'_>) -> Result<KeyVaultConfig, ConfigError> {
+    if let Some(key_id) = env.get("ALIAS_KMS_KEY_ID") {
+        let endpoint = match env.get("AWS_ENDPOINT_URL") {
+            Some(_) => Some(env.url("AWS_ENDPOINT_URL", "")?),
+            None => None,
+        };
+        return Ok(KeyVaultConfig::Kms { key_id, endpoint });
+    }
+    let master_key = |var: &'static str, text: &str| {
+        MasterKey::from_base64(text).map_err(|problem| ConfigError {
+            var,
+            message: format!("expected 32 random bytes in base64 ({problem})"),
+        })
+    };
+    Ok(KeyVaultConfig::Local {
+        master_key: env
+            .get("ALIAS_MASTER_KEY")
+            .map(|text| master_key("ALIAS_MASTER_KEY", &text))
+            .transpose()?,
+        previous: env
+            .get("ALIAS_MASTER_KEY_PREVIOUS")
+            .map(|list| {
+                list.split(',')
+                    .filter(|text| !text.trim().is_empty())
+                    .map(|text| master_key("ALIAS_MASTER_KEY_PREVIOUS", text))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default(),
+    })
 }
 
 fn auth_config(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
@@ -184,6 +259,13 @@ fn auth_config(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
         ip_limit_per_minute: env.parse_positive("ALIAS_AUTH_IP_LIMIT_PER_MINUTE", 60)?,
         login_lock: Duration::from_secs(env.parse_positive("ALIAS_LOGIN_LOCK_SECONDS", 900)?),
     })
+}
+
+impl Config {
+    /// A shared database or a public address: settings where local defaults deserve a warning.
+    pub fn looks_like_production(&self) -> bool {
+        self.database_url.starts_with("postgres") || !self.bind.ip().is_loopback()
+    }
 }
 
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
@@ -337,6 +419,8 @@ mod tests {
             ("ALIAS_ACCESS_TTL_SECONDS", "-5"),
             ("ALIAS_GOOGLE_JWKS_URL", "not a url"),
             ("ALIAS_AUTH_IP_LIMIT_PER_MINUTE", "0"),
+            ("ALIAS_MASTER_KEY", "c2hvcnQ="),
+            ("ALIAS_GEMINI_BASE_URL", "ftp://example.com"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);

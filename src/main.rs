@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use alias_server::config::Config;
 use alias_server::startup::Application;
-use alias_server::{bindings, db, telemetry};
+use alias_server::{bindings, crypto, db, keys, telemetry};
 use clap::{Parser, Subcommand};
 
 /// The ALIAS backend. Without a subcommand it serves.
@@ -25,6 +25,18 @@ enum Command {
         #[arg(long, default_value = "bindings")]
         out: PathBuf,
     },
+    /// Maintain the sealed API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every data key under the current master key or KMS key (after a rotation).
+    /// Safe to interrupt and run again.
+    Rewrap,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +59,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Migrate) => migrate(&config).await,
+            Some(Command::Keys {
+                command: KeysCommand::Rewrap,
+            }) => rewrap(&config).await,
             _ => serve(config).await,
         }
     });
@@ -70,6 +85,26 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     db::ensure_sqlite_dir(&config.database_url)?;
     db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
     tracing::info!("database is up to date");
+    Ok(())
+}
+
+async fn rewrap(config: &Config) -> anyhow::Result<()> {
+    db::ensure_sqlite_dir(&config.database_url)?;
+    let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
+    let vault = crypto::vault_from_config(&config.key_vault, &config.data_dir, false).await?;
+    let report = keys::rewrap_all(&db, vault.as_ref()).await?;
+    println!(
+        "rewrapped {} API keys under {} ({} failed)",
+        report.rewrapped,
+        vault.describe(),
+        report.failed
+    );
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} keys could not be rewrapped; see the log, fix, and run again",
+            report.failed
+        );
+    }
     Ok(())
 }
 

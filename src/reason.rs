@@ -28,6 +28,16 @@ pub enum Reason {
     EmailNotVerified,
     /// Google or Apple sign-in is not configured on this server.
     ProviderNotConfigured,
+    /// The AI provider refused the API key: ask the user for another.
+    ApiKeyRejected,
+    /// The AI provider could not be reached: nothing is wrong with the key; try later.
+    ProviderUnreachable,
+    /// No API key is saved for that provider: ask the user to add one.
+    ApiKeyMissing,
+    /// The saved key can no longer be opened (damaged or moved): ask the user to set it again.
+    ApiKeyUnreadable,
+    /// The key service (KMS) is unavailable: nothing is lost; try again shortly.
+    KeyServiceUnavailable,
 }
 
 impl ErrorReason for Reason {
@@ -43,6 +53,11 @@ impl ErrorReason for Reason {
             Self::EmailTaken => "email_taken",
             Self::EmailNotVerified => "email_not_verified",
             Self::ProviderNotConfigured => "provider_not_configured",
+            Self::ApiKeyRejected => "api_key_rejected",
+            Self::ProviderUnreachable => "provider_unreachable",
+            Self::ApiKeyMissing => "api_key_missing",
+            Self::ApiKeyUnreadable => "api_key_unreadable",
+            Self::KeyServiceUnavailable => "key_service_unavailable",
         }
     }
 }
@@ -66,6 +81,11 @@ mod tests {
             EmailTaken,
             EmailNotVerified,
             ProviderNotConfigured,
+            ApiKeyRejected,
+            ProviderUnreachable,
+            ApiKeyMissing,
+            ApiKeyUnreadable,
+            KeyServiceUnavailable,
         ];
         for reason in all {
             assert_eq!(

@@ -13,6 +13,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::app::{self, AppState};
 use crate::auth::{self, Auth};
 use crate::config::{Config, CorsOrigins};
+use crate::crypto;
 use crate::db::{self, Backend};
 use crate::health;
 use crate::rpc::{RpcOptions, RpcService};
@@ -47,10 +48,18 @@ impl Application {
             .timeout(Duration::from_secs(15))
             .build()
             .context("could not build the HTTP client")?;
+        let vault = crypto::vault_from_config(
+            &config.key_vault,
+            &config.data_dir,
+            config.looks_like_production(),
+        )
+        .await?;
+        tracing::info!(vault = vault.describe(), "API keys are sealed with");
         let state = Arc::new(AppState {
             backend: Backend::of(&db),
             db,
             auth: Auth::new(&config, &http)?,
+            vault,
             config,
             http,
         });

@@ -1,7 +1,9 @@
 //! SeaORM entities: one module per table (see `migration/` for the schema itself).
 
+pub mod api_keys;
 pub mod audit_events;
 pub mod auth_sessions;
+pub mod preferences;
 pub mod refresh_tokens;
 pub mod user_identities;
 pub mod users;

@@ -1,14 +1,25 @@
 //! The audit log: who did what, from where, when. Rows never hold secrets.
+//! `audit.list` shows users their own events.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::audit_events;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
-use serde::Serialize;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::rpc::RequestInfo;
+use crate::app::{App, Ctx};
+use crate::auth::{SignedIn, signed_in};
+use crate::rpc::{FieldErrors, RequestInfo, Router, RpcError};
+use crate::users::internal;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
+pub fn router() -> Router<App> {
+    Router::new().query("list", signed_in(list))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     SignUp,
@@ -18,6 +29,10 @@ pub enum AuditAction {
     SignOut,
     SessionRevoked,
     AccountDeleted,
+    ApiKeySet,
+    ApiKeyValidated,
+    ApiKeyDeleted,
+    ApiKeyUseFailed,
 }
 
 impl AuditAction {
@@ -30,6 +45,10 @@ impl AuditAction {
             Self::SignOut => "sign_out",
             Self::SessionRevoked => "session_revoked",
             Self::AccountDeleted => "account_deleted",
+            Self::ApiKeySet => "api_key_set",
+            Self::ApiKeyValidated => "api_key_validated",
+            Self::ApiKeyDeleted => "api_key_deleted",
+            Self::ApiKeyUseFailed => "api_key_use_failed",
         }
     }
 }
@@ -62,6 +81,104 @@ pub fn truncate_user_agent(user_agent: &str) -> String {
     user_agent.chars().take(512).collect()
 }
 
+const DEFAULT_PAGE: u64 = 50;
+const MAX_PAGE: u64 = 100;
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditListInput {
+    /// 1 to 100 (default 50).
+    #[serde(default)]
+    limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    id: Uuid,
+    action: AuditAction,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    /// Details of the action (provider, session id, method); never secrets.
+    #[specta(type = specta_typescript::Unknown)]
+    metadata: serde_json::Value,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    /// Newest first.
+    events: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next (older) page; null at the end.
+    next_cursor: Option<String>,
+}
+
+/// `audit.list`: the caller's own events, newest first. Ids are time-ordered (UUIDv7), so
+/// the last id of a page is the cursor of the next.
+async fn list(ctx: Ctx, caller: SignedIn, input: AuditListInput) -> Result<AuditPage, RpcError> {
+    let mut errors = FieldErrors::default();
+    let limit = errors.check(
+        "limit",
+        input
+            .limit
+            .map_or(Ok(DEFAULT_PAGE), |limit| match u64::from(limit) {
+                n @ 1..=MAX_PAGE => Ok(n),
+                _ => Err(format!("use 1 to {MAX_PAGE}")),
+            }),
+    );
+    let cursor = errors.check(
+        "cursor",
+        input
+            .cursor
+            .map(|cursor| {
+                cursor
+                    .parse::<Uuid>()
+                    .map_err(|_| "use the nextCursor of a previous page".to_owned())
+            })
+            .transpose(),
+    );
+    let (Some(limit), Some(cursor)) = (limit, cursor) else {
+        return Err(errors.into_error());
+    };
+    let mut query = audit_events::Entity::find()
+        .filter(audit_events::Column::UserId.eq(caller.user.id))
+        .order_by_desc(audit_events::Column::Id)
+        .limit(limit + 1);
+    if let Some(cursor) = cursor {
+        query = query.filter(audit_events::Column::Id.lt(cursor));
+    }
+    let mut rows = query
+        .all(&ctx.state.db)
+        .await
+        .map_err(internal("list audit events"))?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more
+        .then(|| rows.last().map(|row| row.id.to_string()))
+        .flatten();
+    let events = rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(AuditEvent {
+                action: serde_json::from_value(serde_json::Value::String(row.action)).ok()?,
+                id: row.id,
+                ip: row.ip,
+                user_agent: row.user_agent,
+                metadata: row.metadata,
+                created_at: row.created_at,
+            })
+        })
+        .collect();
+    Ok(AuditPage {
+        events,
+        next_cursor,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +194,10 @@ mod tests {
             SignOut,
             SessionRevoked,
             AccountDeleted,
+            ApiKeySet,
+            ApiKeyValidated,
+            ApiKeyDeleted,
+            ApiKeyUseFailed,
         ] {
             assert_eq!(
                 serde_json::to_value(action).ok(),

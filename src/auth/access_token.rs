@@ -1,6 +1,5 @@
 //! Access tokens: short-lived EdDSA (Ed25519) JWTs naming the user and the session.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -141,28 +140,9 @@ fn load_or_generate(path: &PathBuf) -> anyhow::Result<String> {
     let pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .context("could not encode the generated JWT key")?;
-    write_private_file(path, pem.as_bytes())?;
+    crate::secret_file::write_new(path, pem.as_bytes())?;
     tracing::info!(path = %path.display(), "generated a JWT signing key");
     Ok(pem.to_string())
-}
-
-/// Creates `path` readable by the owner only; fails if it appeared meanwhile rather than
-/// overwrite a key another process just wrote.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("could not create {}", dir.display()))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("could not create {}", path.display()))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("could not write {}", path.display()))
 }
 
 /// jsonwebtoken needs exactly one crypto backend; choose it explicitly so another crate's

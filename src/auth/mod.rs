@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-pub use access_token::{AccessTokens, install_crypto_provider, write_private_file};
+pub use access_token::{AccessTokens, install_crypto_provider};
 pub use guard::{SignedIn, signed_in};
 pub use id_token::{IdTokenVerifier, Provider};
 pub use password::Passwords;
