@@ -4,7 +4,10 @@
 mod helpers;
 mod id_provider;
 
+mod audit_log;
 mod auth;
 mod bindings;
+mod keys;
+mod preferences;
 mod rpc_protocol;
 mod system;

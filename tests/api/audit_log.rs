@@ -1,0 +1,1 @@
+//! `audit.list` over HTTP.

@@ -1,0 +1,1 @@
+//! `apiKeys.*` and envelope encryption over HTTP.
