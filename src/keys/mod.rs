@@ -194,7 +194,10 @@ async fn delete(ctx: Ctx, caller: SignedIn, input: ProviderInput) -> Result<(), 
         .await
         .map_err(internal("delete an API key"))?;
     if !deleted {
-        return Err(missing(provider));
+        return Err(RpcError::not_found(format!(
+            "No {} API key is saved.",
+            provider.display_name()
+        )));
     }
     let metadata = json!({ "provider": provider.as_str() });
     audit::record(
