@@ -69,6 +69,10 @@ pub struct AiConfig {
     pub anthropic_base_url: String,
     /// Bound on a key validation call.
     pub validate_timeout: Duration,
+    /// How long a chat reply may take to start streaming.
+    pub first_byte_timeout: Duration,
+    /// How long a streaming reply may go quiet before it counts as failed.
+    pub stream_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +173,12 @@ impl Config {
                     .url("ALIAS_ANTHROPIC_BASE_URL", "https://api.anthropic.com")?,
                 validate_timeout: Duration::from_secs(
                     env.parse_positive("ALIAS_PROVIDER_TIMEOUT_SECONDS", 10)?,
+                ),
+                first_byte_timeout: Duration::from_secs(
+                    env.parse_positive("ALIAS_PROVIDER_FIRST_BYTE_SECONDS", 30)?,
+                ),
+                stream_idle_timeout: Duration::from_secs(
+                    env.parse_positive("ALIAS_PROVIDER_IDLE_SECONDS", 60)?,
                 ),
             },
         })

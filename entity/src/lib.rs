@@ -3,6 +3,8 @@
 pub mod api_keys;
 pub mod audit_events;
 pub mod auth_sessions;
+pub mod chat_messages;
+pub mod chat_sessions;
 pub mod preferences;
 pub mod refresh_tokens;
 pub mod user_identities;

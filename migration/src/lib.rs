@@ -4,6 +4,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_auth;
 mod m20261122_000002_keys_and_preferences;
+mod m20261122_000003_chat;
+mod m20261122_000004_chat_search;
 
 pub struct Migrator;
 
@@ -13,6 +15,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_auth::Migration),
             Box::new(m20261122_000002_keys_and_preferences::Migration),
+            Box::new(m20261122_000003_chat::Migration),
+            Box::new(m20261122_000004_chat_search::Migration),
         ]
     }
 }

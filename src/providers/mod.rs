@@ -1,5 +1,7 @@
 //! The AI providers users bring keys for: how to reach each one and how it authenticates.
 
+pub mod chat;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::AiConfig;

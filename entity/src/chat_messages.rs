@@ -1,0 +1,31 @@
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "chat_messages")]
+pub struct Model {
+    /// UUIDv7: ordering by id is ordering by creation.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    /// "user", "assistant" or "tool".
+    pub role: String,
+    pub content: String,
+    /// "complete", "streaming", "stopped" or "error".
+    pub status: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub input_tokens: Option<i32>,
+    pub output_tokens: Option<i32>,
+    pub tool_calls: Option<Json>,
+    pub is_liked: bool,
+    pub client_message_id: Option<Uuid>,
+    pub reply_to: Option<Uuid>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    #[sea_orm(belongs_to, from = "session_id", to = "id")]
+    pub session: HasOne<super::chat_sessions::Entity>,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,3 @@
+//! `chat.*`: sessions, messages, streamed AI replies that persist and resume, and search.
+
+pub mod search;
