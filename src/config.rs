@@ -43,6 +43,19 @@ pub struct Config {
     pub auth: AuthConfig,
     pub key_vault: KeyVaultConfig,
     pub ai: AiConfig,
+    pub chat: ChatConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Replaces the built-in system prompt when set.
+    pub system_prompt: Option<String>,
+    /// How much recent conversation (in characters) goes to the provider with each message.
+    pub history_chars: usize,
+    /// Least time between two saves of a streaming reply.
+    pub flush_interval: Duration,
+    /// Tool-call rounds allowed per reply.
+    pub max_tool_rounds: u32,
 }
 
 /// Where the data keys that seal users' API keys come from.
@@ -163,6 +176,14 @@ impl Config {
             ),
             auth: auth_config(&env)?,
             key_vault: key_vault_config(&env)?,
+            chat: ChatConfig {
+                system_prompt: env.get("ALIAS_SYSTEM_PROMPT"),
+                history_chars: env.parse_positive("ALIAS_CHAT_HISTORY_CHARS", 24_000)?,
+                flush_interval: Duration::from_millis(
+                    env.parse_positive("ALIAS_CHAT_FLUSH_MS", 250)?,
+                ),
+                max_tool_rounds: env.parse("ALIAS_CHAT_MAX_TOOL_ROUNDS", "3", "a whole number")?,
+            },
             ai: AiConfig {
                 gemini_base_url: env.url(
                     "ALIAS_GEMINI_BASE_URL",

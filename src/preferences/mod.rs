@@ -5,7 +5,7 @@ use std::str::FromStr as _;
 use chrono::Utc;
 use entity::preferences;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{EntityTrait, Set};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QuerySelect, Set, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -156,15 +156,40 @@ pub struct UpdatePreferencesInput {
     notifications_enabled: Option<bool>,
 }
 
-/// `preferences.update`
+/// `preferences.update`: read, merge and write in one transaction that holds the row, so two
+/// concurrent partial updates both land.
 async fn update(
     ctx: Ctx,
     caller: SignedIn,
     input: UpdatePreferencesInput,
 ) -> Result<Preferences, RpcError> {
-    let current = for_user(&ctx.state.db, caller.user.id).await?;
+    let db = &ctx.state.db;
+    let transaction = db.begin().await.map_err(internal("begin a transaction"))?;
+    // A write first: on SQLite the transaction takes the database's write lock before it
+    // reads; on PostgreSQL the row exists for `FOR UPDATE` below.
+    save(
+        &transaction,
+        caller.user.id,
+        &Preferences::default(),
+        OnExisting::Keep,
+    )
+    .await?;
+    let mut query = preferences::Entity::find_by_id(caller.user.id);
+    if db.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    let current = query
+        .one(&transaction)
+        .await
+        .map_err(internal("load preferences"))?
+        .map(Preferences::from_row)
+        .unwrap_or_default();
     let updated = apply(current, input)?;
-    save(&ctx.state.db, caller.user.id, &updated).await?;
+    save(&transaction, caller.user.id, &updated, OnExisting::Replace).await?;
+    transaction
+        .commit()
+        .await
+        .map_err(internal("save preferences"))?;
     Ok(updated)
 }
 
@@ -279,10 +304,17 @@ fn parse_max_tokens(value: i64) -> Result<u32, String> {
         .ok_or_else(|| "use a whole number from 1 to 65536".to_owned())
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnExisting {
+    Keep,
+    Replace,
+}
+
 async fn save(
-    db: &sea_orm::DatabaseConnection,
+    db: &impl ConnectionTrait,
     user_id: Uuid,
     preferences: &Preferences,
+    on_existing: OnExisting,
 ) -> Result<(), RpcError> {
     let model_is_default = preferences.ai_model == preferences.ai_provider.default_model();
     let row = preferences::ActiveModel {
@@ -299,23 +331,24 @@ async fn save(
         updated_at: Set(Utc::now()),
     };
     use preferences::Column as C;
+    let mut conflict = OnConflict::column(C::UserId);
+    match on_existing {
+        OnExisting::Keep => conflict.do_nothing(),
+        OnExisting::Replace => conflict.update_columns([
+            C::Theme,
+            C::Language,
+            C::Timezone,
+            C::AiProvider,
+            C::AiModel,
+            C::Temperature,
+            C::MaxTokens,
+            C::SaveConversations,
+            C::NotificationsEnabled,
+            C::UpdatedAt,
+        ]),
+    };
     preferences::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(C::UserId)
-                .update_columns([
-                    C::Theme,
-                    C::Language,
-                    C::Timezone,
-                    C::AiProvider,
-                    C::AiModel,
-                    C::Temperature,
-                    C::MaxTokens,
-                    C::SaveConversations,
-                    C::NotificationsEnabled,
-                    C::UpdatedAt,
-                ])
-                .to_owned(),
-        )
+        .on_conflict(conflict.to_owned())
         .exec_without_returning(db)
         .await
         .map_err(internal("save preferences"))?;
