@@ -47,6 +47,22 @@ export type AppRouter = TRPCBuiltRouter<
 				revoke: TRPCMutationProcedure<{ meta: object; input: RevokeSessionInput; output: null }>;
 			};
 		};
+		chat: {
+			messages: {
+				list: TRPCQueryProcedure<{ meta: object; input: ListMessagesInput; output: MessagePage }>;
+				setLiked: TRPCMutationProcedure<{ meta: object; input: SetLikedInput; output: Message }>;
+			};
+			search: TRPCQueryProcedure<{ meta: object; input: SearchInput; output: SearchResults }>;
+			send: TRPCSubscriptionProcedure<{ meta: object; input: SendInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
+			sessions: {
+				create: TRPCMutationProcedure<{ meta: object; input: CreateSessionInput | void; output: ChatSession }>;
+				delete: TRPCMutationProcedure<{ meta: object; input: IdInput; output: null }>;
+				get: TRPCQueryProcedure<{ meta: object; input: IdInput; output: ChatSession }>;
+				list: TRPCQueryProcedure<{ meta: object; input: ListSessionsInput | void; output: SessionPage }>;
+				update: TRPCMutationProcedure<{ meta: object; input: UpdateSessionInput; output: ChatSession }>;
+			};
+			stop: TRPCMutationProcedure<{ meta: object; input: StopInput; output: null }>;
+		};
 		preferences: {
 			get: TRPCQueryProcedure<{ meta: object; input: void; output: Preferences }>;
 			update: TRPCMutationProcedure<{ meta: object; input: UpdatePreferencesInput | void; output: Preferences }>;
@@ -124,6 +140,33 @@ export type AuthSession = {
 
 export type Backend = "sqlite" | "postgres";
 
+/**  One event of `chat.send`, tagged by `type`. */
+export type ChatEvent = 
+/**  The user's message, as saved. */
+{ type: "userMessage"; message: Message } | 
+/**  More of the reply's text. */
+{ type: "delta"; text: string } | { type: "toolCall"; name: string; arguments: unknown } | { type: "toolResult"; name: string; result: unknown } | 
+/**  The session's new title, after its first reply. */
+{ type: "title"; title: string } | 
+/**  The reply as saved (its status tells complete, stopped or error); the last event. */
+{ type: "done"; message: Message };
+
+export type ChatSession = {
+	id: string,
+	title: string,
+	summary: string | null,
+	isPinned: boolean,
+	isArchived: boolean,
+	messageCount: number,
+	createdAt: string,
+	updatedAt: string,
+	lastMessageAt: string,
+};
+
+export type CreateSessionInput = {
+	title?: string | null,
+};
+
 export type DeleteUserInput = {
 	/**  Required for accounts that have a password. */
 	password?: string | null,
@@ -138,6 +181,10 @@ export type GoogleSignInInput = {
 
 export type HealthStatus = "ok";
 
+export type IdInput = {
+	id: string,
+};
+
 export type KeyStatus = "valid" | "invalid" | "unvalidated";
 
 export type KeyValidation = {
@@ -146,10 +193,55 @@ export type KeyValidation = {
 	message: string,
 };
 
+export type ListMessagesInput = {
+	sessionId: string,
+	/**  1 to 100 (default 50). */
+	limit?: number | null,
+	/**  A message id: only older messages. */
+	before?: string | null,
+};
+
+export type ListSessionsInput = {
+	/**  1 to 100 (default 20). */
+	limit?: number | null,
+	cursor?: string | null,
+	/**  Matches titles and message text. */
+	search?: string | null,
+	/**  Only archived sessions when true; only active ones otherwise. */
+	archived?: boolean | null,
+};
+
 export type LoginInput = {
 	email: string,
 	password: string,
 };
+
+export type Message = {
+	id: string,
+	sessionId: string,
+	role: Role,
+	content: string,
+	status: MessageStatus,
+	provider: AiProvider | null,
+	model: string | null,
+	usage: Usage | null,
+	toolCalls: ToolCallRecord[],
+	isLiked: boolean,
+	createdAt: string,
+};
+
+export type MessagePage = {
+	/**  Oldest first. */
+	messages: Message[],
+	/**  Older messages exist: pass the first message's id as `before`. */
+	hasMore: boolean,
+};
+
+export type MessageStatus = "complete" | 
+/**  Being written: the text grows until the reply ends. */
+"streaming" | 
+/**  Stopped by the user or a server shutdown; the text so far is kept. */
+"stopped" | "error";
 
 /**  An input with no fields (`{}`), which may also be left out. */
 export type NoInput = Record<string, never>;
@@ -223,6 +315,44 @@ export type RevokeSessionInput = {
 	id: string,
 };
 
+export type Role = "user" | "assistant" | "tool";
+
+export type SearchHit = {
+	sessionId: string,
+	sessionTitle: string,
+	messageId: string,
+	/**  An excerpt with the matched words in `**bold**`. */
+	snippet: string,
+	createdAt: string,
+};
+
+export type SearchInput = {
+	query: string,
+	/**  1 to 50 (default 20). */
+	limit?: number | null,
+};
+
+export type SearchResults = {
+	/**  Best match first. */
+	hits: SearchHit[],
+};
+
+export type SendInput = {
+	sessionId: string,
+	content: string,
+	/**
+	 *  A UUID the app makes per message: sending it again never makes a second message or
+	 *  a second provider call, it follows the first.
+	 */
+	clientMessageId: string,
+	/**  Defaults to the user's preference. */
+	provider?: AiProvider | null,
+	/**  Defaults to the user's preference (or the provider's default model). */
+	model?: string | null,
+	/**  Set by httpSubscriptionLink on reconnect (or by the app reopening a reply). */
+	lastEventId?: string | null,
+};
+
 export type SessionInfo = {
 	id: string,
 	createdAt: string,
@@ -233,11 +363,26 @@ export type SessionInfo = {
 	current: boolean,
 };
 
+export type SessionPage = {
+	/**  Pinned first, then most recent activity. */
+	sessions: ChatSession[],
+	nextCursor: string | null,
+};
+
 export type SetApiKeyInput = {
 	provider: AiProvider,
 	apiKey: string,
 	/**  Check the key with the provider before saving it (default true). */
 	validate?: boolean | null,
+};
+
+export type SetLikedInput = {
+	id: string,
+	liked: boolean,
+};
+
+export type StopInput = {
+	messageId: string,
 };
 
 export type StreamCheckInput = {
@@ -264,6 +409,13 @@ export type Theme = "light" | "dark" | "system";
 
 export type TokenType = "Bearer";
 
+/**  A tool the assistant ran while writing a reply. */
+export type ToolCallRecord = {
+	name: string,
+	arguments: unknown,
+	result: unknown,
+};
+
 /**  Any subset of the fields; omitted ones stay as they are. Every invalid field is reported. */
 export type UpdatePreferencesInput = {
 	theme?: Theme,
@@ -278,10 +430,22 @@ export type UpdatePreferencesInput = {
 	notificationsEnabled?: boolean,
 };
 
+export type UpdateSessionInput = {
+	id: string,
+	title?: string | null,
+	isPinned?: boolean | null,
+	isArchived?: boolean | null,
+};
+
 export type UpdateUserInput = {
 	name?: string | null,
 	/**  An https URL; `null` removes the avatar, leaving it out keeps it. */
 	avatarUrl?: string | null,
+};
+
+export type Usage = {
+	inputTokens: number,
+	outputTokens: number,
 };
 
 export type User = {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::Auth;
+use crate::chat::Generations;
 use crate::config::Config;
 use crate::crypto::KeyVault;
 use crate::db::Backend;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Seals and opens users' API keys.
     pub vault: Arc<dyn KeyVault>,
+    /// Chat replies being written (and recently written), for resuming and stopping.
+    pub chats: Generations,
     /// For calls to other services (identity providers' keys, AI providers).
     pub http: reqwest::Client,
 }
@@ -36,4 +39,5 @@ pub fn router() -> rpc::Router<App> {
         .nest("apiKeys", crate::keys::router())
         .nest("preferences", crate::preferences::router())
         .nest("audit", crate::audit::router())
+        .nest("chat", crate::chat::router())
 }

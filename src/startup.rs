@@ -10,8 +10,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::app::{self, AppState};
+use crate::app::{self, App, AppState};
 use crate::auth::{self, Auth};
+use crate::chat::{self, Generations};
 use crate::config::{Config, CorsOrigins};
 use crate::crypto;
 use crate::db::{self, Backend};
@@ -21,6 +22,7 @@ use crate::rpc::{RpcOptions, RpcService};
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    state: App,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -31,6 +33,13 @@ impl Application {
         auth::install_crypto_provider();
         db::ensure_sqlite_dir(&config.database_url)?;
         let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
+        let interrupted = chat::fail_interrupted_replies(&db).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "chat replies cut off by the last shutdown were marked as errors"
+            );
+        }
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("could not listen on {} (ALIAS_BIND)", config.bind))?;
@@ -60,6 +69,7 @@ impl Application {
             db,
             auth: Auth::new(&config, &http)?,
             vault,
+            chats: Generations::new(shutdown.clone()),
             config,
             http,
         });
@@ -72,13 +82,14 @@ impl Application {
         let mut router = rpc
             .into_axum()
             .merge(health::routes(Arc::clone(&state)))
-            .merge(auth::routes(state));
+            .merge(auth::routes(Arc::clone(&state)));
         if let Some(cors) = cors {
             router = router.layer(cors);
         }
         Ok(Self {
             listener,
             router,
+            state,
             shutdown,
             grace,
         })
@@ -93,9 +104,17 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until shut down: then stops accepting, ends open event streams, and waits for
-    /// in-flight calls at most `ALIAS_SHUTDOWN_GRACE_SECONDS`.
+    /// Serves until shut down: then stops accepting, ends open event streams, stops running
+    /// chat replies (saved as "stopped"), and waits for in-flight calls and those saves at
+    /// most `ALIAS_SHUTDOWN_GRACE_SECONDS`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (state, grace) = (Arc::clone(&self.state), self.grace);
+        let served = self.serve().await;
+        state.chats.wait_for_saves(grace).await;
+        served
+    }
+
+    async fn serve(self) -> std::io::Result<()> {
         let shutdown = self.shutdown;
         let server = axum::serve(
             self.listener,

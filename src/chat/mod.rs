@@ -1,3 +1,568 @@
 //! `chat.*`: sessions, messages, streamed AI replies that persist and resume, and search.
 
+mod generation;
+mod reply;
 pub mod search;
+mod store;
+mod tools;
+mod types;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use generation::Generations;
+pub use store::fail_interrupted_replies;
+pub use types::{ChatEvent, ChatSession, Message};
+
+use self::generation::{Generation, Reservation};
+use self::reply::ReplyJob;
+use self::store::{NewMessage, SessionChanges, SessionCursor, SessionQuery};
+use self::types::{MessageStatus, Role};
+use crate::app::{App, Ctx};
+use crate::auth::{SignedIn, signed_in};
+use crate::keys;
+use crate::preferences;
+use crate::providers::AiProvider;
+use crate::rpc::{FieldErrors, Router, RpcError, Tracked};
+use crate::users::internal;
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .query("sessions.list", signed_in(list_sessions))
+        .mutation("sessions.create", signed_in(create_session))
+        .query("sessions.get", signed_in(get_session))
+        .mutation("sessions.update", signed_in(update_session))
+        .mutation("sessions.delete", signed_in(delete_session))
+        .query("messages.list", signed_in(list_messages))
+        .mutation("messages.setLiked", signed_in(set_liked))
+        .subscription("send", signed_in(send))
+        .mutation("stop", signed_in(stop))
+        .query("search", signed_in(search_chats))
+}
+
+const MAX_TITLE_CHARS: usize = 200;
+const MAX_MESSAGE_CHARS: usize = 32_000;
+
+fn not_found() -> RpcError {
+    RpcError::not_found("No such chat.")
+}
+
+fn page_limit(errors: &mut FieldErrors, limit: Option<u32>, default: u64, max: u64) -> Option<u64> {
+    let parsed = match limit.map(u64::from) {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(format!("use 1 to {max}")),
+    };
+    errors.check("limit", parsed)
+}
+
+fn parse_title(raw: &str) -> Result<String, String> {
+    let title = raw.trim();
+    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+        Err(format!("use 1 to {MAX_TITLE_CHARS} characters"))
+    } else {
+        Ok(title.to_owned())
+    }
+}
+
+async fn owned_session(
+    ctx: &Ctx,
+    caller: &SignedIn,
+    id: Uuid,
+) -> Result<entity::chat_sessions::Model, RpcError> {
+    store::find_session(&ctx.state.db, caller.user.id, id)
+        .await
+        .map_err(internal("load a chat session"))?
+        .ok_or_else(not_found)
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListSessionsInput {
+    /// 1 to 100 (default 20).
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    cursor: Option<String>,
+    /// Matches titles and message text.
+    #[serde(default)]
+    search: Option<String>,
+    /// Only archived sessions when true; only active ones otherwise.
+    #[serde(default)]
+    archived: Option<bool>,
+}
+
+#[derive(Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPage {
+    /// Pinned first, then most recent activity.
+    sessions: Vec<ChatSession>,
+    next_cursor: Option<String>,
+}
+
+/// How many search matches narrow the session list at most.
+const SEARCH_SESSIONS: u64 = 500;
+
+/// `chat.sessions.list`
+async fn list_sessions(
+    ctx: Ctx,
+    caller: SignedIn,
+    input: ListSessionsInput,
+) -> Result<SessionPage, RpcError> {
+    let mut errors = FieldErrors::default();
+    let limit = page_limit(&mut errors, input.limit, 20, 100);
+    let cursor = errors.check(
+        "cursor",
+        input
+            .cursor
+            .map(|text| {
+                SessionCursor::decode(&text)
+                    .ok_or_else(|| "use the nextCursor of a previous page".to_owned())
+            })
+            .transpose(),
+    );
+    let (Some(limit), Some(after)) = (limit, cursor) else {
+        return Err(errors.into_error());
+    };
+    let db = &ctx.state.db;
+    let only = match input
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+    {
+        Some(query) => Some(
+            search::matching_session_ids(db, caller.user.id, query, SEARCH_SESSIONS)
+                .await
+                .map_err(internal("search chat sessions"))?,
+        ),
+        None => None,
+    };
+    let query = SessionQuery {
+        archived: input.archived.unwrap_or(false),
+        only,
+        after,
+        limit: limit + 1,
+    };
+    let mut rows = store::list_sessions(db, caller.user.id, query)
+        .await
+        .map_err(internal("list chat sessions"))?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more
+        .then(|| rows.last().map(|row| SessionCursor::of(row).encode()))
+        .flatten();
+    Ok(SessionPage {
+        sessions: rows.into_iter().map(ChatSession::from).collect(),
+        next_cursor,
+    })
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSessionInput {
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// `chat.sessions.create`
+async fn create_session(
+    ctx: Ctx,
+    caller: SignedIn,
+    input: CreateSessionInput,
+) -> Result<ChatSession, RpcError> {
+    let mut errors = FieldErrors::default();
+    let title = match input.title {
+        Some(title) => errors.check("title", parse_title(&title)),
+        None => Some(store::DEFAULT_TITLE.to_owned()),
+    };
+    let Some(title) = title else {
+        return Err(errors.into_error());
+    };
+    let session = store::create_session(&ctx.state.db, caller.user.id, &title)
+        .await
+        .map_err(internal("create a chat session"))?;
+    Ok(session.into())
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdInput {
+    id: Uuid,
+}
+
+/// `chat.sessions.get`
+async fn get_session(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<ChatSession, RpcError> {
+    Ok(owned_session(&ctx, &caller, input.id).await?.into())
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateSessionInput {
+    id: Uuid,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    is_pinned: Option<bool>,
+    #[serde(default)]
+    is_archived: Option<bool>,
+}
+
+/// `chat.sessions.update`
+async fn update_session(
+    ctx: Ctx,
+    caller: SignedIn,
+    input: UpdateSessionInput,
+) -> Result<ChatSession, RpcError> {
+    let mut errors = FieldErrors::default();
+    let title = input
+        .title
+        .map(|title| errors.check("title", parse_title(&title)));
+    if !errors.is_empty() {
+        return Err(errors.into_error());
+    }
+    let session = owned_session(&ctx, &caller, input.id).await?;
+    let changes = SessionChanges {
+        title: title.flatten(),
+        is_pinned: input.is_pinned,
+        is_archived: input.is_archived,
+    };
+    let updated = store::update_session(&ctx.state.db, session, changes)
+        .await
+        .map_err(internal("update a chat session"))?;
+    Ok(updated.into())
+}
+
+/// `chat.sessions.delete`: the session and all its messages.
+async fn delete_session(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<(), RpcError> {
+    let session = owned_session(&ctx, &caller, input.id).await?;
+    store::delete_session(&ctx.state.db, session.id)
+        .await
+        .map_err(internal("delete a chat session"))
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListMessagesInput {
+    session_id: Uuid,
+    /// 1 to 100 (default 50).
+    #[serde(default)]
+    limit: Option<u32>,
+    /// A message id: only older messages.
+    #[serde(default)]
+    before: Option<Uuid>,
+}
+
+#[derive(Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePage {
+    /// Oldest first.
+    messages: Vec<Message>,
+    /// Older messages exist: pass the first message's id as `before`.
+    has_more: bool,
+}
+
+/// `chat.messages.list`
+async fn list_messages(
+    ctx: Ctx,
+    caller: SignedIn,
+    input: ListMessagesInput,
+) -> Result<MessagePage, RpcError> {
+    let mut errors = FieldErrors::default();
+    let Some(limit) = page_limit(&mut errors, input.limit, 50, 100) else {
+        return Err(errors.into_error());
+    };
+    let session = owned_session(&ctx, &caller, input.session_id).await?;
+    let mut rows = store::list_messages(&ctx.state.db, session.id, input.before, limit + 1)
+        .await
+        .map_err(internal("list chat messages"))?;
+    let has_more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    rows.reverse();
+    Ok(MessagePage {
+        messages: rows.into_iter().map(Message::from).collect(),
+        has_more,
+    })
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetLikedInput {
+    id: Uuid,
+    liked: bool,
+}
+
+/// `chat.messages.setLiked`
+async fn set_liked(ctx: Ctx, caller: SignedIn, input: SetLikedInput) -> Result<Message, RpcError> {
+    let db = &ctx.state.db;
+    let message = store::find_message(db, caller.user.id, input.id)
+        .await
+        .map_err(internal("load a chat message"))?
+        .ok_or_else(|| RpcError::not_found("No such message."))?;
+    let updated = store::set_liked(db, message, input.liked)
+        .await
+        .map_err(internal("like a chat message"))?;
+    Ok(updated.into())
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendInput {
+    session_id: Uuid,
+    content: String,
+    /// A UUID the app makes per message: sending it again never makes a second message or
+    /// a second provider call, it follows the first.
+    client_message_id: Uuid,
+    /// Defaults to the user's preference.
+    #[serde(default)]
+    provider: Option<AiProvider>,
+    /// Defaults to the user's preference (or the provider's default model).
+    #[serde(default)]
+    model: Option<String>,
+    /// Set by httpSubscriptionLink on reconnect (or by the app reopening a reply).
+    #[serde(default)]
+    last_event_id: Option<String>,
+}
+
+type ChatEvents = Pin<Box<dyn Stream<Item = Result<Tracked<ChatEvent>, RpcError>> + Send>>;
+
+/// `chat.send`: streams the reply to `content`. The reply runs on the server whatever
+/// happens to the connection; reconnecting with the same input resumes after `lastEventId`.
+async fn send(ctx: Ctx, caller: SignedIn, input: SendInput) -> Result<ChatEvents, RpcError> {
+    let mut errors = FieldErrors::default();
+    let content = input.content.trim().to_owned();
+    let length = content.chars().count();
+    errors.check(
+        "content",
+        if (1..=MAX_MESSAGE_CHARS).contains(&length) {
+            Ok(())
+        } else {
+            Err(format!("write 1 to {MAX_MESSAGE_CHARS} characters"))
+        },
+    );
+    if !errors.is_empty() {
+        return Err(errors.into_error());
+    }
+    let session = owned_session(&ctx, &caller, input.session_id).await?;
+    let chats = &ctx.state.chats;
+    let generation = match chats.reserve(session.id, input.client_message_id, caller.user.id) {
+        Reservation::Existing(generation) if generation.user_id == caller.user.id => generation,
+        Reservation::Existing(_) => return Err(not_found()),
+        Reservation::New(generation) => {
+            if let Err(error) = start(
+                &ctx,
+                caller,
+                session,
+                &input,
+                content,
+                Arc::clone(&generation),
+            )
+            .await
+            {
+                chats.release(input.session_id, input.client_message_id);
+                generation.fail(error.clone());
+                return Err(error);
+            }
+            generation
+        }
+    };
+    Ok(Box::pin(
+        generation.subscribe(input.last_event_id.as_deref()),
+    ))
+}
+
+/// Starts the reply to a new message; or, when this message was answered before the
+/// generation left memory (or the server restarted), replays the saved outcome.
+async fn start(
+    ctx: &Ctx,
+    caller: SignedIn,
+    session: entity::chat_sessions::Model,
+    input: &SendInput,
+    content: String,
+    generation: Arc<Generation>,
+) -> Result<(), RpcError> {
+    let state = &ctx.state;
+    let db = &state.db;
+    if let Some((user_message, reply)) =
+        store::find_exchange(db, session.id, input.client_message_id)
+            .await
+            .map_err(internal("look up a chat message"))?
+    {
+        generation.push(types::ChatEvent::UserMessage {
+            message: user_message.into(),
+        });
+        if let Some(reply) = reply {
+            generation.push(types::ChatEvent::Done {
+                message: reply.into(),
+            });
+        }
+        generation.finish();
+        return Ok(());
+    }
+    let preferences = preferences::for_user(db, caller.user.id).await?;
+    let provider = input.provider.unwrap_or(preferences.ai_provider);
+    let model = match (&input.model, input.provider) {
+        (Some(model), _) => model.trim().to_owned(),
+        (None, Some(provider)) if provider != preferences.ai_provider => {
+            provider.default_model().to_owned()
+        }
+        (None, _) => preferences.ai_model.clone(),
+    };
+    let api_key = keys::for_user(state, &ctx.request, caller.user.id, provider).await?;
+    let first_exchange = session.message_count == 0;
+    let (user_message, assistant) =
+        save_exchange(db, &caller, &session, input, &content, provider, &model).await?;
+    generation.set_assistant_message(assistant.id);
+    generation.push(types::ChatEvent::UserMessage {
+        message: user_message.clone().into(),
+    });
+    let job = ReplyJob {
+        state: Arc::clone(state),
+        generation,
+        request: Arc::clone(&ctx.request),
+        user: caller.user,
+        session,
+        user_message,
+        assistant_id: assistant.id,
+        provider,
+        model,
+        api_key,
+        preferences,
+        first_exchange,
+    };
+    state.chats.spawn(reply::run(job));
+    Ok(())
+}
+
+/// The user's message and the (still empty) reply, saved together.
+async fn save_exchange(
+    db: &sea_orm::DatabaseConnection,
+    caller: &SignedIn,
+    session: &entity::chat_sessions::Model,
+    input: &SendInput,
+    content: &str,
+    provider: AiProvider,
+    model: &str,
+) -> Result<(entity::chat_messages::Model, entity::chat_messages::Model), RpcError> {
+    use sea_orm::TransactionTrait as _;
+    let transaction = db.begin().await.map_err(internal("begin a transaction"))?;
+    let user_message = store::insert_message(
+        &transaction,
+        NewMessage {
+            session_id: session.id,
+            user_id: caller.user.id,
+            role: Role::User,
+            content,
+            status: MessageStatus::Complete,
+            client_message_id: Some(input.client_message_id),
+            reply_to: None,
+            provider: None,
+            model: None,
+            tool_calls: None,
+        },
+    )
+    .await
+    .map_err(internal("save a chat message"))?;
+    let assistant = store::insert_message(
+        &transaction,
+        NewMessage {
+            session_id: session.id,
+            user_id: caller.user.id,
+            role: Role::Assistant,
+            content: "",
+            status: MessageStatus::Streaming,
+            client_message_id: None,
+            reply_to: Some(user_message.id),
+            provider: Some(provider.as_str()),
+            model: Some(model),
+            tool_calls: None,
+        },
+    )
+    .await
+    .map_err(internal("save a chat reply"))?;
+    store::touch_session(&transaction, session.id, 2)
+        .await
+        .map_err(internal("update a chat session"))?;
+    transaction
+        .commit()
+        .await
+        .map_err(internal("save a chat message"))?;
+    Ok((user_message, assistant))
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StopInput {
+    message_id: Uuid,
+}
+
+/// `chat.stop`: ends a running reply; its text so far is kept with status "stopped".
+/// Stopping a reply that already ended does nothing.
+async fn stop(ctx: Ctx, caller: SignedIn, input: StopInput) -> Result<(), RpcError> {
+    if let Some(generation) = ctx.state.chats.running(caller.user.id, input.message_id) {
+        generation.stop.cancel();
+        return Ok(());
+    }
+    store::find_message(&ctx.state.db, caller.user.id, input.message_id)
+        .await
+        .map_err(internal("load a chat message"))?
+        .map(drop)
+        .ok_or_else(|| RpcError::not_found("No such message."))
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SearchInput {
+    query: String,
+    /// 1 to 50 (default 20).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHit {
+    session_id: Uuid,
+    session_title: String,
+    message_id: Uuid,
+    /// An excerpt with the matched words in `**bold**`.
+    snippet: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Serialize, specta::Type)]
+pub struct SearchResults {
+    /// Best match first.
+    hits: Vec<SearchHit>,
+}
+
+/// `chat.search`: any text is a valid query.
+async fn search_chats(
+    ctx: Ctx,
+    caller: SignedIn,
+    input: SearchInput,
+) -> Result<SearchResults, RpcError> {
+    let mut errors = FieldErrors::default();
+    let Some(limit) = page_limit(&mut errors, input.limit, 20, 50) else {
+        return Err(errors.into_error());
+    };
+    let hits = search::search_messages(&ctx.state.db, caller.user.id, &input.query, limit)
+        .await
+        .map_err(internal("search chats"))?;
+    Ok(SearchResults {
+        hits: hits
+            .into_iter()
+            .map(|hit| SearchHit {
+                session_id: hit.session_id,
+                session_title: hit.session_title,
+                message_id: hit.message_id,
+                snippet: hit.snippet,
+                created_at: hit.created_at,
+            })
+            .collect(),
+    })
+}

@@ -239,6 +239,15 @@ pub async fn for_user(
     }
 }
 
+/// Records that the provider refused the user's key while it was in use.
+pub async fn mark_invalid(
+    db: &sea_orm::DatabaseConnection,
+    user_id: uuid::Uuid,
+    provider: AiProvider,
+) -> Result<(), sea_orm::DbErr> {
+    store::record_validation(db, user_id, provider, KeyStatus::Invalid.as_str()).await
+}
+
 fn missing(provider: AiProvider) -> RpcError {
     RpcError::new(
         ErrorCode::PreconditionFailed,

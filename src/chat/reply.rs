@@ -1,0 +1,471 @@
+//! Writing one reply: the provider streams it, tools run in between rounds, the text is
+//! saved as it grows, and every step becomes an event of the generation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use entity::{chat_messages, chat_sessions, users};
+use futures::StreamExt;
+use serde_json::json;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::generation::Generation;
+use super::store::{self, NewMessage, Outcome};
+use super::tools::{self, ToolContext};
+use super::types::{ChatEvent, Message, MessageStatus, Role, ToolCallRecord, Usage};
+use crate::app::App;
+use crate::audit::{self, AuditAction};
+use crate::keys;
+use crate::preferences::Preferences;
+use crate::providers::AiProvider;
+use crate::providers::chat::{self, ChatRequest, ProviderError, Turn, Upstream};
+use crate::reason::Reason;
+use crate::rpc::{ErrorCode, RequestInfo, RpcError};
+
+/// Messages read for the history before the character budget trims them.
+const HISTORY_MESSAGES: u64 = 60;
+const TITLE_CHARS: usize = 60;
+
+pub struct ReplyJob {
+    pub state: App,
+    pub generation: Arc<Generation>,
+    pub request: Arc<RequestInfo>,
+    pub user: users::Model,
+    pub session: chat_sessions::Model,
+    pub user_message: chat_messages::Model,
+    pub assistant_id: Uuid,
+    pub provider: AiProvider,
+    pub model: String,
+    pub api_key: Zeroizing<String>,
+    pub preferences: Preferences,
+    pub first_exchange: bool,
+}
+
+enum Ending {
+    Completed,
+    Stopped,
+}
+
+/// What has been written so far.
+struct Progress {
+    text: String,
+    tool_calls: Vec<ToolCallRecord>,
+    usage: Option<Usage>,
+    saved_at: Instant,
+}
+
+impl Progress {
+    fn add_usage(&mut self, input_tokens: u32, output_tokens: u32) {
+        let usage = self.usage.get_or_insert(Usage {
+            input_tokens: 0,
+            output_tokens: 0,
+        });
+        usage.input_tokens = usage.input_tokens.saturating_add(input_tokens);
+        usage.output_tokens = usage.output_tokens.saturating_add(output_tokens);
+    }
+}
+
+/// Runs the reply to its end and records how it ended; never returns an error, because
+/// nobody may be listening: the outcome is in the generation's events and the database.
+pub async fn run(job: ReplyJob) {
+    let mut progress = Progress {
+        text: String::new(),
+        tool_calls: Vec::new(),
+        usage: None,
+        saved_at: Instant::now(),
+    };
+    let result = write(&job, &mut progress).await;
+    let status = match &result {
+        Ok(Ending::Completed) => MessageStatus::Complete,
+        Ok(Ending::Stopped) => MessageStatus::Stopped,
+        Err(_) => MessageStatus::Error,
+    };
+    let outcome = Outcome {
+        content: &progress.text,
+        status,
+        usage: progress.usage,
+        tool_calls: &progress.tool_calls,
+    };
+    let db = &job.state.db;
+    let saved = store::finish_reply(db, job.assistant_id, outcome).await;
+    if let Err(error) = store::touch_session(db, job.session.id, 0).await {
+        tracing::error!(%error, "could not update a chat session after a reply");
+    }
+    match (result, saved) {
+        (Ok(ending), Ok(saved)) => {
+            if matches!(ending, Ending::Completed)
+                && job.first_exchange
+                && job.preferences.save_conversations
+            {
+                let title = title(&job, &progress.text).await;
+                if let Err(error) = store::set_title(db, job.session.id, &title).await {
+                    tracing::error!(%error, "could not save a chat title");
+                }
+                job.generation.push(ChatEvent::Title { title });
+            }
+            job.generation.push(ChatEvent::Done {
+                message: saved.into(),
+            });
+            job.generation.finish();
+        }
+        (Err(error), _) => job.generation.fail(error),
+        (Ok(_), Err(error)) => {
+            tracing::error!(%error, "could not save a finished reply");
+            job.generation.fail(RpcError::internal());
+        }
+    }
+    if !job.preferences.save_conversations
+        && let Err(error) = store::delete_exchange(db, job.session.id, job.user_message.id).await
+    {
+        tracing::error!(%error, "could not discard an unsaved conversation");
+    }
+}
+
+async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, RpcError> {
+    let state = &job.state;
+    let max_rounds = state.config.chat.max_tool_rounds;
+    let mut turns = history(job).await?;
+    let upstream = Upstream {
+        http: &state.http,
+        config: &state.config.ai,
+        provider: job.provider,
+        api_key: &job.api_key,
+    };
+    for round in 0..=max_rounds {
+        let request = ChatRequest {
+            model: job.model.clone(),
+            system: system_prompt(job),
+            turns: turns.clone(),
+            temperature: job.preferences.temperature,
+            max_tokens: job.preferences.max_tokens,
+            // The last round must answer in words.
+            tools: if round < max_rounds {
+                tools::specs()
+            } else {
+                Vec::new()
+            },
+        };
+        let round_start = progress.text.len();
+        let mut events = tokio::select! {
+            biased;
+            () = job.generation.stop.cancelled() => return Ok(Ending::Stopped),
+            events = chat::stream_chat(&upstream, &request) => events.map_err(|e| provider_failure(job, e))?,
+        };
+        let mut calls = Vec::new();
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = job.generation.stop.cancelled() => return Ok(Ending::Stopped),
+                event = events.next() => event,
+            };
+            match event {
+                None => break,
+                Some(Err(error)) => return Err(provider_failure(job, error)),
+                Some(Ok(chat::StreamEvent::Text(text))) => {
+                    progress.text.push_str(&text);
+                    job.generation.push(ChatEvent::Delta { text });
+                    save_progress(job, progress).await;
+                }
+                Some(Ok(chat::StreamEvent::ToolCall(call))) => calls.push(call),
+                Some(Ok(chat::StreamEvent::Usage {
+                    input_tokens,
+                    output_tokens,
+                })) => progress.add_usage(input_tokens, output_tokens),
+                Some(Ok(chat::StreamEvent::Finished { .. })) => {}
+            }
+        }
+        if calls.is_empty() {
+            return Ok(Ending::Completed);
+        }
+        turns.push(Turn::Assistant {
+            text: progress.text[round_start..].to_owned(),
+            tool_calls: calls.clone(),
+        });
+        for call in calls {
+            let result = run_tool(job, &call).await?;
+            turns.push(Turn::ToolResult {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                result: result.clone(),
+            });
+            progress.tool_calls.push(ToolCallRecord {
+                name: call.name,
+                arguments: call.arguments,
+                result,
+            });
+        }
+    }
+    Ok(Ending::Completed)
+}
+
+/// Runs one tool call, streams it, and saves it as a `tool` message.
+async fn run_tool(
+    job: &ReplyJob,
+    call: &chat::ToolCallRequest,
+) -> Result<serde_json::Value, RpcError> {
+    job.generation.push(ChatEvent::ToolCall {
+        name: call.name.clone(),
+        arguments: call.arguments.clone(),
+    });
+    let context = ToolContext {
+        state: &job.state,
+        user_id: job.user.id,
+        timezone: &job.preferences.timezone,
+    };
+    let result = tools::run(&context, call).await;
+    job.generation.push(ChatEvent::ToolResult {
+        name: call.name.clone(),
+        result: result.clone(),
+    });
+    let record = ToolCallRecord {
+        name: call.name.clone(),
+        arguments: call.arguments.clone(),
+        result: result.clone(),
+    };
+    let content = result.to_string();
+    let message = NewMessage {
+        session_id: job.session.id,
+        user_id: job.user.id,
+        role: Role::Tool,
+        content: &content,
+        status: MessageStatus::Complete,
+        client_message_id: None,
+        reply_to: Some(job.user_message.id),
+        provider: Some(job.provider.as_str()),
+        model: Some(&job.model),
+        tool_calls: Some(json!([record])),
+    };
+    let db = &job.state.db;
+    store::insert_message(db, message)
+        .await
+        .map_err(saving_failed)?;
+    store::touch_session(db, job.session.id, 1)
+        .await
+        .map_err(saving_failed)?;
+    Ok(result)
+}
+
+fn saving_failed(error: sea_orm::DbErr) -> RpcError {
+    tracing::error!(%error, "could not save part of a reply");
+    RpcError::internal()
+}
+
+/// Saves the growing text at most once per flush interval, so a crash loses little and the
+/// database is not written on every word.
+async fn save_progress(job: &ReplyJob, progress: &mut Progress) {
+    if progress.saved_at.elapsed() < job.state.config.chat.flush_interval {
+        return;
+    }
+    progress.saved_at = Instant::now();
+    if let Err(error) = store::save_progress(&job.state.db, job.assistant_id, &progress.text).await
+    {
+        tracing::warn!(%error, "could not save a streaming reply's progress");
+    }
+}
+
+/// The conversation for the provider: the newest messages that fit the character budget,
+/// oldest first, consecutive messages of one role merged (providers want alternation).
+async fn history(job: &ReplyJob) -> Result<Vec<Turn>, RpcError> {
+    let rows = store::recent_messages(&job.state.db, job.session.id, HISTORY_MESSAGES)
+        .await
+        .map_err(saving_failed)?;
+    let mut budget = job.state.config.chat.history_chars;
+    let mut kept: Vec<(Role, String)> = Vec::new();
+    for row in rows {
+        let message = Message::from(row);
+        if message.id == job.assistant_id || message.content.trim().is_empty() {
+            continue;
+        }
+        let length = message.content.chars().count();
+        if length > budget && !kept.is_empty() {
+            break;
+        }
+        budget = budget.saturating_sub(length);
+        kept.push((message.role, message.content));
+    }
+    kept.reverse();
+    let mut turns: Vec<Turn> = Vec::new();
+    for (role, content) in kept {
+        match (role, turns.last_mut()) {
+            (Role::User, Some(Turn::User(text))) => {
+                text.push_str("\n\n");
+                text.push_str(&content);
+            }
+            (Role::Assistant, Some(Turn::Assistant { text, .. })) => {
+                text.push_str("\n\n");
+                text.push_str(&content);
+            }
+            (Role::User, _) => turns.push(Turn::User(content)),
+            (_, _) => turns.push(Turn::Assistant {
+                text: content,
+                tool_calls: Vec::new(),
+            }),
+        }
+    }
+    // A conversation starts with the user.
+    while matches!(turns.first(), Some(Turn::Assistant { .. })) {
+        turns.remove(0);
+    }
+    Ok(turns)
+}
+
+fn system_prompt(job: &ReplyJob) -> String {
+    if let Some(prompt) = &job.state.config.chat.system_prompt {
+        return prompt.clone();
+    }
+    let preferences = &job.preferences;
+    let local_time = preferences
+        .timezone
+        .parse::<chrono_tz::Tz>()
+        .map(|tz| {
+            Utc::now()
+                .with_timezone(&tz)
+                .format("%A %-d %B %Y, %H:%M")
+                .to_string()
+        })
+        .unwrap_or_else(|_| Utc::now().format("%A %-d %B %Y, %H:%M UTC").to_string());
+    format!(
+        "You are ALIAS, an AI executive assistant working for {name}. Be concise, accurate and proactive; \
+         say so when you are unsure. Reply in the user's language ({language}) unless asked otherwise. \
+         The user's local time is {local_time} ({timezone}). Use the tools when they help.",
+        name = job.user.name,
+        language = preferences.language,
+        timezone = preferences.timezone,
+    )
+}
+
+/// A short title from the same provider; on any failure, the first words of the message.
+async fn title(job: &ReplyJob, reply: &str) -> String {
+    let fallback = first_words(&job.user_message.content);
+    let request = ChatRequest {
+        model: job.model.clone(),
+        system:
+            "Write a title of at most six words for this conversation. Answer with the title only, \
+                 no quotes or punctuation at the end."
+                .to_owned(),
+        turns: vec![
+            Turn::User(job.user_message.content.clone()),
+            Turn::Assistant {
+                text: reply.to_owned(),
+                tool_calls: Vec::new(),
+            },
+            Turn::User("Title?".to_owned()),
+        ],
+        temperature: 0.3,
+        max_tokens: 24,
+        tools: Vec::new(),
+    };
+    let upstream = Upstream {
+        http: &job.state.http,
+        config: &job.state.config.ai,
+        provider: job.provider,
+        api_key: &job.api_key,
+    };
+    match chat::complete_chat(&upstream, &request).await {
+        Ok(text) => clean_title(&text).unwrap_or(fallback),
+        Err(error) => {
+            tracing::info!(%error, "title generation failed; using the first words");
+            fallback
+        }
+    }
+}
+
+fn clean_title(text: &str) -> Option<String> {
+    let line = text.lines().find(|line| !line.trim().is_empty())?;
+    let title: String = line
+        .trim()
+        .trim_matches(|c: char| matches!(c, '"' | '\'' | '*' | '#' | '.'))
+        .trim()
+        .chars()
+        .take(TITLE_CHARS)
+        .collect();
+    (!title.is_empty()).then_some(title)
+}
+
+fn first_words(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().take(6).collect();
+    let title: String = words.join(" ").chars().take(TITLE_CHARS).collect();
+    if title.is_empty() {
+        store::DEFAULT_TITLE.to_owned()
+    } else {
+        title
+    }
+}
+
+/// Turns a provider failure into the subscription's error, and a refused key into an
+/// invalid key the app can show.
+fn provider_failure(job: &ReplyJob, error: ProviderError) -> RpcError {
+    let name = job.provider.display_name();
+    match error {
+        ProviderError::KeyRejected => {
+            mark_key_invalid(job);
+            RpcError::new(
+                ErrorCode::PreconditionFailed,
+                format!("{name} refused your API key. Update it in settings."),
+            )
+            .with_reason(Reason::ApiKeyRejected)
+        }
+        ProviderError::RateLimited {
+            retry_after_seconds,
+        } => RpcError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "{name} is rate limiting your key. Try again in {retry_after_seconds} seconds."
+            ),
+        )
+        .with_retry_after(retry_after_seconds),
+        ProviderError::Timeout => RpcError::new(
+            ErrorCode::BadGateway,
+            format!("{name} did not answer in time."),
+        )
+        .with_reason(Reason::ProviderUnreachable),
+        ProviderError::Upstream(detail) => {
+            tracing::warn!(provider = job.provider.as_str(), %detail, "provider failed during a reply");
+            RpcError::new(
+                ErrorCode::BadGateway,
+                format!("{name} failed while writing the reply."),
+            )
+            .with_reason(Reason::ProviderUnreachable)
+        }
+    }
+}
+
+fn mark_key_invalid(job: &ReplyJob) {
+    let (state, request) = (Arc::clone(&job.state), Arc::clone(&job.request));
+    let (user_id, provider) = (job.user.id, job.provider);
+    tokio::spawn(async move {
+        if let Err(error) = keys::mark_invalid(&state.db, user_id, provider).await {
+            tracing::error!(%error, "could not mark a refused key invalid");
+        }
+        let metadata = json!({ "provider": provider.as_str(), "cause": "rejected" });
+        audit::record(
+            &state.db,
+            &request,
+            Some(user_id),
+            AuditAction::ApiKeyUseFailed,
+            metadata,
+        )
+        .await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_cleaned_or_fall_back_to_first_words() {
+        assert_eq!(
+            clean_title("\n\"Quarterly budget review.\"\n").as_deref(),
+            Some("Quarterly budget review")
+        );
+        assert_eq!(clean_title("   "), None);
+        assert_eq!(
+            first_words("Can you draft the agenda for Monday's board meeting please"),
+            "Can you draft the agenda for"
+        );
+        assert_eq!(first_words(""), store::DEFAULT_TITLE);
+    }
+}

@@ -1,0 +1,414 @@
+//! Queries for chat sessions and messages. Every read is scoped to its owner, so another
+//! user's id finds nothing.
+
+use chrono::{DateTime, Utc};
+use entity::{chat_messages, chat_sessions};
+use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::types::{MessageStatus, Role, ToolCallRecord, Usage};
+
+pub const DEFAULT_TITLE: &str = "New chat";
+
+pub async fn create_session(
+    db: &DatabaseConnection,
+    user_id: Uuid,
+    title: &str,
+) -> Result<chat_sessions::Model, DbErr> {
+    let now = Utc::now();
+    chat_sessions::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        title: Set(title.to_owned()),
+        summary: Set(None),
+        is_pinned: Set(false),
+        is_archived: Set(false),
+        message_count: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_message_at: Set(now),
+    }
+    .insert(db)
+    .await
+}
+
+pub async fn find_session(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Option<chat_sessions::Model>, DbErr> {
+    chat_sessions::Entity::find_by_id(id)
+        .filter(chat_sessions::Column::UserId.eq(user_id))
+        .one(db)
+        .await
+}
+
+/// Where a page of the session list ends: the sort key of its last row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCursor {
+    pub is_pinned: bool,
+    pub last_message_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl SessionCursor {
+    pub fn of(session: &chat_sessions::Model) -> Self {
+        Self {
+            is_pinned: session.is_pinned,
+            last_message_at: session.last_message_at,
+            id: session.id,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}_{}",
+            u8::from(self.is_pinned),
+            self.last_message_at.to_rfc3339(),
+            self.id
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, '_');
+        let is_pinned = match parts.next()? {
+            "1" => true,
+            "0" => false,
+            _ => return None,
+        };
+        let last_message_at = DateTime::parse_from_rfc3339(parts.next()?)
+            .ok()?
+            .with_timezone(&Utc);
+        let id = parts.next()?.parse().ok()?;
+        Some(Self {
+            is_pinned,
+            last_message_at,
+            id,
+        })
+    }
+}
+
+pub struct SessionQuery {
+    pub archived: bool,
+    pub only: Option<Vec<Uuid>>,
+    pub after: Option<SessionCursor>,
+    pub limit: u64,
+}
+
+/// Pinned first, then most recent activity; keyset pagination on that order.
+pub async fn list_sessions(
+    db: &DatabaseConnection,
+    user_id: Uuid,
+    query: SessionQuery,
+) -> Result<Vec<chat_sessions::Model>, DbErr> {
+    use chat_sessions::Column as C;
+    let mut select = chat_sessions::Entity::find()
+        .filter(C::UserId.eq(user_id))
+        .filter(C::IsArchived.eq(query.archived))
+        .order_by_desc(C::IsPinned)
+        .order_by_desc(C::LastMessageAt)
+        .order_by_desc(C::Id)
+        .limit(query.limit);
+    if let Some(ids) = query.only {
+        select = select.filter(C::Id.is_in(ids));
+    }
+    if let Some(after) = query.after {
+        let pinned_later = Condition::all().add(C::IsPinned.eq(after.is_pinned));
+        select = select.filter(
+            Condition::any()
+                .add(C::IsPinned.lt(after.is_pinned))
+                .add(
+                    pinned_later
+                        .clone()
+                        .add(C::LastMessageAt.lt(after.last_message_at)),
+                )
+                .add(
+                    pinned_later
+                        .add(C::LastMessageAt.eq(after.last_message_at))
+                        .add(C::Id.lt(after.id)),
+                ),
+        );
+    }
+    select.all(db).await
+}
+
+pub struct SessionChanges {
+    pub title: Option<String>,
+    pub is_pinned: Option<bool>,
+    pub is_archived: Option<bool>,
+}
+
+pub async fn update_session(
+    db: &DatabaseConnection,
+    session: chat_sessions::Model,
+    changes: SessionChanges,
+) -> Result<chat_sessions::Model, DbErr> {
+    let mut row: chat_sessions::ActiveModel = session.into();
+    if let Some(title) = changes.title {
+        row.title = Set(title);
+    }
+    if let Some(pinned) = changes.is_pinned {
+        row.is_pinned = Set(pinned);
+    }
+    if let Some(archived) = changes.is_archived {
+        row.is_archived = Set(archived);
+    }
+    row.updated_at = Set(Utc::now());
+    row.update(db).await
+}
+
+pub async fn set_title(
+    db: &DatabaseConnection,
+    session_id: Uuid,
+    title: &str,
+) -> Result<(), DbErr> {
+    chat_sessions::Entity::update_many()
+        .col_expr(chat_sessions::Column::Title, Expr::value(title))
+        .col_expr(chat_sessions::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(chat_sessions::Column::Id.eq(session_id))
+        .exec(db)
+        .await
+        .map(drop)
+}
+
+/// Counts `added` messages (negative when removed) and marks the session active now.
+pub async fn touch_session(
+    db: &impl ConnectionTrait,
+    session_id: Uuid,
+    added: i32,
+) -> Result<(), DbErr> {
+    let now = Utc::now();
+    chat_sessions::Entity::update_many()
+        .col_expr(
+            chat_sessions::Column::MessageCount,
+            Expr::col(chat_sessions::Column::MessageCount).add(added),
+        )
+        .col_expr(chat_sessions::Column::LastMessageAt, Expr::value(now))
+        .col_expr(chat_sessions::Column::UpdatedAt, Expr::value(now))
+        .filter(chat_sessions::Column::Id.eq(session_id))
+        .exec(db)
+        .await
+        .map(drop)
+}
+
+pub async fn delete_session(db: &DatabaseConnection, session_id: Uuid) -> Result<(), DbErr> {
+    chat_sessions::Entity::delete_by_id(session_id)
+        .exec(db)
+        .await
+        .map(drop)
+}
+
+/// A new message row.
+pub struct NewMessage<'a> {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub role: Role,
+    pub content: &'a str,
+    pub status: MessageStatus,
+    pub client_message_id: Option<Uuid>,
+    pub reply_to: Option<Uuid>,
+    pub provider: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub tool_calls: Option<Value>,
+}
+
+pub async fn insert_message(
+    db: &impl ConnectionTrait,
+    message: NewMessage<'_>,
+) -> Result<chat_messages::Model, DbErr> {
+    let now = Utc::now();
+    chat_messages::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        session_id: Set(message.session_id),
+        user_id: Set(message.user_id),
+        role: Set(message.role.as_str().to_owned()),
+        content: Set(message.content.to_owned()),
+        status: Set(message.status.as_str().to_owned()),
+        provider: Set(message.provider.map(str::to_owned)),
+        model: Set(message.model.map(str::to_owned)),
+        input_tokens: Set(None),
+        output_tokens: Set(None),
+        tool_calls: Set(message.tool_calls),
+        is_liked: Set(false),
+        client_message_id: Set(message.client_message_id),
+        reply_to: Set(message.reply_to),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await
+}
+
+pub async fn find_message(
+    db: &DatabaseConnection,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Option<chat_messages::Model>, DbErr> {
+    chat_messages::Entity::find_by_id(id)
+        .filter(chat_messages::Column::UserId.eq(user_id))
+        .one(db)
+        .await
+}
+
+/// The user message the app sent with `client_message_id`, and the reply to it, if any.
+pub async fn find_exchange(
+    db: &DatabaseConnection,
+    session_id: Uuid,
+    client_message_id: Uuid,
+) -> Result<Option<(chat_messages::Model, Option<chat_messages::Model>)>, DbErr> {
+    let Some(user_message) = chat_messages::Entity::find()
+        .filter(chat_messages::Column::SessionId.eq(session_id))
+        .filter(chat_messages::Column::ClientMessageId.eq(client_message_id))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let reply = chat_messages::Entity::find()
+        .filter(chat_messages::Column::ReplyTo.eq(user_message.id))
+        .filter(chat_messages::Column::Role.eq(Role::Assistant.as_str()))
+        .one(db)
+        .await?;
+    Ok(Some((user_message, reply)))
+}
+
+/// A page of a session's messages, newest first, older than `before`.
+pub async fn list_messages(
+    db: &DatabaseConnection,
+    session_id: Uuid,
+    before: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<chat_messages::Model>, DbErr> {
+    let mut select = chat_messages::Entity::find()
+        .filter(chat_messages::Column::SessionId.eq(session_id))
+        .order_by_desc(chat_messages::Column::Id)
+        .limit(limit);
+    if let Some(before) = before {
+        select = select.filter(chat_messages::Column::Id.lt(before));
+    }
+    select.all(db).await
+}
+
+/// Saves a streaming reply's text so far (a crash loses at most the last moments).
+pub async fn save_progress(db: &DatabaseConnection, id: Uuid, content: &str) -> Result<(), DbErr> {
+    chat_messages::Entity::update_many()
+        .col_expr(chat_messages::Column::Content, Expr::value(content))
+        .col_expr(chat_messages::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(chat_messages::Column::Id.eq(id))
+        .exec(db)
+        .await
+        .map(drop)
+}
+
+/// The reply's final state.
+pub struct Outcome<'a> {
+    pub content: &'a str,
+    pub status: MessageStatus,
+    pub usage: Option<Usage>,
+    pub tool_calls: &'a [ToolCallRecord],
+}
+
+pub async fn finish_reply(
+    db: &DatabaseConnection,
+    id: Uuid,
+    outcome: Outcome<'_>,
+) -> Result<chat_messages::Model, DbErr> {
+    let tokens = |pick: fn(&Usage) -> u32| {
+        outcome
+            .usage
+            .as_ref()
+            .map(|usage| i32::try_from(pick(usage)).unwrap_or(i32::MAX))
+    };
+    let tool_calls = (!outcome.tool_calls.is_empty())
+        .then(|| serde_json::to_value(outcome.tool_calls).unwrap_or_default());
+    let row = chat_messages::ActiveModel {
+        id: Set(id),
+        content: Set(outcome.content.to_owned()),
+        status: Set(outcome.status.as_str().to_owned()),
+        input_tokens: Set(tokens(|usage| usage.input_tokens)),
+        output_tokens: Set(tokens(|usage| usage.output_tokens)),
+        tool_calls: Set(tool_calls),
+        updated_at: Set(Utc::now()),
+        ..Default::default()
+    };
+    row.update(db).await
+}
+
+/// Recent messages of a session for the provider, newest first.
+pub async fn recent_messages(
+    db: &DatabaseConnection,
+    session_id: Uuid,
+    limit: u64,
+) -> Result<Vec<chat_messages::Model>, DbErr> {
+    chat_messages::Entity::find()
+        .filter(chat_messages::Column::SessionId.eq(session_id))
+        .filter(chat_messages::Column::Role.is_in([Role::User.as_str(), Role::Assistant.as_str()]))
+        .order_by_desc(chat_messages::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+pub async fn set_liked(
+    db: &DatabaseConnection,
+    message: chat_messages::Model,
+    liked: bool,
+) -> Result<chat_messages::Model, DbErr> {
+    let mut row: chat_messages::ActiveModel = message.into();
+    row.is_liked = Set(liked);
+    row.update(db).await
+}
+
+/// Removes one exchange (the user message and everything answering it), for users who do
+/// not keep conversations.
+pub async fn delete_exchange(
+    db: &DatabaseConnection,
+    session_id: Uuid,
+    user_message_id: Uuid,
+) -> Result<(), DbErr> {
+    let removed = chat_messages::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(chat_messages::Column::Id.eq(user_message_id))
+                .add(chat_messages::Column::ReplyTo.eq(user_message_id)),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
+    touch_session(db, session_id, -i32::try_from(removed).unwrap_or(0)).await
+}
+
+/// At start-up: replies that were streaming when the process died will never finish.
+pub async fn fail_interrupted_replies(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    chat_messages::Entity::update_many()
+        .col_expr(
+            chat_messages::Column::Status,
+            Expr::value(MessageStatus::Error.as_str()),
+        )
+        .col_expr(chat_messages::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(chat_messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
+        .exec(db)
+        .await
+        .map(|result| result.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let cursor = SessionCursor {
+            is_pinned: true,
+            last_message_at: Utc::now(),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(SessionCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(SessionCursor::decode("garbage"), None);
+    }
+}

@@ -1,0 +1,185 @@
+//! What the app sees of chats: sessions, messages and the events of a streamed reply.
+
+use chrono::{DateTime, Utc};
+use entity::{chat_messages, chat_sessions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::providers::AiProvider;
+
+#[derive(Debug, Clone, Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatSession {
+    pub id: Uuid,
+    pub title: String,
+    pub summary: Option<String>,
+    pub is_pinned: bool,
+    pub is_archived: bool,
+    pub message_count: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_message_at: DateTime<Utc>,
+}
+
+impl From<chat_sessions::Model> for ChatSession {
+    fn from(row: chat_sessions::Model) -> Self {
+        Self {
+            id: row.id,
+            title: row.title,
+            summary: row.summary,
+            is_pinned: row.is_pinned,
+            is_archived: row.is_archived,
+            message_count: u32::try_from(row.message_count).unwrap_or_default(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            last_message_at: row.last_message_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "user" => Self::User,
+            "tool" => Self::Tool,
+            _ => Self::Assistant,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Complete,
+    /// Being written: the text grows until the reply ends.
+    Streaming,
+    /// Stopped by the user or a server shutdown; the text so far is kept.
+    Stopped,
+    Error,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Streaming => "streaming",
+            Self::Stopped => "stopped",
+            Self::Error => "error",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "complete" => Self::Complete,
+            "streaming" => Self::Streaming,
+            "stopped" => Self::Stopped,
+            _ => Self::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
+/// A tool the assistant ran while writing a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct ToolCallRecord {
+    pub name: String,
+    #[specta(type = specta_typescript::Unknown)]
+    pub arguments: Value,
+    #[specta(type = specta_typescript::Unknown)]
+    pub result: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub role: Role,
+    pub content: String,
+    pub status: MessageStatus,
+    pub provider: Option<AiProvider>,
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+    pub tool_calls: Vec<ToolCallRecord>,
+    pub is_liked: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<chat_messages::Model> for Message {
+    fn from(row: chat_messages::Model) -> Self {
+        let usage = match (row.input_tokens, row.output_tokens) {
+            (Some(input), Some(output)) => Some(Usage {
+                input_tokens: u32::try_from(input).unwrap_or_default(),
+                output_tokens: u32::try_from(output).unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        Self {
+            id: row.id,
+            session_id: row.session_id,
+            role: Role::parse(&row.role),
+            content: row.content,
+            status: MessageStatus::parse(&row.status),
+            provider: row.provider.as_deref().and_then(AiProvider::parse),
+            model: row.model,
+            usage,
+            tool_calls: row
+                .tool_calls
+                .and_then(|calls| serde_json::from_value(calls).ok())
+                .unwrap_or_default(),
+            is_liked: row.is_liked,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// One event of `chat.send`, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ChatEvent {
+    /// The user's message, as saved.
+    UserMessage { message: Message },
+    /// More of the reply's text.
+    Delta { text: String },
+    ToolCall {
+        name: String,
+        #[specta(type = specta_typescript::Unknown)]
+        arguments: Value,
+    },
+    ToolResult {
+        name: String,
+        #[specta(type = specta_typescript::Unknown)]
+        result: Value,
+    },
+    /// The session's new title, after its first reply.
+    Title { title: String },
+    /// The reply as saved (its status tells complete, stopped or error); the last event.
+    Done { message: Message },
+}
