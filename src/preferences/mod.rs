@@ -367,7 +367,7 @@ mod tests {
         for bad in [
             "",
             "e",
-            "english-language-tag-long",
+            "en-subtagtoolong",
             "en_US",
             "en--US",
             "12",

@@ -427,9 +427,7 @@ async fn signed_out_callers_are_refused() {
 }
 
 /// Two devices changing different fields at once must both be kept ("omitted fields stay as
-/// they are"). Ignored while it fails: `preferences.update` reads the row, merges and writes
-/// every column back with no transaction or row lock, so the slower call reverts the other's
-/// field. Run with `cargo nextest run --run-ignored all -E 'test(concurrent_partial)'`.
+/// they are"): the read-merge-write holds the row for its transaction.
 async fn concurrent_partial_updates_keep_both(app: TestApp) {
     let (token, _) = sign_up(&app).await;
     for round in 0..40 {
@@ -453,18 +451,4 @@ async fn concurrent_partial_updates_keep_both(app: TestApp) {
     }
 }
 
-#[tokio::test]
-#[ignore = "server bug: concurrent partial preferences.update calls lose writes"]
-async fn concurrent_partial_updates_keep_both_sqlite() {
-    concurrent_partial_updates_keep_both(TestApp::spawn(DbKind::Sqlite).await).await;
-}
-
-#[tokio::test]
-#[ignore = "server bug: concurrent partial preferences.update calls lose writes"]
-async fn concurrent_partial_updates_keep_both_postgres() {
-    if !crate::helpers::postgres_configured() {
-        eprintln!("ALIAS_TEST_POSTGRES_URL is not set: PostgreSQL variant not run");
-        return;
-    }
-    concurrent_partial_updates_keep_both(TestApp::spawn(DbKind::Postgres).await).await;
-}
+both_databases!(concurrent_partial_updates_keep_both);
