@@ -142,8 +142,8 @@ export type Backend = "sqlite" | "postgres";
 
 /**  One event of `chat.send`, tagged by `type`. */
 export type ChatEvent = 
-/**  The user's message, as saved. */
-{ type: "userMessage"; message: Message } | 
+/**  The user's message, as saved, and the id of the reply being written (for `chat.stop`). */
+{ type: "userMessage"; message: Message; replyMessageId: string | null } | 
 /**  More of the reply's text. */
 { type: "delta"; text: string } | { type: "toolCall"; name: string; arguments: unknown } | { type: "toolResult"; name: string; result: unknown } | 
 /**  The session's new title, after its first reply. */

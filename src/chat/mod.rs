@@ -394,6 +394,7 @@ async fn start(
     {
         generation.push(types::ChatEvent::UserMessage {
             message: user_message.into(),
+            reply_message_id: reply.as_ref().map(|reply| reply.id),
         });
         if let Some(reply) = reply {
             generation.push(types::ChatEvent::Done {
@@ -419,6 +420,7 @@ async fn start(
     generation.set_assistant_message(assistant.id);
     generation.push(types::ChatEvent::UserMessage {
         message: user_message.clone().into(),
+        reply_message_id: Some(assistant.id),
     });
     let job = ReplyJob {
         state: Arc::clone(state),

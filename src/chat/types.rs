@@ -164,8 +164,8 @@ impl From<chat_messages::Model> for Message {
     rename_all_fields = "camelCase"
 )]
 pub enum ChatEvent {
-    /// The user's message, as saved.
-    UserMessage { message: Message },
+    /// The user's message, as saved, and the id of the reply being written (for `chat.stop`).
+    UserMessage { message: Message, reply_message_id: Option<Uuid> },
     /// More of the reply's text.
     Delta { text: String },
     ToolCall {
