@@ -1,6 +1,10 @@
 //! The AI providers users bring keys for: how to reach each one and how it authenticates.
 
+mod anthropic;
 pub mod chat;
+mod gemini;
+mod openai;
+mod sse;
 
 use serde::{Deserialize, Serialize};
 
