@@ -354,7 +354,8 @@ async fn title(job: &ReplyJob, reply: &str) -> String {
             Turn::User("Title?".to_owned()),
         ],
         temperature: 0.3,
-        max_tokens: 24,
+        // Generous: thinking models spend output tokens before the title.
+        max_tokens: 256,
         tools: Vec::new(),
     };
     let upstream = Upstream {

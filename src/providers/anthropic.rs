@@ -45,7 +45,8 @@ fn body(request: &ChatRequest, stream: bool) -> Value {
     let mut body = json!({
         "model": request.model,
         "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
+        // Anthropic accepts 0..=1 where the others take 0..=2.
+        "temperature": request.temperature.clamp(0.0, 1.0),
         "messages": messages(&request.turns),
         "stream": stream,
     });

@@ -285,7 +285,7 @@ impl TestClient {
             request = request.header("last-event-id", id);
         }
         let response = request.send().await.expect("subscription request");
-        SseStream::new(response)
+        SseStream::from_response(response)
     }
 }
 
@@ -349,7 +349,7 @@ pub struct SseStream {
 }
 
 impl SseStream {
-    fn new(response: reqwest::Response) -> Self {
+    pub fn from_response(response: reqwest::Response) -> Self {
         let content_type = response
             .headers()
             .get("content-type")

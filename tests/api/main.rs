@@ -9,6 +9,7 @@ mod tcp_proxy;
 mod audit_log;
 mod auth;
 mod bindings;
+mod chat;
 mod keys;
 mod preferences;
 mod rpc_protocol;
