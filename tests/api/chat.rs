@@ -901,3 +901,40 @@ async fn send_validates_its_input() {
     let events = SseStream::from_response(response).collect().await;
     assert_eq!(last_error(&events)["data"]["reason"], "missing_token");
 }
+
+#[tokio::test]
+async fn shutdown_saves_running_replies_as_stopped() {
+    let chat = Chat::start(DbKind::Sqlite, "gemini").await;
+    let mut stream = chat
+        .send(&chat.input("A long reply before shutdown", &new_id()), None)
+        .await;
+    let mut deltas = 0;
+    while deltas < 2 {
+        let event = stream.next().await.expect("event");
+        deltas += usize::from(event.json()["type"] == "delta");
+    }
+    chat.app.shutdown.cancel();
+    let rest = stream.collect().await;
+    assert!(
+        rest.iter().all(|e| e.event.as_deref() != Some("return")),
+        "the stream ends for a reconnect"
+    );
+    let db = chat.app.db().await;
+    let mut reply = None;
+    for _ in 0..50 {
+        let rows = chat_messages::Entity::find()
+            .all(&db)
+            .await
+            .expect("messages");
+        reply = rows
+            .into_iter()
+            .find(|m| m.role == "assistant" && m.status != "streaming");
+        if reply.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = reply.expect("the reply was saved");
+    assert_eq!(reply.status, "stopped");
+    assert!(!reply.content.is_empty(), "its text so far is kept");
+}
