@@ -106,7 +106,7 @@ export type AuditEvent = {
 	ip: string | null,
 	userAgent: string | null,
 	/**  Details of the action (provider, session id, method); never secrets. */
-	metadata: unknown,
+	metadata: JsonValue,
 	createdAt: string,
 };
 
@@ -145,7 +145,7 @@ export type ChatEvent =
 /**  The user's message, as saved, and the id of the reply being written (for `chat.stop`). */
 { type: "userMessage"; message: Message; replyMessageId: string | null } | 
 /**  More of the reply's text. */
-{ type: "delta"; text: string } | { type: "toolCall"; name: string; arguments: unknown } | { type: "toolResult"; name: string; result: unknown } | 
+{ type: "delta"; text: string } | { type: "toolCall"; name: string; arguments: JsonValue } | { type: "toolResult"; name: string; result: JsonValue } | 
 /**  The session's new title, after its first reply. */
 { type: "title"; title: string } | 
 /**  The reply as saved (its status tells complete, stopped or error); the last event. */
@@ -184,6 +184,14 @@ export type HealthStatus = "ok";
 export type IdInput = {
 	id: string,
 };
+
+/**
+ *  Any JSON value, for fields typed `serde_json::Value` in Rust: annotate them with
+ *  `#[specta(type = rpc::JsonValue)]`. A plain `unknown` would not do: tRPC's inferred output
+ *  types turn `unknown` fields optional, so the app's values would not match the bindings.
+ *  Only its type is used; values are never built.
+ */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key in string]: JsonValue };
 
 export type KeyStatus = "valid" | "invalid" | "unvalidated";
 
@@ -412,8 +420,8 @@ export type TokenType = "Bearer";
 /**  A tool the assistant ran while writing a reply. */
 export type ToolCallRecord = {
 	name: string,
-	arguments: unknown,
-	result: unknown,
+	arguments: JsonValue,
+	result: JsonValue,
 };
 
 /**  Any subset of the fields; omitted ones stay as they are. Every invalid field is reported. */

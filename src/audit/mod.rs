@@ -103,7 +103,7 @@ pub struct AuditEvent {
     ip: Option<String>,
     user_agent: Option<String>,
     /// Details of the action (provider, session id, method); never secrets.
-    #[specta(type = specta_typescript::Unknown)]
+    #[specta(type = crate::rpc::JsonValue)]
     metadata: serde_json::Value,
     created_at: DateTime<Utc>,
 }

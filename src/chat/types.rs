@@ -106,9 +106,9 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
 pub struct ToolCallRecord {
     pub name: String,
-    #[specta(type = specta_typescript::Unknown)]
+    #[specta(type = crate::rpc::JsonValue)]
     pub arguments: Value,
-    #[specta(type = specta_typescript::Unknown)]
+    #[specta(type = crate::rpc::JsonValue)]
     pub result: Value,
 }
 
@@ -170,12 +170,12 @@ pub enum ChatEvent {
     Delta { text: String },
     ToolCall {
         name: String,
-        #[specta(type = specta_typescript::Unknown)]
+        #[specta(type = crate::rpc::JsonValue)]
         arguments: Value,
     },
     ToolResult {
         name: String,
-        #[specta(type = specta_typescript::Unknown)]
+        #[specta(type = crate::rpc::JsonValue)]
         result: Value,
     },
     /// The session's new title, after its first reply.

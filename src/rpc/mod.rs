@@ -6,10 +6,12 @@
 mod error;
 mod http;
 mod input;
+mod json;
 mod router;
 mod sse;
 pub mod typescript;
 
 pub use error::{ErrorCode, ErrorReason, FieldErrors, RpcError};
 pub use http::{RpcOptions, RpcService};
+pub use json::JsonValue;
 pub use router::{Context, Kind, RequestInfo, Router, Tracked};

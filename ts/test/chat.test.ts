@@ -153,14 +153,10 @@ function signedOutClient() {
   return { client, store: (tokens: Tokens) => void (stored = tokens) };
 }
 
-/**
- * What onData receives: `{ id, data }` with `data` a `ChatEvent` as tRPC infers it (its
- * `unknown` fields, e.g. `ToolCallRecord.arguments`, become optional, so it is not assignable to
- * the bindings' `ChatEvent` itself).
- */
+/** What onData receives: `{ id, data }` with `data` a `ChatEvent`. */
 type Tracked =
   inferRouterOutputs<AppRouter>["chat"]["send"] extends AsyncIterable<infer T> ? T : never;
-// ... but it carries the same tags as the bindings' `ChatEvent` (a compile-time check).
+// The same tags as the bindings' `ChatEvent` (a compile-time check).
 type SameTags<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const sameTags: SameTags<Tracked["data"]["type"], ChatEvent["type"]> = true;
 void sameTags;

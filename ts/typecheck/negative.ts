@@ -1,7 +1,8 @@
 // Compile-time checks of the generated AppRouter: `tsc` fails if an expected error disappears
 // (an unused `@ts-expect-error` is itself an error) or if a positive check stops compiling.
 import { TRPCClientError } from "@trpc/client";
-import type { AppRouter, ErrorCode } from "../../bindings/index.ts";
+import type { inferRouterOutputs } from "@trpc/server";
+import type { AppRouter, ChatEvent, ErrorCode } from "../../bindings/index.ts";
 import { createAliasClient, type AuthSession, type Tokens } from "../client.ts";
 import { createClient } from "../example-client.ts";
 
@@ -88,3 +89,8 @@ export async function aliasClientUses() {
   await api.users.me.query({ id: "x" });
   return { stored, email };
 }
+
+// What `chat.send`'s onData receives is exactly the bindings' `ChatEvent` (JSON fields are
+// typed `JsonValue`, not `unknown`, which tRPC's inference would turn optional).
+type SendEvent = inferRouterOutputs<AppRouter>["chat"]["send"] extends AsyncIterable<infer T> ? T : never;
+export const chatEventFromStream = (event: SendEvent): ChatEvent => event.data;
