@@ -165,7 +165,10 @@ impl From<chat_messages::Model> for Message {
 )]
 pub enum ChatEvent {
     /// The user's message, as saved, and the id of the reply being written (for `chat.stop`).
-    UserMessage { message: Message, reply_message_id: Option<Uuid> },
+    UserMessage {
+        message: Message,
+        reply_message_id: Option<Uuid>,
+    },
     /// More of the reply's text.
     Delta { text: String },
     ToolCall {
