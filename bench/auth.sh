@@ -103,6 +103,8 @@ print_best
 printf '\n'
 flood_table me+flood429
 LIMITED=$(print_best)
+LIMITED_LOG="$(grep -c 'outcome=TooManyRequests' "$SERVER_LOG" || true) log lines with outcome=TooManyRequests, $(wc -l <"$SERVER_LOG") lines / $(($(wc -c <"$SERVER_LOG") / 1024 / 1024)) MiB in all"
+printf 'server log (ALIAS_LOG=%s): %s\n' "${ALIAS_LOG:-info}" "$LIMITED_LOG"
 stop_server
 
 column() { awk -v name="$2" -v col="$3" '$1 == name { print $col; exit }' <<<"$1"; }
@@ -117,6 +119,13 @@ printf '%-44s %8.1f ms (p99 %.1f ms, %.1f logins/s; informational)\n' \
 verdict "(c) users.me p99, no flood" "$(column "$RAISED" me 4)" "<" "$P99_TARGET" ms
 verdict "(c) users.me p99, login flood hashing" "$(column "$RAISED" me+floodhash 4)" "<" "$P99_TARGET" ms
 verdict "(c) users.me p99, login flood rate-limited" "$(column "$LIMITED" me+flood429 4)" "<" "$P99_TARGET" ms
-printf '\n(best of %s runs per row, by req/s; cpu us/req: server CPU time per request;\n bg cpu: machine busy %% in the second before the run (before the flood for me+flood*), high values mean noisy numbers;\n flood rows: every round, over the whole flood including %s s before users.me is measured)\n' \
+printf '%s\n' "${FLOODS[@]}" | awk '
+    $1 == "me+floodhash" { h[1] += $4; h[2] += $5; h[3] += $6; hr += $3; hn++ }
+    $1 == "me+flood429"  { l[1] += $4; l[2] += $5; l[3] += $6; lr += $3; ln++ }
+    END {
+        printf "    hashing flood: %d answers, %d 2xx (a password verified each), %d 429, %d other; %.1f logins/s\n", h[1] + h[2] + h[3], h[1], h[2], h[3], hn ? hr / hn : 0
+        printf "    rate-limited flood: %d answers, %d 2xx (the per-minute budget), %d 429, %d other; %.0f answers/s\n", l[1] + l[2] + l[3], l[1], l[2], l[3], ln ? lr / ln : 0 }'
+printf '    %s\n' "rate-limited flood's server log: $LIMITED_LOG"
+printf '\n(best of %s runs per row, by req/s; cpu us/req: server CPU time per request (for me+flood*, per\n users.me request but including the CPU spent on the flood); bg cpu: machine busy %% in the second\n before the run (before the flood for me+flood*), high values mean noisy numbers;\n flood rows: every round, over the whole flood including %s s before users.me is measured)\n' \
     "$ROUNDS" "$SETTLE"
 exit 0

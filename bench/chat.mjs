@@ -8,7 +8,8 @@
 //       t1; t1 - t0 over CHAT_LATENCY_STREAMS sequential streams. Target: median <= 2 ms.
 //       A node-only loopback baseline (fake -> client, no server) shows this harness's share.
 //   (b) CHAT_CONCURRENT_STREAMS streams at once, each a whole short reply (+ title): errors
-//       (target 0), wall time, streams/s, time to first delta and to `done`, server CPU.
+//       (target 0), wall time, streams/s, time to first delta and to `done`, server CPU;
+//       CHAT_BURSTS (2) times, with the server's VmRSS after each.
 //   (c) resident memory per idle open stream: CHAT_IDLE_STREAMS streams whose provider sent
 //       one word and then waits; server VmRSS before and after they are all open; released
 //       afterwards (the fake finishes them) and checked to end cleanly.
@@ -41,6 +42,7 @@ const CONCURRENT_STREAMS = int('CHAT_CONCURRENT_STREAMS', 1000);
 const IDLE_STREAMS = int('CHAT_IDLE_STREAMS', 500);
 const LONG_SECONDS = int('CHAT_LONG_SECONDS', 20);
 const IDLE_WAVE = 50;
+const BURSTS = Math.max(1, int('CHAT_BURSTS', 2));
 const WORDS = Math.max(1, int('CHAT_WORDS', 5));
 const PACE_MS = int('CHAT_PACE_MS', 20);
 const LATENCY_TARGET_MS = 2;
@@ -432,17 +434,19 @@ async function main() {
     const rssReleased = readStatus(pid, 'VmRSS');
 
     // (b) concurrent streams.
-    const burstSessions = await createSessions(token, CONCURRENT_STREAMS);
-    await sleep(500);
-    log(`(b) ${CONCURRENT_STREAMS} concurrent streams`);
-    const cpuBefore = cpuSeconds(pid);
-    const burstStart = performance.now();
-    const burst = await Promise.all(burstSessions.map((sessionId) => stream(sessionId, 'short', 60_000)));
-    const burstMs = performance.now() - burstStart;
-    const burstCpu = cpuSeconds(pid) - cpuBefore;
-    const burstOk = burst.filter((r) => !r.error);
-    await sleep(500);
-    const rssAfterBurst = readStatus(pid, 'VmRSS');
+    const bursts = [];
+    for (let round = 1; round <= BURSTS; round++) {
+      const burstSessions = await createSessions(token, CONCURRENT_STREAMS);
+      await sleep(500);
+      log(`(b) ${CONCURRENT_STREAMS} concurrent streams, burst ${round}/${BURSTS}`);
+      const cpuBefore = cpuSeconds(pid);
+      const burstStart = performance.now();
+      const results = await Promise.all(burstSessions.map((sessionId) => stream(sessionId, 'short', 60_000)));
+      const ms = performance.now() - burstStart;
+      const cpu = cpuSeconds(pid) - cpuBefore;
+      await sleep(500);
+      bursts.push({ results, ms, cpu, ok: results.filter((r) => !r.error), rss: readStatus(pid, 'VmRSS') });
+    }
 
     const long = longRun ? await longRun : null;
 
@@ -464,22 +468,25 @@ async function main() {
     out(`median ${fmt(median)} ms  =>  ${verdict(median <= LATENCY_TARGET_MS && latencyErrors === 0)} (target: median <= ${LATENCY_TARGET_MS} ms; ${latencyErrors} stream errors)`);
     out(`stream open -> first delta: median ${fmt(quantile(latencyResults.filter((r) => !r.error).map(firstMs), 0.5), 1)} ms (includes the fake's ${PACE_MS} ms pause); open -> done: median ${fmt(quantile(latencyResults.filter((r) => !r.error).map(doneMs), 0.5), 1)} ms`);
     out();
-    out(`(b) ${CONCURRENT_STREAMS} concurrent streams, each a whole reply`);
+    out(`(b) ${CONCURRENT_STREAMS} concurrent streams, each a whole reply (${BURSTS} bursts)`);
     table(
-      ['streams', 'errors', 'wall s', 'streams/s', 'first delta p50/p99 ms', 'done p50/p99 ms', 'server cpu ms/stream'],
-      [[
+      ['burst', 'streams', 'errors', 'wall s', 'streams/s', 'first delta p50/p99 ms', 'done p50/p99 ms', 'server cpu ms/stream', 'VmRSS after kB'],
+      bursts.map((b, i) => [
+        i + 1,
         CONCURRENT_STREAMS,
-        burst.length - burstOk.length,
-        fmt(burstMs / 1000, 2),
-        fmt((CONCURRENT_STREAMS * 1000) / burstMs, 1),
-        `${fmt(quantile(burstOk.map(firstMs), 0.5), 0)} / ${fmt(quantile(burstOk.map(firstMs), 0.99), 0)}`,
-        `${fmt(quantile(burstOk.map(doneMs), 0.5), 0)} / ${fmt(quantile(burstOk.map(doneMs), 0.99), 0)}`,
-        fmt((burstCpu * 1000) / CONCURRENT_STREAMS, 2),
-      ]],
+        b.results.length - b.ok.length,
+        fmt(b.ms / 1000, 2),
+        fmt((CONCURRENT_STREAMS * 1000) / b.ms, 1),
+        `${fmt(quantile(b.ok.map(firstMs), 0.5), 0)} / ${fmt(quantile(b.ok.map(firstMs), 0.99), 0)}`,
+        `${fmt(quantile(b.ok.map(doneMs), 0.5), 0)} / ${fmt(quantile(b.ok.map(doneMs), 0.99), 0)}`,
+        fmt((b.cpu * 1000) / CONCURRENT_STREAMS, 2),
+        b.rss,
+      ]),
     );
-    for (const line of errorSummary(burst)) out(line);
-    out(`errors ${burst.length - burstOk.length}  =>  ${verdict(burstOk.length === CONCURRENT_STREAMS)} (target: 0 errors)`);
-    out(`server VmRSS: ${rssStart} kB after (a), ${rssAfterBurst} kB after (b)`);
+    for (const line of errorSummary(bursts.flatMap((b) => b.results))) out(line);
+    const burstErrors = bursts.reduce((n, b) => n + b.results.length - b.ok.length, 0);
+    out(`errors ${burstErrors}  =>  ${verdict(burstErrors === 0)} (target: 0 errors in every burst)`);
+    out(`server VmRSS ${rssStart} kB after (a); finished replies stay in memory for 10 minutes (chat/generation.rs RETENTION)`);
     out();
     const perStream = (rssOpen - rssBefore) / open;
     out(`(c) resident memory per idle open stream (provider sent one word, then waits)`);

@@ -6,7 +6,7 @@
 #   ALIAS_BENCH_SKIP_BUILD=1      use the existing target/release/alias-server
 #   ALIAS_DB_MAX_CONNECTIONS=32   the server's database pool (default 10 is for a laptop)
 #   CHAT_LATENCY_STREAMS=200 CHAT_CONCURRENT_STREAMS=1000 CHAT_IDLE_STREAMS=500
-#   CHAT_LONG_SECONDS=20 CHAT_WORDS=5 CHAT_PACE_MS=20   (see bench/chat.mjs)
+#   CHAT_BURSTS=2 CHAT_LONG_SECONDS=20 CHAT_WORDS=5 CHAT_PACE_MS=20   (see bench/chat.mjs)
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
