@@ -59,6 +59,8 @@ pub enum IdTokenError {
     KeysUnavailable,
 }
 
+const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Used when the provider's response carries no usable Cache-Control.
 const DEFAULT_KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Never trust cached keys longer than this, whatever the provider says.
@@ -183,6 +185,7 @@ impl IdTokenVerifier {
         let response = self
             .http
             .get(&self.jwks_url)
+            .timeout(JWKS_TIMEOUT)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)

@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use entity::{user_identities, users};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, SqlErr,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -416,7 +415,9 @@ async fn find_or_create_identity_user(
         .and_then(|email| Email::parse(email).ok())
         .ok_or_else(|| RpcError::bad_request("The sign-in did not include an email address."))?;
     let existing = find_by_email(db, &email).await?;
-    let transaction = db.begin().await.map_err(internal("begin a transaction"))?;
+    let transaction = crate::db::begin_write(db)
+        .await
+        .map_err(internal("begin a transaction"))?;
     let user = match existing {
         Some(_) if !claims.email_verified => {
             return Err(RpcError::new(

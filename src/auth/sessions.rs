@@ -10,7 +10,7 @@ use rand::RngCore as _;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, Set, TransactionTrait,
+    QueryOrder, Set,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -61,7 +61,7 @@ pub async fn start(
         expires_at: Set(now + state.config.auth.refresh_ttl),
         revoked_at: Set(None),
     };
-    let transaction = state.db.begin().await?;
+    let transaction = crate::db::begin_write(&state.db).await?;
     let session = session.insert(&transaction).await?;
     let refresh_token = insert_refresh_token(&transaction, session.id, None).await?;
     transaction.commit().await?;
@@ -132,7 +132,7 @@ async fn rotate(
     presented: &refresh_tokens::Model,
 ) -> Result<Option<String>, RefreshError> {
     let now = Utc::now();
-    let transaction = db.begin().await?;
+    let transaction = crate::db::begin_write(db).await?;
     let rotated = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::Revoked, Expr::value(true))
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
@@ -195,7 +195,7 @@ pub async fn revoke_family(
     session_id: Uuid,
 ) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
-    let transaction = db.begin().await?;
+    let transaction = crate::db::begin_write(db).await?;
     auth_sessions::Entity::update_many()
         .col_expr(auth_sessions::Column::RevokedAt, Expr::value(now))
         .filter(auth_sessions::Column::Id.eq(session_id))

@@ -450,8 +450,9 @@ async fn save_exchange(
     provider: AiProvider,
     model: &str,
 ) -> Result<(entity::chat_messages::Model, entity::chat_messages::Model), RpcError> {
-    use sea_orm::TransactionTrait as _;
-    let transaction = db.begin().await.map_err(internal("begin a transaction"))?;
+    let transaction = crate::db::begin_write(db)
+        .await
+        .map_err(internal("begin a transaction"))?;
     let user_message = store::insert_message(
         &transaction,
         NewMessage {

@@ -5,7 +5,7 @@ use std::str::FromStr as _;
 use chrono::Utc;
 use entity::preferences;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QuerySelect, Set, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -164,7 +164,9 @@ async fn update(
     input: UpdatePreferencesInput,
 ) -> Result<Preferences, RpcError> {
     let db = &ctx.state.db;
-    let transaction = db.begin().await.map_err(internal("begin a transaction"))?;
+    let transaction = crate::db::begin_write(db)
+        .await
+        .map_err(internal("begin a transaction"))?;
     // A write first: on SQLite the transaction takes the database's write lock before it
     // reads; on PostgreSQL the row exists for `FOR UPDATE` below.
     save(

@@ -241,6 +241,10 @@ async fn run_guarded<T>(
         // Successes at debug: a line per call at info halves throughput (bench/run.sh).
         match &result {
             Ok(_) => tracing::debug!(duration_us, outcome = "ok", "rpc call"),
+            // A flood of refusals would otherwise flood the log too.
+            Err(error) if error.code == ErrorCode::TooManyRequests => {
+                tracing::debug!(duration_us, outcome = ?error.code, "rpc call refused");
+            }
             Err(error) if error.code.http_status() >= 500 => {
                 tracing::warn!(duration_us, outcome = ?error.code, "rpc call failed");
             }
