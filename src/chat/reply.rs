@@ -93,6 +93,12 @@ pub async fn run(job: ReplyJob) {
     if let Err(error) = store::touch_session(db, job.session.id, 0).await {
         tracing::error!(%error, "could not update a chat session after a reply");
     }
+    // Before the last event: once the app sees `done`, nothing of an unsaved exchange is left.
+    if !job.preferences.save_conversations
+        && let Err(error) = store::delete_exchange(db, job.session.id, job.user_message.id).await
+    {
+        tracing::error!(%error, "could not discard an unsaved conversation");
+    }
     match (result, saved) {
         (Ok(ending), Ok(saved)) => {
             if matches!(ending, Ending::Completed)
@@ -115,11 +121,6 @@ pub async fn run(job: ReplyJob) {
             tracing::error!(%error, "could not save a finished reply");
             job.generation.fail(RpcError::internal());
         }
-    }
-    if !job.preferences.save_conversations
-        && let Err(error) = store::delete_exchange(db, job.session.id, job.user_message.id).await
-    {
-        tracing::error!(%error, "could not discard an unsaved conversation");
     }
 }
 
