@@ -14,6 +14,10 @@
 #       - rate-limited: the default limit (60 per IP per minute, on a fresh server), so after
 #         the first 60 the flood gets quick 429s: a second full-speed client, no hashing.
 #       The flood table says how many flood answers were 2xx and how many 429.
+#   (d) informational: users.me with the session cache off (ALIAS_SESSION_CACHE_SECONDS=0:
+#       the session and user read from the database on every call, as several instances
+#       that must see a revocation at once everywhere would run); verified tokens are still
+#       remembered.
 #
 # The account signs in with its correct password: 5 failures would lock it (ALIAS_LOGIN_LOCK_SECONDS).
 set -euo pipefail
@@ -107,6 +111,19 @@ LIMITED_LOG="$(grep -c 'outcome=TooManyRequests' "$SERVER_LOG" || true) log line
 printf 'server log (ALIAS_LOG=%s): %s\n' "${ALIAS_LOG:-info}" "$LIMITED_LOG"
 stop_server
 
+# (d) the session cache off.
+start_server "session cache off" ALIAS_SESSION_CACHE_SECONDS=0 ALIAS_ACCESS_TTL_SECONDS=3600
+register
+for round in $(seq "$ROUNDS"); do
+    measure health "$BASE/trpc/system.health"
+    measure me/nocache "$BASE/trpc/users.me" "${AUTH[@]}"
+done
+printf '\n== auth | ALIAS_SESSION_CACHE_SECONDS=0 | %s x %ss, %s connections ==\n' \
+    "$ROUNDS" "$DURATION" "$CONNECTIONS"
+print_best
+UNCACHED=$(print_best)
+stop_server
+
 column() { awk -v name="$2" -v col="$3" '$1 == name { print $col; exit }' <<<"$1"; }
 printf '\n== auth verdicts ==\n'
 verdict "(a) users.me req/s vs system.health" \
@@ -126,6 +143,8 @@ printf '%s\n' "${FLOODS[@]}" | awk '
         printf "    hashing flood: %d answers, %d 2xx (a password verified each), %d 429, %d other; %.1f logins/s\n", h[1] + h[2] + h[3], h[1], h[2], h[3], hn ? hr / hn : 0
         printf "    rate-limited flood: %d answers, %d 2xx (the per-minute budget), %d 429, %d other; %.0f answers/s\n", l[1] + l[2] + l[3], l[1], l[2], l[3], ln ? lr / ln : 0 }'
 printf '    %s\n' "rate-limited flood's server log: $LIMITED_LOG"
+printf '%-44s %8.1f %% (informational)\n' "(d) users.me vs system.health, cache off" \
+    "$(awk -v a="$(column "$UNCACHED" me/nocache 2)" -v b="$(column "$UNCACHED" health 2)" 'BEGIN { print b ? 100 * a / b : 0 }')"
 printf '\n(best of %s runs per row, by req/s; cpu us/req: server CPU time per request (for me+flood*, per\n users.me request but including the CPU spent on the flood); bg cpu: machine busy %% in the second\n before the run (before the flood for me+flood*), high values mean noisy numbers;\n flood rows: every round, over the whole flood including %s s before users.me is measured)\n' \
     "$ROUNDS" "$SETTLE"
 exit 0

@@ -106,6 +106,10 @@ pub struct AuthConfig {
     pub ip_limit_per_minute: u32,
     /// How long an account stays locked after 5 failed password sign-ins.
     pub login_lock: Duration,
+    /// How long a signed-in call may trust a session read from the database by an earlier
+    /// call. This instance forgets a session the moment it changes one; another instance
+    /// sees the change after at most this long. Zero reads the session on every call.
+    pub session_cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +293,11 @@ fn auth_config(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
         )?),
         ip_limit_per_minute: env.parse_positive("ALIAS_AUTH_IP_LIMIT_PER_MINUTE", 60)?,
         login_lock: Duration::from_secs(env.parse_positive("ALIAS_LOGIN_LOCK_SECONDS", 900)?),
+        session_cache_ttl: Duration::from_secs(env.parse(
+            "ALIAS_SESSION_CACHE_SECONDS",
+            "5",
+            "a whole number of seconds",
+        )?),
     })
 }
 
@@ -450,6 +459,7 @@ mod tests {
             ("ALIAS_ACCESS_TTL_SECONDS", "-5"),
             ("ALIAS_GOOGLE_JWKS_URL", "not a url"),
             ("ALIAS_AUTH_IP_LIMIT_PER_MINUTE", "0"),
+            ("ALIAS_SESSION_CACHE_SECONDS", "5s"),
             ("ALIAS_MASTER_KEY", "c2hvcnQ="),
             ("ALIAS_GEMINI_BASE_URL", "ftp://example.com"),
         ] {

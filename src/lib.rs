@@ -4,6 +4,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bindings;
+pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod crypto;

@@ -10,15 +10,18 @@ use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::access_token::TokenError;
-use super::sessions;
+use super::session_cache::KnownSession;
 use crate::app::Ctx;
 use crate::reason::Reason;
 use crate::rpc::{ErrorCode, RpcError};
+use crate::users::AuthProvider;
 
 /// The caller of a signed-in procedure.
 pub struct SignedIn {
     pub user: users::Model,
     pub session_id: Uuid,
+    /// How the user can sign in (part of the `User` the app sees).
+    pub auth_providers: Vec<AuthProvider>,
 }
 
 /// Wraps `handler(ctx, signed_in, input)` into a procedure that first authenticates the
@@ -59,22 +62,26 @@ async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
                 "The Authorization header must be `Bearer <access token>`.",
             )
         })?;
-    let claims =
-        ctx.state
-            .auth
-            .access_tokens
-            .verify(token.trim())
-            .map_err(|error| match error {
-                TokenError::Expired => unauthorized(
-                    Reason::TokenExpired,
-                    "The access token expired; refresh it.",
-                ),
-                TokenError::Invalid => unauthorized(
-                    Reason::InvalidToken,
-                    "The access token is not valid; sign in again.",
-                ),
-            })?;
-    let found = sessions::find_with_user(&ctx.state.db, claims.sid)
+    let token = ctx
+        .state
+        .auth
+        .access_tokens
+        .verify(token.trim())
+        .map_err(|error| match error {
+            TokenError::Expired => unauthorized(
+                Reason::TokenExpired,
+                "The access token expired; refresh it.",
+            ),
+            TokenError::Invalid => unauthorized(
+                Reason::InvalidToken,
+                "The access token is not valid; sign in again.",
+            ),
+        })?;
+    let found = ctx
+        .state
+        .auth
+        .session_cache
+        .find(&ctx.state.db, token.session_id)
         .await
         .map_err(|error| {
             tracing::error!(%error, "could not load the session of an access token");
@@ -86,7 +93,11 @@ async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
             "This session was signed out; sign in again.",
         )
     };
-    let (session, user) = found.ok_or_else(revoked)?;
+    let KnownSession {
+        session,
+        user,
+        auth_providers,
+    } = found.ok_or_else(revoked)?;
     if session.revoked_at.is_some() {
         return Err(revoked());
     }
@@ -96,7 +107,7 @@ async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
             "This session expired; sign in again.",
         ));
     }
-    if session.user_id != claims.sub {
+    if session.user_id != token.user_id {
         return Err(unauthorized(
             Reason::InvalidToken,
             "The access token is not valid; sign in again.",
@@ -105,5 +116,6 @@ async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
     Ok(SignedIn {
         user,
         session_id: session.id,
+        auth_providers,
     })
 }

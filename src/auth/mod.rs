@@ -5,6 +5,7 @@ mod access_token;
 mod guard;
 mod id_token;
 mod password;
+mod session_cache;
 mod sessions;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use access_token::{AccessTokens, install_crypto_provider};
 pub use guard::{SignedIn, signed_in};
 pub use id_token::{IdTokenVerifier, Provider};
 pub use password::Passwords;
+pub use session_cache::SessionCache;
 
 use self::id_token::{IdClaims, IdTokenError};
 use self::sessions::{IssuedTokens, RefreshError};
@@ -45,6 +47,7 @@ pub struct Auth {
     pub google: Option<IdTokenVerifier>,
     pub apple: Option<IdTokenVerifier>,
     pub rate_limits: Arc<dyn RateLimitStore>,
+    pub session_cache: SessionCache,
 }
 
 impl Auth {
@@ -64,6 +67,7 @@ impl Auth {
             google: verifier(Provider::Google, &auth.google),
             apple: verifier(Provider::Apple, &auth.apple),
             rate_limits: Arc::new(InMemoryRateLimits::default()),
+            session_cache: SessionCache::new(auth.session_cache_ttl),
         })
     }
 }
@@ -480,6 +484,8 @@ async fn find_or_create_identity_user(
         .commit()
         .await
         .map_err(internal("commit a sign-in"))?;
+    // Its sessions now have one more way to sign in (`authProviders`).
+    ctx.state.auth.session_cache.forget_user(user.id);
     Ok(user)
 }
 
@@ -578,7 +584,7 @@ async fn end_session(
     session_id: Uuid,
     action: AuditAction,
 ) -> Result<(), RpcError> {
-    sessions::revoke_family(&ctx.state.db, session_id)
+    sessions::revoke_family(&ctx.state, session_id)
         .await
         .map_err(internal("revoke a session"))?;
     let metadata = json!({ "sessionId": session_id });

@@ -96,7 +96,7 @@ pub async fn refresh(
         let sibling = insert_refresh_token(db, session.id, Some(presented.id)).await?;
         return finish_refresh(state, &session, sibling).await;
     }
-    revoke_family(db, session.id).await?;
+    revoke_family(state, session.id).await?;
     audit::record(
         db,
         request,
@@ -189,13 +189,10 @@ async fn finish_refresh(
 }
 
 /// Revokes a session and every token of its family; access tokens stop working at once
-/// because each call checks the session.
-pub async fn revoke_family(
-    db: &DatabaseConnection,
-    session_id: Uuid,
-) -> Result<(), sea_orm::DbErr> {
+/// because each call checks the session (and the session cache forgets it here).
+pub async fn revoke_family(state: &AppState, session_id: Uuid) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
-    let transaction = crate::db::begin_write(db).await?;
+    let transaction = crate::db::begin_write(&state.db).await?;
     auth_sessions::Entity::update_many()
         .col_expr(auth_sessions::Column::RevokedAt, Expr::value(now))
         .filter(auth_sessions::Column::Id.eq(session_id))
@@ -203,7 +200,9 @@ pub async fn revoke_family(
         .exec(&transaction)
         .await?;
     revoke_active_tokens(&transaction, session_id, now).await?;
-    transaction.commit().await
+    transaction.commit().await?;
+    state.auth.session_cache.forget_session(session_id);
+    Ok(())
 }
 
 async fn revoke_active_tokens(

@@ -55,14 +55,29 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-/// The client's view of an account (one query for its sign-in identities).
-pub async fn view(db: &impl ConnectionTrait, user: users::Model) -> Result<User, RpcError> {
+impl User {
+    pub fn new(user: users::Model, auth_providers: Vec<AuthProvider>) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            avatar_url: user.avatar_url,
+            auth_providers,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// How `user` can sign in: a password, and each linked identity provider.
+pub async fn auth_providers(
+    db: &impl ConnectionTrait,
+    user: &users::Model,
+) -> Result<Vec<AuthProvider>, sea_orm::DbErr> {
     let identities = user_identities::Entity::find()
         .filter(user_identities::Column::UserId.eq(user.id))
         .all(db)
-        .await
-        .map_err(internal("load sign-in identities"))?;
-    let mut auth_providers: Vec<AuthProvider> = user
+        .await?;
+    let mut providers: Vec<AuthProvider> = user
         .password_hash
         .is_some()
         .then_some(AuthProvider::Password)
@@ -73,15 +88,16 @@ pub async fn view(db: &impl ConnectionTrait, user: users::Model) -> Result<User,
                 .filter_map(|identity| AuthProvider::from_identity(&identity.provider)),
         )
         .collect();
-    auth_providers.dedup();
-    Ok(User {
-        id: user.id,
-        email: user.email,
-        name: user.name,
-        avatar_url: user.avatar_url,
-        auth_providers,
-        created_at: user.created_at,
-    })
+    providers.dedup();
+    Ok(providers)
+}
+
+/// The client's view of an account (one query for its sign-in identities).
+pub async fn view(db: &impl ConnectionTrait, user: users::Model) -> Result<User, RpcError> {
+    let providers = auth_providers(db, &user)
+        .await
+        .map_err(internal("load sign-in identities"))?;
+    Ok(User::new(user, providers))
 }
 
 /// Logs an unexpected failure with what we were doing and answers the generic error.
@@ -93,8 +109,8 @@ pub fn internal<E: std::fmt::Display>(doing: &'static str) -> impl Fn(E) -> RpcE
 }
 
 /// `users.me`
-async fn me(ctx: Ctx, caller: SignedIn, _: ()) -> Result<User, RpcError> {
-    view(&ctx.state.db, caller.user).await
+async fn me(_: Ctx, caller: SignedIn, _: ()) -> Result<User, RpcError> {
+    Ok(User::new(caller.user, caller.auth_providers))
 }
 
 #[derive(Deserialize, specta::Type)]
@@ -139,7 +155,8 @@ async fn update(ctx: Ctx, caller: SignedIn, input: UpdateUserInput) -> Result<Us
         .update(&ctx.state.db)
         .await
         .map_err(internal("update a user"))?;
-    view(&ctx.state.db, user).await
+    ctx.state.auth.session_cache.forget_user(user.id);
+    Ok(User::new(user, caller.auth_providers))
 }
 
 #[derive(Deserialize, specta::Type)]
@@ -181,6 +198,7 @@ async fn delete(ctx: Ctx, caller: SignedIn, input: DeleteUserInput) -> Result<()
         .exec(&ctx.state.db)
         .await
         .map_err(internal("delete a user"))?;
+    ctx.state.auth.session_cache.forget_user(user.id);
     // The account's own audit rows are gone; this one outlives it, keyed by the old id.
     let metadata = serde_json::json!({ "userId": user.id });
     audit::record(

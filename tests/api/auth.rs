@@ -1,5 +1,6 @@
 //! `auth.*` and the signed-in guard, over HTTP, on both databases where storage matters.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use alias_server::config::IdProviderConfig;
@@ -256,6 +257,8 @@ async fn replaying_a_rotated_token_revokes_the_family(app: TestApp) {
         assert_eq!(status, StatusCode::OK, "{body}");
         current = data(&body).clone();
     }
+    let (status, _) = me(&app, &token(&current, "accessToken")).await;
+    assert_eq!(status, StatusCode::OK, "the session is now cached");
     let (status, body) = refresh(&app, &first).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_reason(&body), "refresh_token_reused");
@@ -327,6 +330,97 @@ async fn logout_ends_the_session_at_once(app: TestApp) {
     assert_eq!(error_reason(&body), "session_revoked");
 }
 both_databases!(logout_ends_the_session_at_once);
+
+/// Calls with the same token keep filling the session cache while the session ends; every
+/// call sent after `auth.logout` answered is refused.
+async fn a_session_ended_under_load_stops_at_once(app: TestApp) {
+    let session = app.register(&unique_email(), PASSWORD).await;
+    let access = token(&session, "accessToken");
+    let logged_out = AtomicBool::new(false);
+    let calls = || async {
+        for _ in 0..40 {
+            let sent_after_logout = logged_out.load(Ordering::SeqCst);
+            let (status, body) = me(&app, &access).await;
+            if sent_after_logout {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+                assert_eq!(error_reason(&body), "session_revoked");
+            }
+        }
+    };
+    let logout = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (status, body) = app
+            .mutation_as(&access, "auth.logout", Some(json!({})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        logged_out.store(true, Ordering::SeqCst);
+    };
+    tokio::join!(calls(), calls(), calls(), calls(), logout);
+    let (status, _) = me(&app, &access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+both_databases!(a_session_ended_under_load_stops_at_once);
+
+/// Another instance learns of a revocation from the database: at once with
+/// `ALIAS_SESSION_CACHE_SECONDS=0`, else once its cached copy is older than that.
+#[tokio::test]
+async fn another_instance_sees_a_revocation_within_its_cache_ttl() {
+    let app = TestApp::spawn(DbKind::Sqlite).await;
+    let uncached = app
+        .spawn_beside(|config| config.auth.session_cache_ttl = Duration::ZERO)
+        .await;
+    let cached = app
+        .spawn_beside(|config| config.auth.session_cache_ttl = Duration::from_secs(1))
+        .await;
+    let session = app.register(&unique_email(), PASSWORD).await;
+    let access = token(&session, "accessToken");
+    for instance in [&uncached, &cached] {
+        let (status, body) = me(instance, &access).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _) = app
+        .mutation_as(&access, "auth.logout", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = me(&uncached, &access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(error_reason(&body), "session_revoked");
+    let body = me_until_refused(&cached, &access).await;
+    assert_eq!(error_reason(&body), "session_revoked");
+}
+
+/// Verified tokens are remembered, but never past their expiry.
+#[tokio::test]
+async fn a_token_verified_earlier_still_expires() {
+    let app = TestApp::spawn_with(DbKind::Sqlite, |config| {
+        config.auth.access_ttl = Duration::from_secs(1);
+    })
+    .await;
+    let session = app.register(&unique_email(), PASSWORD).await;
+    let access = token(&session, "accessToken");
+    let (status, _) = me(&app, &access).await;
+    assert_eq!(status, StatusCode::OK);
+    // Refused after 1 s of validity plus the verifier's 5 s of clock-skew leeway.
+    let body = me_until_refused(&app, &access).await;
+    assert_eq!(error_reason(&body), "token_expired");
+}
+
+/// Calls `users.me` until it is refused (for at most 15 s) and returns the refusal.
+async fn me_until_refused(app: &TestApp, access_token: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = me(app, access_token).await;
+        if status == StatusCode::UNAUTHORIZED {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepted after 15 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 async fn sessions_are_listed_and_revoked_by_their_owner_only(app: TestApp) {
     let email = unique_email();
@@ -494,6 +588,14 @@ async fn users_update_changes_only_what_is_sent() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"]["data"]["fieldErrors"]["name"].is_string());
     assert!(body["error"]["data"]["fieldErrors"]["avatarUrl"].is_string());
+
+    let (_, body) = me(&app, &access).await;
+    assert_eq!(
+        data(&body)["name"],
+        "Ada",
+        "users.me sees the update at once"
+    );
+    assert_eq!(data(&body)["avatarUrl"], Value::Null);
 }
 
 #[tokio::test]
@@ -678,6 +780,9 @@ async fn a_verified_provider_email_links_to_the_existing_account() {
     let app = id_token_app(&provider).await;
     let email = unique_email();
     let session = app.register(&email, PASSWORD).await;
+    let password_session = token(&session, "accessToken");
+    let (_, body) = me(&app, &password_session).await;
+    assert_eq!(data(&body)["authProviders"], json!(["password"]));
 
     let (status, body) = google(&app, &sign(0, &google_claims("g-5", &email, false))).await;
     assert_eq!(
@@ -697,6 +802,12 @@ async fn a_verified_provider_email_links_to_the_existing_account() {
     assert_eq!(
         data(&body)["user"]["authProviders"],
         json!(["password", "google"])
+    );
+    let (_, body) = me(&app, &password_session).await;
+    assert_eq!(
+        data(&body)["authProviders"],
+        json!(["password", "google"]),
+        "the other session sees the new sign-in method at once"
     );
 }
 

@@ -419,17 +419,11 @@ async fn a_resend_after_a_restart_replays_the_saved_reply() {
     let first = chat.send(&input, None).await.collect().await;
     let done = payloads(&first).last().cloned().expect("done");
 
-    let (database_url, data_dir) = (
-        chat.app.database_url.clone(),
-        chat.app.data_dir.path().to_path_buf(),
-    );
     let base_url = chat.providers.base_url.clone();
-    let restarted = TestApp::spawn_with(DbKind::Sqlite, move |config| {
-        config.database_url = database_url;
-        config.data_dir = data_dir;
-        config.ai.gemini_base_url = base_url;
-    })
-    .await;
+    let restarted = chat
+        .app
+        .spawn_beside(move |config| config.ai.gemini_base_url = base_url)
+        .await;
     let response = restarted
         .http
         .get(restarted.trpc_url("chat.send", Some(&input)))
@@ -526,15 +520,7 @@ async fn replies_cut_off_by_a_crash_become_errors_at_start_up() {
         .exec(&db)
         .await
         .expect("insert");
-    let (database_url, data_dir) = (
-        chat.app.database_url.clone(),
-        chat.app.data_dir.path().to_path_buf(),
-    );
-    let _restarted = TestApp::spawn_with(DbKind::Sqlite, move |config| {
-        config.database_url = database_url;
-        config.data_dir = data_dir;
-    })
-    .await;
+    let _restarted = chat.app.spawn_beside(|_| {}).await;
     let messages = chat.messages().await;
     assert_eq!(messages[0]["status"], "error");
     assert_eq!(messages[0]["content"], "half a sente", "the text is kept");

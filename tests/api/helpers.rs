@@ -101,6 +101,22 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Another instance of the server on this one's database and data directory (so the
+    /// same signing key), as after a restart or behind a load balancer.
+    pub async fn spawn_beside(&self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let database_url = self.database_url.clone();
+        let data_dir = self.data_dir.path().to_path_buf();
+        // Sqlite: spawn_with creates no database of its own; the URL is replaced anyway.
+        let mut app = TestApp::spawn_with(DbKind::Sqlite, move |config| {
+            config.database_url = database_url;
+            config.data_dir = data_dir;
+            adjust(config);
+        })
+        .await;
+        app.db_kind = self.db_kind;
+        app
+    }
+
     /// A connection of the test's own to the application's database, to check what is stored.
     pub async fn db(&self) -> sea_orm::DatabaseConnection {
         Database::connect(&self.database_url)
