@@ -48,7 +48,9 @@ fn body(request: &ChatRequest, stream: bool) -> Value {
         "messages": messages(request),
         "stream": stream,
         "temperature": request.temperature,
-        "max_tokens": request.max_tokens,
+        // `max_tokens` is deprecated and refused by the reasoning models (o-series, gpt-5);
+        // its replacement works for every current chat model.
+        "max_completion_tokens": request.max_tokens,
     });
     if stream {
         // Without it OpenAI reports no usage for a streamed reply.
@@ -402,7 +404,7 @@ mod tests {
                 "stream": true,
                 "stream_options": { "include_usage": true },
                 "temperature": 0.5,
-                "max_tokens": 512,
+                "max_completion_tokens": 512,
                 "tools": [{ "type": "function", "function": {
                     "name": "get_current_time",
                     "description": "The current time.",
