@@ -300,6 +300,7 @@ impl StreamDecoder {
             id: tool_use.id,
             name: tool_use.name,
             arguments,
+            signature: None,
         })])
     }
 
@@ -349,6 +350,7 @@ mod tests {
             id: id.to_owned(),
             name: name.to_owned(),
             arguments,
+            signature: None,
         }
     }
 

@@ -43,6 +43,9 @@ pub struct ToolCallRequest {
     pub id: String,
     pub name: String,
     pub arguments: Value,
+    /// Gemini's `thoughtSignature` on the call, which its thinking models (Gemini 3) require
+    /// back on the same call in the next request of the turn, else they answer 400.
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -83,9 +83,14 @@ fn content(turn: &Turn) -> (&'static str, Vec<Value>) {
         Turn::User(text) => ("user", vec![json!({ "text": text })]),
         Turn::Assistant { text, tool_calls } => {
             let text = (!text.is_empty()).then(|| json!({ "text": text }));
-            let calls = tool_calls.iter().map(
-                |call| json!({ "functionCall": { "name": call.name, "args": call.arguments } }),
-            );
+            let calls = tool_calls.iter().map(|call| {
+                let mut part =
+                    json!({ "functionCall": { "name": call.name, "args": call.arguments } });
+                if let Some(signature) = &call.signature {
+                    part["thoughtSignature"] = json!(signature);
+                }
+                part
+            });
             ("model", text.into_iter().chain(calls).collect())
         }
         Turn::ToolResult { name, result, .. } => {
@@ -173,6 +178,7 @@ struct Part {
     /// A thinking model's reasoning summary, not part of the answer.
     thought: Option<bool>,
     function_call: Option<FunctionCall>,
+    thought_signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +305,7 @@ impl StreamDecoder {
                 id: call.id.unwrap_or_else(|| self.ids.next()),
                 name: call.name,
                 arguments: call.args.unwrap_or_else(|| json!({})),
+                signature: part.thought_signature,
             }));
         }
         part.text
@@ -370,15 +377,18 @@ mod tests {
             Turn::Assistant {
                 text: String::new(),
                 tool_calls: vec![
+                    // Parallel calls: only the first carries the signature.
                     ToolCallRequest {
                         id: "call_1".to_owned(),
                         name: "get_current_time".to_owned(),
                         arguments: json!({}),
+                        signature: Some("CiQB0e2Kb8".to_owned()),
                     },
                     ToolCallRequest {
                         id: "call_2".to_owned(),
                         name: "get_weather".to_owned(),
                         arguments: json!({ "city": "Paris" }),
+                        signature: None,
                     },
                 ],
             },
@@ -404,7 +414,7 @@ mod tests {
                 "contents": [
                     { "role": "user", "parts": [{ "text": "Time and weather in Paris?" }] },
                     { "role": "model", "parts": [
-                        { "functionCall": { "name": "get_current_time", "args": {} } },
+                        { "functionCall": { "name": "get_current_time", "args": {} }, "thoughtSignature": "CiQB0e2Kb8" },
                         { "functionCall": { "name": "get_weather", "args": { "city": "Paris" } } },
                     ] },
                     { "role": "user", "parts": [
@@ -464,6 +474,7 @@ mod tests {
                     id: "test_1".to_owned(),
                     name: "get_weather".to_owned(),
                     arguments: json!({ "city": "Paris" }),
+                    signature: Some("CiQB0e2Kb8".to_owned()),
                 })),
                 Ok(StreamEvent::Usage {
                     input_tokens: 31,

@@ -292,6 +292,7 @@ impl StreamDecoder {
             id: call.id.unwrap_or_else(|| self.ids.next()),
             name: call.name,
             arguments,
+            signature: None,
         }))
     }
 
@@ -357,6 +358,7 @@ mod tests {
                         id: "call_abc".to_owned(),
                         name: "get_current_time".to_owned(),
                         arguments: json!({ "timezone": "Europe/Paris" }),
+                        signature: None,
                     }],
                 },
                 Turn::ToolResult {
@@ -454,11 +456,13 @@ data: [DONE]
                     id: "call_time".to_owned(),
                     name: "get_current_time".to_owned(),
                     arguments: json!({ "timezone": "Europe/Paris" }),
+                    signature: None,
                 })),
                 Ok(StreamEvent::ToolCall(ToolCallRequest {
                     id: "call_weather".to_owned(),
                     name: "get_weather".to_owned(),
                     arguments: json!({ "city": "Caf\u{e9} \u{2615}" }),
+                    signature: None,
                 })),
                 Ok(StreamEvent::Usage {
                     input_tokens: 81,
@@ -514,6 +518,7 @@ data: [DONE]
                     id: "call_x1".to_owned(),
                     name: "get_current_time".to_owned(),
                     arguments: json!({}),
+                    signature: None,
                 })),
                 Ok(StreamEvent::Finished {
                     reason: Some("stop".to_owned())
@@ -532,6 +537,7 @@ data: [DONE]
                     id: "test_1".to_owned(),
                     name: "get_current_time".to_owned(),
                     arguments: json!({}),
+                    signature: None,
                 })),
                 Ok(StreamEvent::Finished {
                     reason: Some("tool_calls".to_owned())

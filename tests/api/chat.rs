@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::both_databases;
-use crate::fake_providers::{FakeProviders, TITLE};
+use crate::fake_providers::{FakeProviders, GEMINI_THOUGHT_SIGNATURE, TITLE};
 use crate::helpers::{DbKind, SseEvent, SseStream, TestApp, data, error_code, unique_email};
 
 const PASSWORD: &str = "correct horse battery";
@@ -284,6 +284,11 @@ async fn tool_round_trip(provider: &str) {
         "the tool result went back: {}",
         second.body
     );
+    if provider == "gemini" {
+        let call = &second.body["contents"][1]["parts"][0];
+        assert_eq!(call["functionCall"]["name"], "get_current_time", "{call}");
+        assert_eq!(call["thoughtSignature"], GEMINI_THOUGHT_SIGNATURE, "{call}");
+    }
 }
 
 #[tokio::test]

@@ -408,6 +408,8 @@ fn word_frames(reply: &Reply, event: impl Fn(&str) -> String) -> Vec<Frame> {
     }
 }
 
+pub const GEMINI_THOUGHT_SIGNATURE: &str = "c2lnbmF0dXJlLW9mLWEtdGhvdWdodA==";
+
 fn gemini_frames(reply: &Reply) -> Vec<Frame> {
     let data = |chunk: Value| now(format!("data: {chunk}\r\n\r\n"));
     let text = |word: &str| {
@@ -416,7 +418,10 @@ fn gemini_frames(reply: &Reply) -> Vec<Frame> {
     };
     let usage = json!({ "promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17 });
     let last_parts = match reply {
-        Reply::ToolCall => json!([{ "functionCall": { "name": "get_current_time", "args": {} } }]),
+        // As Gemini 3 sends it: the signature must come back on the call in the next request.
+        Reply::ToolCall => {
+            json!([{ "functionCall": { "name": "get_current_time", "args": {} }, "thoughtSignature": GEMINI_THOUGHT_SIGNATURE }])
+        }
         Reply::Words { .. } | Reply::FailMidway => json!([{ "text": "" }]),
     };
     let mut frames = word_frames(reply, text);
