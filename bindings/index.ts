@@ -124,6 +124,7 @@ export type AuditPage = {
 	nextCursor: string | null,
 };
 
+/**  A way to sign in to an account (part of the `User` the app sees). */
 export type AuthProvider = "password" | "google" | "apple";
 
 /**  What every sign-in and refresh returns. */

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 
-use crate::crypto::MasterKey;
+use crate::master_key::MasterKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

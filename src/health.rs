@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::app::App;
+use crate::context::App;
 
 pub fn routes(app: App) -> axum::Router {
     axum::Router::new()

@@ -11,14 +11,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::app::{self, App, AppState};
-use crate::auth::{self, Auth};
-use crate::chat::{self, Generations};
+use crate::app;
+use crate::auth;
+use crate::chat;
 use crate::config::{Config, CorsOrigins};
-use crate::crypto;
-use crate::db::{self, Backend};
+use crate::context::{App, AppState};
+use crate::db;
 use crate::health;
 use crate::rpc::{RpcOptions, RpcService};
+use crate::security;
 
 pub struct Application {
     listener: TcpListener,
@@ -31,7 +32,7 @@ pub struct Application {
 impl Application {
     /// Connects to and migrates the database, then binds the listener (port 0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        auth::install_crypto_provider();
+        security::install_crypto_provider();
         db::ensure_sqlite_dir(&config.database_url)?;
         let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
         let interrupted = chat::fail_interrupted_replies(&db).await?;
@@ -53,28 +54,7 @@ impl Application {
             trust_proxy: config.trust_proxy,
         };
         let cors = cors_layer(&config.cors_origins);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // No total timeout: a streamed reply may last minutes. Each call bounds itself
-            // (key checks, JWKS, first byte and idle gaps of a reply).
-            .build()
-            .context("could not build the HTTP client")?;
-        let vault = crypto::vault_from_config(
-            &config.key_vault,
-            &config.data_dir,
-            config.looks_like_production(),
-        )
-        .await?;
-        tracing::info!(vault = vault.describe(), "API keys are sealed with");
-        let state = Arc::new(AppState {
-            backend: Backend::of(&db),
-            db,
-            auth: Auth::new(&config, &http)?,
-            vault,
-            chats: Generations::new(shutdown.clone()),
-            config,
-            http,
-        });
+        let state = AppState::new(config, db, &shutdown).await?;
         let rpc = RpcService::new(
             app::router(),
             Arc::clone(&state),
@@ -112,7 +92,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (state, grace) = (Arc::clone(&self.state), self.grace);
         let served = self.serve().await;
-        state.chats.wait_for_saves(grace).await;
+        state.streams.wait_for_saves(grace).await;
         served
     }
 

@@ -10,10 +10,9 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::app::{App, Ctx};
-use crate::auth::{SignedIn, signed_in};
-use crate::rpc::{FieldErrors, RequestInfo, Router, RpcError};
-use crate::users::internal;
+use crate::context::{App, Ctx};
+use crate::guard::{SignedIn, signed_in};
+use crate::rpc::{FieldErrors, RequestInfo, Router, RpcError, internal};
 
 pub fn router() -> Router<App> {
     Router::new().query("list", signed_in(list))

@@ -1,14 +1,8 @@
 //! `auth.*`: signing in (password, Google, Apple), keeping sessions alive with rotating
 //! refresh tokens, and signing out.
 
-mod access_token;
-mod guard;
-mod id_token;
-mod password;
-mod session_cache;
-mod sessions;
+pub mod sessions;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,57 +14,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-pub use access_token::{AccessTokens, install_crypto_provider};
-pub use guard::{SignedIn, signed_in};
-pub use id_token::{IdTokenVerifier, Provider};
-pub use password::Passwords;
-pub use session_cache::SessionCache;
-
-use self::id_token::{IdClaims, IdTokenError};
 use self::sessions::{IssuedTokens, RefreshError};
-use crate::app::{App, AppState, Ctx};
 use crate::audit::{self, AuditAction};
-use crate::config::Config;
-use crate::rate_limit::{InMemoryRateLimits, RateLimitStore, RetryAfter};
+use crate::context::{App, AppState, Ctx};
+use crate::guard::{SignedIn, signed_in};
+use crate::rate_limit::RetryAfter;
 use crate::reason::Reason;
-use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError};
-use crate::users::{DisplayName, Email, User, internal, parse_avatar_url, view};
+use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
+use crate::security::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
+use crate::users::{DisplayName, Email, User, parse_avatar_url, view};
 
 /// Failed password sign-ins allowed per account per `ALIAS_LOGIN_LOCK_SECONDS`.
 const FAILED_LOGINS_PER_ACCOUNT: u32 = 5;
 const IP_WINDOW: Duration = Duration::from_secs(60);
-
-/// Everything signing in needs, built once at start-up.
-pub struct Auth {
-    pub access_tokens: AccessTokens,
-    pub passwords: Passwords,
-    pub google: Option<IdTokenVerifier>,
-    pub apple: Option<IdTokenVerifier>,
-    pub rate_limits: Arc<dyn RateLimitStore>,
-    pub session_cache: SessionCache,
-}
-
-impl Auth {
-    pub fn new(config: &Config, http: &reqwest::Client) -> anyhow::Result<Self> {
-        let auth = &config.auth;
-        let verifier = |provider, provider_config| {
-            IdTokenVerifier::new(
-                provider,
-                provider_config,
-                http.clone(),
-                auth.jwks_min_refetch,
-            )
-        };
-        Ok(Self {
-            access_tokens: AccessTokens::load(auth, &config.data_dir)?,
-            passwords: Passwords::new()?,
-            google: verifier(Provider::Google, &auth.google),
-            apple: verifier(Provider::Apple, &auth.apple),
-            rate_limits: Arc::new(InMemoryRateLimits::default()),
-            session_cache: SessionCache::new(auth.session_cache_ttl),
-        })
-    }
-}
 
 pub fn router() -> Router<App> {
     Router::new()

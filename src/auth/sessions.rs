@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use entity::{auth_sessions, refresh_tokens, users};
+use entity::{auth_sessions, refresh_tokens};
 use rand::RngCore as _;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -15,8 +15,8 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit;
+use crate::context::AppState;
 use crate::rpc::RequestInfo;
 
 /// The credentials a sign-in or refresh hands to the client.
@@ -232,18 +232,6 @@ pub async fn list_active(
         .order_by_desc(auth_sessions::Column::LastUsedAt)
         .all(db)
         .await
-}
-
-/// The session behind an access token, with its user, for the per-call check.
-pub async fn find_with_user(
-    db: &DatabaseConnection,
-    session_id: Uuid,
-) -> Result<Option<(auth_sessions::Model, users::Model)>, sea_orm::DbErr> {
-    let found = auth_sessions::Entity::find_by_id(session_id)
-        .find_also_related(users::Entity)
-        .one(db)
-        .await?;
-    Ok(found.and_then(|(session, user)| Some((session, user?))))
 }
 
 fn issue(

@@ -1,6 +1,5 @@
 //! `chat.*`: sessions, messages, streamed AI replies that persist and resume, and search.
 
-mod generation;
 mod reply;
 pub mod search;
 mod store;
@@ -14,21 +13,19 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use generation::Generations;
 pub use store::fail_interrupted_replies;
 pub use types::{ChatEvent, ChatSession, Message};
 
-use self::generation::{Generation, Reservation};
 use self::reply::ReplyJob;
 use self::store::{NewMessage, SessionChanges, SessionCursor, SessionQuery};
 use self::types::{MessageStatus, Role};
-use crate::app::{App, Ctx};
-use crate::auth::{SignedIn, signed_in};
+use crate::context::{App, Ctx};
+use crate::guard::{SignedIn, signed_in};
 use crate::keys;
 use crate::preferences;
 use crate::providers::AiProvider;
-use crate::rpc::{FieldErrors, Router, RpcError, Tracked};
-use crate::users::internal;
+use crate::rpc::{FieldErrors, Router, RpcError, Serialized, Tracked, internal};
+use crate::streams::{LiveStream, Reservation};
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -328,7 +325,8 @@ pub struct SendInput {
     last_event_id: Option<String>,
 }
 
-type ChatEvents = Pin<Box<dyn Stream<Item = Result<Tracked<ChatEvent>, RpcError>> + Send>>;
+type ChatEvents =
+    Pin<Box<dyn Stream<Item = Result<Tracked<Serialized<ChatEvent>>, RpcError>> + Send>>;
 
 /// `chat.send`: streams the reply to `content`. The reply runs on the server whatever
 /// happens to the connection; reconnecting with the same input resumes after `lastEventId`.
@@ -348,9 +346,9 @@ async fn send(ctx: Ctx, caller: SignedIn, input: SendInput) -> Result<ChatEvents
         return Err(errors.into_error());
     }
     let session = owned_session(&ctx, &caller, input.session_id).await?;
-    let chats = &ctx.state.chats;
-    let generation = match chats.reserve(session.id, input.client_message_id, caller.user.id) {
-        Reservation::Existing(generation) if generation.user_id == caller.user.id => generation,
+    let streams = &ctx.state.streams;
+    let generation = match streams.reserve(session.id, input.client_message_id, caller.user.id) {
+        Reservation::Existing(generation) if generation.owner == caller.user.id => generation,
         Reservation::Existing(_) => return Err(not_found()),
         Reservation::New(generation) => {
             if let Err(error) = start(
@@ -363,7 +361,7 @@ async fn send(ctx: Ctx, caller: SignedIn, input: SendInput) -> Result<ChatEvents
             )
             .await
             {
-                chats.release(input.session_id, input.client_message_id);
+                streams.release(input.session_id, input.client_message_id);
                 generation.fail(error.clone());
                 return Err(error);
             }
@@ -383,7 +381,7 @@ async fn start(
     session: entity::chat_sessions::Model,
     input: &SendInput,
     content: String,
-    generation: Arc<Generation>,
+    generation: Arc<LiveStream>,
 ) -> Result<(), RpcError> {
     let state = &ctx.state;
     let db = &state.db;
@@ -392,12 +390,12 @@ async fn start(
             .await
             .map_err(internal("look up a chat message"))?
     {
-        generation.push(types::ChatEvent::UserMessage {
+        generation.push(&ChatEvent::UserMessage {
             message: user_message.into(),
             reply_message_id: reply.as_ref().map(|reply| reply.id),
         });
         if let Some(reply) = reply {
-            generation.push(types::ChatEvent::Done {
+            generation.push(&ChatEvent::Done {
                 message: reply.into(),
             });
         }
@@ -417,8 +415,8 @@ async fn start(
     let first_exchange = session.message_count == 0;
     let (user_message, assistant) =
         save_exchange(db, &caller, &session, input, &content, provider, &model).await?;
-    generation.set_assistant_message(assistant.id);
-    generation.push(types::ChatEvent::UserMessage {
+    generation.set_subject(assistant.id);
+    generation.push(&ChatEvent::UserMessage {
         message: user_message.clone().into(),
         reply_message_id: Some(assistant.id),
     });
@@ -436,7 +434,7 @@ async fn start(
         preferences,
         first_exchange,
     };
-    state.chats.spawn(reply::run(job));
+    state.streams.spawn(reply::run(job));
     Ok(())
 }
 
@@ -506,7 +504,7 @@ pub struct StopInput {
 /// `chat.stop`: ends a running reply; its text so far is kept with status "stopped".
 /// Stopping a reply that already ended does nothing.
 async fn stop(ctx: Ctx, caller: SignedIn, input: StopInput) -> Result<(), RpcError> {
-    if let Some(generation) = ctx.state.chats.running(caller.user.id, input.message_id) {
+    if let Some(generation) = ctx.state.streams.running(caller.user.id, input.message_id) {
         generation.stop.cancel();
         return Ok(());
     }

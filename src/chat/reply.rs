@@ -11,18 +11,17 @@ use serde_json::json;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::generation::Generation;
 use super::store::{self, NewMessage, Outcome};
 use super::tools::{self, ToolContext};
 use super::types::{ChatEvent, Message, MessageStatus, Role, ToolCallRecord, Usage};
-use crate::app::App;
 use crate::audit::{self, AuditAction};
+use crate::context::App;
 use crate::keys;
 use crate::preferences::Preferences;
-use crate::providers::AiProvider;
-use crate::providers::chat::{self, ChatRequest, ProviderError, Turn, Upstream};
+use crate::providers::{self, AiProvider, ChatRequest, ProviderError, Turn, Upstream};
 use crate::reason::Reason;
 use crate::rpc::{ErrorCode, RequestInfo, RpcError};
+use crate::streams::LiveStream;
 
 /// Messages read for the history before the character budget trims them.
 const HISTORY_MESSAGES: u64 = 60;
@@ -30,7 +29,7 @@ const TITLE_CHARS: usize = 60;
 
 pub struct ReplyJob {
     pub state: App,
-    pub generation: Arc<Generation>,
+    pub generation: Arc<LiveStream>,
     pub request: Arc<RequestInfo>,
     pub user: users::Model,
     pub session: chat_sessions::Model,
@@ -109,9 +108,9 @@ pub async fn run(job: ReplyJob) {
                 if let Err(error) = store::set_title(db, job.session.id, &title).await {
                     tracing::error!(%error, "could not save a chat title");
                 }
-                job.generation.push(ChatEvent::Title { title });
+                job.generation.push(&ChatEvent::Title { title });
             }
-            job.generation.push(ChatEvent::Done {
+            job.generation.push(&ChatEvent::Done {
                 message: saved.into(),
             });
             job.generation.finish();
@@ -152,7 +151,7 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, RpcErr
         let mut events = tokio::select! {
             biased;
             () = job.generation.stop.cancelled() => return Ok(Ending::Stopped),
-            events = chat::stream_chat(&upstream, &request) => events.map_err(|e| provider_failure(job, e))?,
+            events = providers::stream_chat(&upstream, &request) => events.map_err(|e| provider_failure(job, e))?,
         };
         let mut calls = Vec::new();
         loop {
@@ -164,17 +163,17 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, RpcErr
             match event {
                 None => break,
                 Some(Err(error)) => return Err(provider_failure(job, error)),
-                Some(Ok(chat::StreamEvent::Text(text))) => {
+                Some(Ok(providers::StreamEvent::Text(text))) => {
                     progress.text.push_str(&text);
-                    job.generation.push(ChatEvent::Delta { text });
+                    job.generation.push(&ChatEvent::Delta { text });
                     save_progress(job, progress).await;
                 }
-                Some(Ok(chat::StreamEvent::ToolCall(call))) => calls.push(call),
-                Some(Ok(chat::StreamEvent::Usage {
+                Some(Ok(providers::StreamEvent::ToolCall(call))) => calls.push(call),
+                Some(Ok(providers::StreamEvent::Usage {
                     input_tokens,
                     output_tokens,
                 })) => progress.add_usage(input_tokens, output_tokens),
-                Some(Ok(chat::StreamEvent::Finished { .. })) => {}
+                Some(Ok(providers::StreamEvent::Finished { .. })) => {}
             }
         }
         if calls.is_empty() {
@@ -204,9 +203,9 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, RpcErr
 /// Runs one tool call, streams it, and saves it as a `tool` message.
 async fn run_tool(
     job: &ReplyJob,
-    call: &chat::ToolCallRequest,
+    call: &providers::ToolCallRequest,
 ) -> Result<serde_json::Value, RpcError> {
-    job.generation.push(ChatEvent::ToolCall {
+    job.generation.push(&ChatEvent::ToolCall {
         name: call.name.clone(),
         arguments: call.arguments.clone(),
     });
@@ -216,7 +215,7 @@ async fn run_tool(
         timezone: &job.preferences.timezone,
     };
     let result = tools::run(&context, call).await;
-    job.generation.push(ChatEvent::ToolResult {
+    job.generation.push(&ChatEvent::ToolResult {
         name: call.name.clone(),
         result: result.clone(),
     });
@@ -365,7 +364,7 @@ async fn title(job: &ReplyJob, reply: &str) -> String {
         provider: job.provider,
         api_key: &job.api_key,
     };
-    match chat::complete_chat(&upstream, &request).await {
+    match providers::complete_chat(&upstream, &request).await {
         Ok(text) => clean_title(&text).unwrap_or(fallback),
         Err(error) => {
             tracing::info!(%error, "title generation failed; using the first words");

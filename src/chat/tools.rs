@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::search;
-use crate::app::AppState;
-use crate::providers::chat::{ToolCallRequest, ToolSpec};
+use crate::context::AppState;
+use crate::providers::{ToolCallRequest, ToolSpec};
 
 const SEARCH_RESULTS: u64 = 5;
 

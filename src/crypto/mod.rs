@@ -20,7 +20,9 @@ use zeroize::Zeroizing;
 use crate::config::KeyVaultConfig;
 
 pub use kms::KmsVault;
-pub use local::{LocalVault, MasterKey};
+pub use local::LocalVault;
+
+use crate::master_key::MasterKey;
 
 /// The layout of what `seal` produces, stored with it so a later format can still open it.
 pub const FORMAT_VERSION: i16 = 1;

@@ -10,14 +10,13 @@ use zeroize::Zeroizing;
 
 pub use store::{RewrapReport, rewrap_all};
 
-use crate::app::{App, AppState, Ctx};
 use crate::audit::{self, AuditAction};
-use crate::auth::{SignedIn, signed_in};
+use crate::context::{App, AppState, Ctx};
 use crate::crypto::VaultError;
+use crate::guard::{SignedIn, signed_in};
 use crate::providers::{self, AiProvider, KeyCheck};
 use crate::reason::Reason;
-use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError};
-use crate::users::internal;
+use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
 
 pub fn router() -> Router<App> {
     Router::new()

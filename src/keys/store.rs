@@ -9,7 +9,7 @@ use sea_orm::{
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::app::AppState;
+use crate::context::AppState;
 use crate::crypto::{self, EncryptionContext, KeyVault, Sealed, VaultError};
 use crate::providers::AiProvider;
 

@@ -9,11 +9,10 @@ use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::app::{App, Ctx};
-use crate::auth::{SignedIn, signed_in};
+use crate::context::{App, Ctx};
+use crate::guard::{SignedIn, signed_in};
 use crate::providers::AiProvider;
-use crate::rpc::{FieldErrors, Router, RpcError};
-use crate::users::internal;
+use crate::rpc::{FieldErrors, Router, RpcError, internal};
 
 pub fn router() -> Router<App> {
     Router::new()

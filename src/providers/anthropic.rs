@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AiProvider;
-use super::chat::{
-    self, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent, ToolCallRequest,
-    ToolSpec, Turn, Upstream,
-};
 use super::sse::{Decoder, SseEvent};
+use super::types::{
+    AiProvider, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
+    ToolCallRequest, ToolSpec, Turn, Upstream,
+};
+use super::wire;
 
 pub struct Anthropic;
 
@@ -23,8 +23,8 @@ impl ChatProvider for Anthropic {
         upstream: &Upstream<'_>,
         request: &ChatRequest,
     ) -> Result<EventStream, ProviderError> {
-        let response = chat::post(upstream, PATH, &body(request, true)).await?;
-        Ok(chat::sse_events(
+        let response = wire::post(self, upstream, PATH, &body(request, true)).await?;
+        Ok(wire::sse_events(
             upstream,
             response,
             StreamDecoder::default(),
@@ -36,8 +36,13 @@ impl ChatProvider for Anthropic {
         upstream: &Upstream<'_>,
         request: &ChatRequest,
     ) -> Result<String, ProviderError> {
-        let reply: Reply = chat::post_for(upstream, PATH, &body(request, false)).await?;
+        let reply: Reply = wire::post_for(self, upstream, PATH, &body(request, false)).await?;
         reply_text(reply)
+    }
+
+    /// Anthropic's 529 overloaded is the same condition as its `overloaded_error` event.
+    fn is_overloaded(&self, body: &Value) -> bool {
+        is_overloaded(body)
     }
 }
 
@@ -60,7 +65,7 @@ fn body(request: &ChatRequest, stream: bool) -> Value {
 }
 
 fn messages(turns: &[Turn]) -> Vec<Value> {
-    chat::merge_roles(turns.iter().map(message))
+    wire::merge_roles(turns.iter().map(message))
         .into_iter()
         .map(|(role, content)| json!({ "role": role, "content": content }))
         .collect()
@@ -83,7 +88,7 @@ fn message(turn: &Turn) -> (&'static str, Vec<Value>) {
             let block = json!({
                 "type": "tool_result",
                 "tool_use_id": call_id,
-                "content": chat::result_text(result),
+                "content": wire::result_text(result),
             });
             ("user", vec![block])
         }
@@ -100,7 +105,7 @@ fn tool(tool: &ToolSpec) -> Value {
 
 /// Whether an error body says Anthropic is overloaded or rate limiting (529 and 429): both
 /// mean "try again later", as the same errors do mid-stream.
-pub(super) fn is_overloaded(body: &Value) -> bool {
+fn is_overloaded(body: &Value) -> bool {
     matches!(
         body["error"]["type"].as_str(),
         Some("overloaded_error" | "rate_limit_error")
@@ -191,9 +196,9 @@ struct ApiError {
 impl ApiError {
     fn into_provider_error(self) -> ProviderError {
         if matches!(self.kind.as_str(), "overloaded_error" | "rate_limit_error") {
-            return chat::rate_limited();
+            return wire::rate_limited();
         }
-        chat::reported_error(AiProvider::Anthropic, self.message.as_deref())
+        wire::reported_error(AiProvider::Anthropic, self.message.as_deref())
     }
 }
 
@@ -217,7 +222,7 @@ struct StreamDecoder {
 impl Decoder for StreamDecoder {
     fn event(&mut self, event: SseEvent) -> Result<Vec<StreamEvent>, ProviderError> {
         let event: Event = serde_json::from_str(&event.data)
-            .map_err(|error| chat::malformed_event(AiProvider::Anthropic, &error))?;
+            .map_err(|error| wire::malformed_event(AiProvider::Anthropic, &error))?;
         match event {
             Event::MessageStart { message } => self.count(message.usage),
             Event::ContentBlockStart {
@@ -337,7 +342,7 @@ fn reply_text(reply: Reply) -> Result<String, ProviderError> {
         .into_iter()
         .filter_map(|block| block.text)
         .collect();
-    chat::non_empty_reply(AiProvider::Anthropic, text)
+    wire::non_empty_reply(AiProvider::Anthropic, text)
 }
 
 #[cfg(test)]

@@ -4,12 +4,12 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AiProvider;
-use super::chat::{
-    self, CallIds, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
+use super::sse::{Decoder, SseEvent};
+use super::types::{
+    AiProvider, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
     ToolCallRequest, ToolSpec, Turn, Upstream,
 };
-use super::sse::{Decoder, SseEvent};
+use super::wire::{self, CallIds};
 
 pub struct Gemini;
 
@@ -24,8 +24,8 @@ impl ChatProvider for Gemini {
             "{}:streamGenerateContent?alt=sse",
             model_path(&request.model)
         );
-        let response = chat::post(upstream, &path, &body(request)).await?;
-        Ok(chat::sse_events(
+        let response = wire::post(self, upstream, &path, &body(request)).await?;
+        Ok(wire::sse_events(
             upstream,
             response,
             StreamDecoder::default(),
@@ -38,8 +38,18 @@ impl ChatProvider for Gemini {
         request: &ChatRequest,
     ) -> Result<String, ProviderError> {
         let path = format!("{}:generateContent", model_path(&request.model));
-        let reply: Chunk = chat::post_for(upstream, &path, &body(request)).await?;
+        let reply: Chunk = wire::post_for(self, upstream, &path, &body(request)).await?;
         reply_text(reply)
+    }
+
+    /// Gemini refuses a bad key with 400 INVALID_ARGUMENT rather than 401.
+    fn rejects_key(&self, body: &Value) -> bool {
+        rejects_key(body)
+    }
+
+    /// Gemini sends no Retry-After; its body says how long to wait.
+    fn retry_delay(&self, body: &Value) -> Option<u32> {
+        retry_delay(body)
     }
 }
 
@@ -72,7 +82,7 @@ fn body(request: &ChatRequest) -> Value {
 }
 
 fn contents(turns: &[Turn]) -> Vec<Value> {
-    chat::merge_roles(turns.iter().map(content))
+    wire::merge_roles(turns.iter().map(content))
         .into_iter()
         .map(|(role, parts)| json!({ "role": role, "parts": parts }))
         .collect()
@@ -120,7 +130,7 @@ fn declaration(tool: &ToolSpec) -> Value {
 }
 
 /// Whether an error body is Gemini's answer to a bad key (it uses 400, not 401).
-pub(super) fn rejects_key(body: &Value) -> bool {
+fn rejects_key(body: &Value) -> bool {
     let error = &body["error"];
     let mentions_key = error["message"]
         .as_str()
@@ -133,7 +143,7 @@ pub(super) fn rejects_key(body: &Value) -> bool {
 
 /// Gemini says how long to wait in the body (`RetryInfo.retryDelay`, like `"37s"`), not in
 /// a Retry-After header.
-pub(super) fn retry_delay(body: &Value) -> Option<u32> {
+fn retry_delay(body: &Value) -> Option<u32> {
     body["error"]["details"]
         .as_array()?
         .iter()
@@ -215,9 +225,9 @@ impl ApiError {
     fn into_provider_error(self) -> ProviderError {
         let exhausted = self.status.as_deref() == Some("RESOURCE_EXHAUSTED");
         if self.code == Some(429) || exhausted {
-            return chat::rate_limited();
+            return wire::rate_limited();
         }
-        chat::reported_error(AiProvider::Gemini, self.message.as_deref())
+        wire::reported_error(AiProvider::Gemini, self.message.as_deref())
     }
 }
 
@@ -263,7 +273,7 @@ struct StreamDecoder {
 impl Decoder for StreamDecoder {
     fn event(&mut self, event: SseEvent) -> Result<Vec<StreamEvent>, ProviderError> {
         let mut chunk: Chunk = serde_json::from_str(&event.data)
-            .map_err(|error| chat::malformed_event(AiProvider::Gemini, &error))?;
+            .map_err(|error| wire::malformed_event(AiProvider::Gemini, &error))?;
         if let Some(error) = chunk.error.take() {
             return Err(error.into_provider_error());
         }
@@ -324,7 +334,7 @@ fn reply_text(mut reply: Chunk) -> Result<String, ProviderError> {
         .flat_map(Candidate::answer_parts)
         .filter_map(|part| part.text)
         .collect();
-    chat::non_empty_reply(AiProvider::Gemini, text)
+    wire::non_empty_reply(AiProvider::Gemini, text)
 }
 
 #[cfg(test)]

@@ -1,85 +1,50 @@
-//! The AI providers users bring keys for: how to reach each one and how it authenticates.
+//! The AI providers users bring keys for: checking a key, and chat replies dispatched to the
+//! module speaking each provider's wire format.
 
 mod anthropic;
-pub mod chat;
 mod gemini;
 mod openai;
 mod sse;
+mod types;
+mod wire;
 
-use serde::{Deserialize, Serialize};
+pub use types::{
+    AiProvider, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
+    ToolCallRequest, ToolSpec, Turn, Upstream,
+};
 
+use self::anthropic::Anthropic;
+use self::gemini::Gemini;
+use self::openai::OpenAi;
 use crate::config::AiConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, specta::Type)]
-#[serde(rename_all = "lowercase")]
-pub enum AiProvider {
-    Gemini,
-    Openai,
-    Anthropic,
+/// The implementation speaking `provider`'s API.
+fn chat_provider(provider: AiProvider) -> &'static dyn ChatProvider {
+    match provider {
+        AiProvider::Gemini => &Gemini,
+        AiProvider::Openai => &OpenAi,
+        AiProvider::Anthropic => &Anthropic,
+    }
 }
 
-impl AiProvider {
-    pub const ALL: [AiProvider; 3] = [Self::Gemini, Self::Openai, Self::Anthropic];
+/// Streams a reply from `upstream.provider`.
+pub async fn stream_chat(
+    upstream: &Upstream<'_>,
+    request: &ChatRequest,
+) -> Result<EventStream, ProviderError> {
+    chat_provider(upstream.provider)
+        .stream(upstream, request)
+        .await
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gemini => "gemini",
-            Self::Openai => "openai",
-            Self::Anthropic => "anthropic",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|provider| provider.as_str() == text)
-    }
-
-    pub fn display_name(self) -> &'static str {
-        match self {
-            Self::Gemini => "Gemini",
-            Self::Openai => "OpenAI",
-            Self::Anthropic => "Anthropic",
-        }
-    }
-
-    /// The model used when the user has not chosen one.
-    pub fn default_model(self) -> &'static str {
-        match self {
-            Self::Gemini => "gemini-2.5-flash",
-            Self::Openai => "gpt-4.1-mini",
-            Self::Anthropic => "claude-sonnet-4-5",
-        }
-    }
-
-    fn base_url(self, config: &AiConfig) -> &str {
-        match self {
-            Self::Gemini => &config.gemini_base_url,
-            Self::Openai => &config.openai_base_url,
-            Self::Anthropic => &config.anthropic_base_url,
-        }
-    }
-
-    /// A request to `path` under the provider's base URL, authenticated with `api_key` the
-    /// way that provider expects.
-    pub fn request(
-        self,
-        http: &reqwest::Client,
-        config: &AiConfig,
-        method: reqwest::Method,
-        path: &str,
-        api_key: &str,
-    ) -> reqwest::RequestBuilder {
-        let url = format!("{}{path}", self.base_url(config).trim_end_matches('/'));
-        let request = http.request(method, url);
-        match self {
-            Self::Gemini => request.header("x-goog-api-key", api_key),
-            Self::Openai => request.bearer_auth(api_key),
-            Self::Anthropic => request
-                .header("x-api-key", api_key)
-                .header("anthropic-version", "2023-06-01"),
-        }
-    }
+/// A whole reply from `upstream.provider`, without streaming.
+pub async fn complete_chat(
+    upstream: &Upstream<'_>,
+    request: &ChatRequest,
+) -> Result<String, ProviderError> {
+    chat_provider(upstream.provider)
+        .complete(upstream, request)
+        .await
 }
 
 /// What the provider said about a key.
@@ -123,5 +88,119 @@ pub async fn check_key(
             config.validate_timeout.as_secs()
         )),
         Err(_) => KeyCheck::Unreachable(format!("{name} could not be reached.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn config() -> AiConfig {
+        AiConfig {
+            gemini_base_url: "http://127.0.0.1:1".to_owned(),
+            openai_base_url: "http://127.0.0.1:1".to_owned(),
+            anthropic_base_url: "http://127.0.0.1:1".to_owned(),
+            validate_timeout: Duration::from_secs(1),
+            first_byte_timeout: Duration::from_secs(1),
+            stream_idle_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn classify(
+        provider: AiProvider,
+        status: u16,
+        retry_after: Option<u32>,
+        body: &Value,
+    ) -> ProviderError {
+        let http = reqwest::Client::new();
+        let config = config();
+        let upstream = Upstream {
+            http: &http,
+            config: &config,
+            provider,
+            api_key: "sk-secret-key",
+        };
+        let status = StatusCode::from_u16(status).expect("a status");
+        wire::classify_status(
+            chat_provider(provider),
+            &upstream,
+            status,
+            retry_after,
+            body,
+        )
+    }
+
+    #[test]
+    fn refused_keys_are_key_errors() {
+        for provider in AiProvider::ALL {
+            for status in [401, 403] {
+                assert_eq!(
+                    classify(provider, status, None, &Value::Null),
+                    ProviderError::KeyRejected
+                );
+            }
+        }
+        let invalid_key = json!({ "error": { "code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT" } });
+        assert_eq!(
+            classify(AiProvider::Gemini, 400, None, &invalid_key),
+            ProviderError::KeyRejected
+        );
+        assert!(matches!(
+            classify(AiProvider::Openai, 400, None, &invalid_key),
+            ProviderError::Upstream(_)
+        ));
+    }
+
+    #[test]
+    fn rate_limits_say_how_long_to_wait() {
+        let limited =
+            |provider, retry_after, body: &Value| classify(provider, 429, retry_after, body);
+        assert_eq!(
+            limited(AiProvider::Openai, Some(7), &Value::Null),
+            ProviderError::RateLimited {
+                retry_after_seconds: 7
+            }
+        );
+        assert_eq!(
+            limited(AiProvider::Anthropic, None, &Value::Null),
+            ProviderError::RateLimited {
+                retry_after_seconds: 30
+            }
+        );
+        let retry_info = json!({ "error": { "details": [{ "retryDelay": "12s" }] } });
+        assert_eq!(
+            limited(AiProvider::Gemini, None, &retry_info),
+            ProviderError::RateLimited {
+                retry_after_seconds: 12
+            }
+        );
+        let overloaded = json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } });
+        assert_eq!(
+            classify(AiProvider::Anthropic, 529, None, &overloaded),
+            ProviderError::RateLimited {
+                retry_after_seconds: 30
+            }
+        );
+    }
+
+    #[test]
+    fn other_statuses_are_described_briefly_without_the_key() {
+        let body = json!({ "error": { "message": format!("Key sk-secret-key cannot use {}", "x".repeat(500)) } });
+        let ProviderError::Upstream(message) = classify(AiProvider::Openai, 404, None, &body)
+        else {
+            panic!("an upstream error");
+        };
+        assert!(message.starts_with("OpenAI answered 404 Not Found: Key [key] cannot use xxx"));
+        assert!(!message.contains("sk-secret-key"));
+        assert!(message.len() < 250);
+        assert_eq!(
+            classify(AiProvider::Gemini, 500, None, &Value::Null),
+            ProviderError::Upstream("Gemini answered 500 Internal Server Error".to_owned())
+        );
     }
 }

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AiProvider;
-use super::chat::{
-    self, CallIds, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
+use super::sse::{Decoder, SseEvent};
+use super::types::{
+    AiProvider, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
     ToolCallRequest, ToolSpec, Turn, Upstream,
 };
-use super::sse::{Decoder, SseEvent};
+use super::wire::{self, CallIds};
 
 pub struct OpenAi;
 
@@ -24,8 +24,8 @@ impl ChatProvider for OpenAi {
         upstream: &Upstream<'_>,
         request: &ChatRequest,
     ) -> Result<EventStream, ProviderError> {
-        let response = chat::post(upstream, PATH, &body(request, true)).await?;
-        Ok(chat::sse_events(
+        let response = wire::post(self, upstream, PATH, &body(request, true)).await?;
+        Ok(wire::sse_events(
             upstream,
             response,
             StreamDecoder::default(),
@@ -37,7 +37,7 @@ impl ChatProvider for OpenAi {
         upstream: &Upstream<'_>,
         request: &ChatRequest,
     ) -> Result<String, ProviderError> {
-        let reply: Reply = chat::post_for(upstream, PATH, &body(request, false)).await?;
+        let reply: Reply = wire::post_for(self, upstream, PATH, &body(request, false)).await?;
         reply_text(reply)
     }
 }
@@ -92,7 +92,7 @@ fn message(turn: &Turn) -> Value {
         } => json!({
             "role": "tool",
             "tool_call_id": call_id,
-            "content": chat::result_text(result),
+            "content": wire::result_text(result),
         }),
     }
 }
@@ -161,9 +161,9 @@ impl ApiError {
     fn into_provider_error(self) -> ProviderError {
         let rate_limit = "rate_limit_exceeded";
         if self.kind.as_deref() == Some(rate_limit) || self.code == Some(json!(rate_limit)) {
-            return chat::rate_limited();
+            return wire::rate_limited();
         }
-        chat::reported_error(AiProvider::Openai, self.message.as_deref())
+        wire::reported_error(AiProvider::Openai, self.message.as_deref())
     }
 }
 
@@ -192,7 +192,7 @@ impl Decoder for StreamDecoder {
             return self.finish();
         }
         let chunk: Chunk = serde_json::from_str(&event.data)
-            .map_err(|error| chat::malformed_event(AiProvider::Openai, &error))?;
+            .map_err(|error| wire::malformed_event(AiProvider::Openai, &error))?;
         if let Some(error) = chunk.error {
             return Err(error.into_provider_error());
         }
@@ -331,7 +331,7 @@ fn reply_text(reply: Reply) -> Result<String, ProviderError> {
         .and_then(|choice| choice.message)
         .and_then(|message| message.content)
         .unwrap_or_default();
-    chat::non_empty_reply(AiProvider::Openai, text)
+    wire::non_empty_reply(AiProvider::Openai, text)
 }
 
 #[cfg(test)]

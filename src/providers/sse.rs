@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use super::chat::{EventStream, ProviderError, StreamEvent};
+use super::types::{EventStream, ProviderError, StreamEvent};
 
 /// An event line longer than this is a broken or hostile upstream, not a reply.
 const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;

@@ -87,6 +87,15 @@ impl ErrorCode {
     }
 }
 
+/// Logs an unexpected failure with what we were doing and answers the generic error:
+/// `.map_err(internal("load a chat"))`.
+pub fn internal<E: std::fmt::Display>(doing: &'static str) -> impl Fn(E) -> RpcError {
+    move |error| {
+        tracing::error!(%error, "could not {doing}");
+        RpcError::internal()
+    }
+}
+
 /// A machine-readable reason the client can switch on (`data.reason`). The application owns the
 /// catalogue (an enum whose serde names are the wire strings); this layer only carries the string.
 pub trait ErrorReason {

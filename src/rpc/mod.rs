@@ -11,7 +11,7 @@ mod router;
 mod sse;
 pub mod typescript;
 
-pub use error::{ErrorCode, ErrorReason, FieldErrors, RpcError};
+pub use error::{ErrorCode, ErrorReason, FieldErrors, RpcError, internal};
 pub use http::{RpcOptions, RpcService};
-pub use json::JsonValue;
+pub use json::{JsonValue, Serialized};
 pub use router::{Context, Kind, RequestInfo, Router, Tracked};

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::app::{App, Ctx};
+use crate::context::{App, Ctx};
 use crate::db::Backend;
 use crate::rpc::{Router, RpcError, Tracked};
 

@@ -3,44 +3,25 @@
 mod fields;
 
 use chrono::{DateTime, Utc};
-use entity::{user_identities, users};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
-};
+use entity::users;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Set};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 pub use fields::{DisplayName, Email, parse_avatar_url};
 
-use crate::app::{App, Ctx};
 use crate::audit::{self, AuditAction};
-use crate::auth::{SignedIn, signed_in};
+use crate::context::{App, Ctx};
+use crate::guard::{SignedIn, signed_in};
 use crate::reason::Reason;
-use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError};
+use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError, internal};
+use crate::security::{AuthProvider, auth_providers};
 
 pub fn router() -> Router<App> {
     Router::new()
         .query("me", signed_in(me))
         .mutation("update", signed_in(update))
         .mutation("delete", signed_in(delete))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthProvider {
-    Password,
-    Google,
-    Apple,
-}
-
-impl AuthProvider {
-    fn from_identity(provider: &str) -> Option<Self> {
-        match provider {
-            "google" => Some(Self::Google),
-            "apple" => Some(Self::Apple),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, specta::Type)]
@@ -68,44 +49,12 @@ impl User {
     }
 }
 
-/// How `user` can sign in: a password, and each linked identity provider.
-pub async fn auth_providers(
-    db: &impl ConnectionTrait,
-    user: &users::Model,
-) -> Result<Vec<AuthProvider>, sea_orm::DbErr> {
-    let identities = user_identities::Entity::find()
-        .filter(user_identities::Column::UserId.eq(user.id))
-        .all(db)
-        .await?;
-    let mut providers: Vec<AuthProvider> = user
-        .password_hash
-        .is_some()
-        .then_some(AuthProvider::Password)
-        .into_iter()
-        .chain(
-            identities
-                .iter()
-                .filter_map(|identity| AuthProvider::from_identity(&identity.provider)),
-        )
-        .collect();
-    providers.dedup();
-    Ok(providers)
-}
-
 /// The client's view of an account (one query for its sign-in identities).
 pub async fn view(db: &impl ConnectionTrait, user: users::Model) -> Result<User, RpcError> {
     let providers = auth_providers(db, &user)
         .await
         .map_err(internal("load sign-in identities"))?;
     Ok(User::new(user, providers))
-}
-
-/// Logs an unexpected failure with what we were doing and answers the generic error.
-pub fn internal<E: std::fmt::Display>(doing: &'static str) -> impl Fn(E) -> RpcError {
-    move |error| {
-        tracing::error!(%error, "could not {doing}");
-        RpcError::internal()
-    }
 }
 
 /// `users.me`

@@ -596,7 +596,7 @@ fn rate_limited(provider: AiProvider) -> Response {
 /// ends as the app will see it.
 mod tests {
     use alias_server::config::AiConfig;
-    use alias_server::providers::chat::{
+    use alias_server::providers::{
         ChatRequest, EventStream, ProviderError, StreamEvent, ToolCallRequest, ToolSpec, Turn,
         Upstream, complete_chat, stream_chat,
     };

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use alias_server::config::KeyVaultConfig;
-use alias_server::crypto::MasterKey;
+use alias_server::master_key::MasterKey;
 use aws_config::BehaviorVersion;
 use entity::{api_keys, audit_events};
 use reqwest::StatusCode;

@@ -1,148 +1,13 @@
-//! Chat completions with streaming, one interface over the three providers' wire formats.
+//! The HTTP and error handling every provider's wire format shares: posting a request,
+//! turning statuses and transport failures into `ProviderError`s, and small helpers for
+//! building message lists.
 
 use futures::TryStreamExt;
-use futures::stream::BoxStream;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::AiProvider;
-use super::anthropic::{self, Anthropic};
-use super::gemini::{self, Gemini};
-use super::openai::OpenAi;
 use super::sse::{self, Decoder};
-use crate::config::AiConfig;
-
-/// One conversation turn as the providers see it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Turn {
-    User(String),
-    /// What the model said before, including the tools it called.
-    Assistant {
-        text: String,
-        tool_calls: Vec<ToolCallRequest>,
-    },
-    /// A tool's answer to the call `call_id`.
-    ToolResult {
-        call_id: String,
-        name: String,
-        result: Value,
-    },
-}
-
-/// A tool the model may call: `parameters` is a JSON Schema object.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolSpec {
-    pub name: &'static str,
-    pub description: &'static str,
-    pub parameters: Value,
-}
-
-/// The model asks to run a tool. `id` is the provider's call id (Gemini has none; one is made up).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolCallRequest {
-    pub id: String,
-    pub name: String,
-    pub arguments: Value,
-    /// Gemini's `thoughtSignature` on the call, which its thinking models (Gemini 3) require
-    /// back on the same call in the next request of the turn, else they answer 400.
-    pub signature: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatRequest {
-    pub model: String,
-    pub system: String,
-    pub turns: Vec<Turn>,
-    pub temperature: f64,
-    pub max_tokens: u32,
-    pub tools: Vec<ToolSpec>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
-    Text(String),
-    ToolCall(ToolCallRequest),
-    Usage {
-        input_tokens: u32,
-        output_tokens: u32,
-    },
-    /// The provider ended the reply (`stop`, `max_tokens`, `tool_use`, …).
-    Finished {
-        reason: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ProviderError {
-    /// 401/403 (Gemini: 400 with an invalid-key error): the user's key does not work.
-    #[error("the provider refused the API key")]
-    KeyRejected,
-    #[error("the provider is rate limiting this key")]
-    RateLimited { retry_after_seconds: u32 },
-    /// No first byte, or no event, within the configured time.
-    #[error("the provider did not answer in time")]
-    Timeout,
-    /// Anything else: an error status, an error event, or a malformed or unknown event.
-    #[error("the provider failed: {0}")]
-    Upstream(String),
-}
-
-pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
-
-/// Where and as whom to call a provider.
-pub struct Upstream<'a> {
-    pub http: &'a reqwest::Client,
-    pub config: &'a AiConfig,
-    pub provider: AiProvider,
-    pub api_key: &'a str,
-}
-
-/// One provider's wire format for chat completions.
-#[async_trait::async_trait]
-pub trait ChatProvider: Send + Sync {
-    /// Starts a streamed reply: fails before streaming for key, rate-limit and status errors.
-    async fn stream(
-        &self,
-        upstream: &Upstream<'_>,
-        request: &ChatRequest,
-    ) -> Result<EventStream, ProviderError>;
-
-    /// The whole reply's text in one response (for short answers such as titles).
-    async fn complete(
-        &self,
-        upstream: &Upstream<'_>,
-        request: &ChatRequest,
-    ) -> Result<String, ProviderError>;
-}
-
-/// The implementation speaking `provider`'s API.
-fn chat_provider(provider: AiProvider) -> &'static dyn ChatProvider {
-    match provider {
-        AiProvider::Gemini => &Gemini,
-        AiProvider::Openai => &OpenAi,
-        AiProvider::Anthropic => &Anthropic,
-    }
-}
-
-/// Streams a reply from `upstream.provider`.
-pub async fn stream_chat(
-    upstream: &Upstream<'_>,
-    request: &ChatRequest,
-) -> Result<EventStream, ProviderError> {
-    chat_provider(upstream.provider)
-        .stream(upstream, request)
-        .await
-}
-
-/// A whole reply from `upstream.provider`, without streaming.
-pub async fn complete_chat(
-    upstream: &Upstream<'_>,
-    request: &ChatRequest,
-) -> Result<String, ProviderError> {
-    chat_provider(upstream.provider)
-        .complete(upstream, request)
-        .await
-}
+use super::types::{AiProvider, ChatProvider, EventStream, ProviderError, Upstream};
 
 /// What a 429 without a usable Retry-After asks to wait.
 const DEFAULT_RETRY_AFTER_SECONDS: u32 = 30;
@@ -153,6 +18,7 @@ const MAX_ERROR_MESSAGE_CHARS: usize = 200;
 /// POSTs `body` as JSON, waiting at most `first_byte_timeout` for the response headers.
 /// Answers only a successful response; error statuses become `ProviderError`s.
 pub(super) async fn post(
+    dialect: &dyn ChatProvider,
     upstream: &Upstream<'_>,
     path: &str,
     body: &Value,
@@ -174,17 +40,18 @@ pub(super) async fn post(
     if response.status().is_success() {
         return Ok(response);
     }
-    Err(status_error(upstream, response).await)
+    Err(status_error(dialect, upstream, response).await)
 }
 
 /// POSTs `body` and reads the whole JSON response as `T`; generation happens before the
 /// headers, so reading the body is bounded by the idle timeout only.
 pub(super) async fn post_for<T: DeserializeOwned>(
+    dialect: &dyn ChatProvider,
     upstream: &Upstream<'_>,
     path: &str,
     body: &Value,
 ) -> Result<T, ProviderError> {
-    let response = post(upstream, path, body).await?;
+    let response = post(dialect, upstream, path, body).await?;
     let bytes = tokio::time::timeout(upstream.config.stream_idle_timeout, response.bytes())
         .await
         .map_err(|_| ProviderError::Timeout)?
@@ -222,7 +89,11 @@ fn transport_error(provider: AiProvider, error: &reqwest::Error) -> ProviderErro
     }
 }
 
-async fn status_error(upstream: &Upstream<'_>, response: reqwest::Response) -> ProviderError {
+async fn status_error(
+    dialect: &dyn ChatProvider,
+    upstream: &Upstream<'_>,
+    response: reqwest::Response,
+) -> ProviderError {
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let body = tokio::time::timeout(upstream.config.stream_idle_timeout, response.bytes())
@@ -231,31 +102,26 @@ async fn status_error(upstream: &Upstream<'_>, response: reqwest::Response) -> P
         .and_then(Result::ok)
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or(Value::Null);
-    classify_status(upstream, status, retry_after, &body)
+    classify_status(dialect, upstream, status, retry_after, &body)
 }
 
-fn classify_status(
+pub(super) fn classify_status(
+    dialect: &dyn ChatProvider,
     upstream: &Upstream<'_>,
     status: reqwest::StatusCode,
     retry_after: Option<u32>,
     body: &Value,
 ) -> ProviderError {
-    let provider = upstream.provider;
     let rate_limited = || ProviderError::RateLimited {
-        // Gemini sends no Retry-After; its body says how long to wait.
         retry_after_seconds: retry_after
-            .or_else(|| gemini::retry_delay(body))
+            .or_else(|| dialect.retry_delay(body))
             .unwrap_or(DEFAULT_RETRY_AFTER_SECONDS),
     };
     match status.as_u16() {
         401 | 403 => ProviderError::KeyRejected,
-        // Gemini refuses a bad key with 400 INVALID_ARGUMENT rather than 401.
-        400 if provider == AiProvider::Gemini && gemini::rejects_key(body) => {
-            ProviderError::KeyRejected
-        }
+        400 if dialect.rejects_key(body) => ProviderError::KeyRejected,
         429 => rate_limited(),
-        // Anthropic's 529 overloaded is the same condition as its `overloaded_error` event.
-        _ if provider == AiProvider::Anthropic && anthropic::is_overloaded(body) => rate_limited(),
+        _ if dialect.is_overloaded(body) => rate_limited(),
         _ => ProviderError::Upstream(describe_status(upstream, status, body)),
     }
 }
@@ -379,110 +245,9 @@ fn truncated(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use reqwest::StatusCode;
     use serde_json::json;
 
     use super::*;
-
-    fn config() -> AiConfig {
-        AiConfig {
-            gemini_base_url: "http://127.0.0.1:1".to_owned(),
-            openai_base_url: "http://127.0.0.1:1".to_owned(),
-            anthropic_base_url: "http://127.0.0.1:1".to_owned(),
-            validate_timeout: Duration::from_secs(1),
-            first_byte_timeout: Duration::from_secs(1),
-            stream_idle_timeout: Duration::from_secs(1),
-        }
-    }
-
-    fn classify(
-        provider: AiProvider,
-        status: u16,
-        retry_after: Option<u32>,
-        body: &Value,
-    ) -> ProviderError {
-        let http = reqwest::Client::new();
-        let config = config();
-        let upstream = Upstream {
-            http: &http,
-            config: &config,
-            provider,
-            api_key: "sk-secret-key",
-        };
-        let status = StatusCode::from_u16(status).expect("a status");
-        classify_status(&upstream, status, retry_after, body)
-    }
-
-    #[test]
-    fn refused_keys_are_key_errors() {
-        for provider in AiProvider::ALL {
-            for status in [401, 403] {
-                assert_eq!(
-                    classify(provider, status, None, &Value::Null),
-                    ProviderError::KeyRejected
-                );
-            }
-        }
-        let invalid_key = json!({ "error": { "code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT" } });
-        assert_eq!(
-            classify(AiProvider::Gemini, 400, None, &invalid_key),
-            ProviderError::KeyRejected
-        );
-        assert!(matches!(
-            classify(AiProvider::Openai, 400, None, &invalid_key),
-            ProviderError::Upstream(_)
-        ));
-    }
-
-    #[test]
-    fn rate_limits_say_how_long_to_wait() {
-        let limited =
-            |provider, retry_after, body: &Value| classify(provider, 429, retry_after, body);
-        assert_eq!(
-            limited(AiProvider::Openai, Some(7), &Value::Null),
-            ProviderError::RateLimited {
-                retry_after_seconds: 7
-            }
-        );
-        assert_eq!(
-            limited(AiProvider::Anthropic, None, &Value::Null),
-            ProviderError::RateLimited {
-                retry_after_seconds: 30
-            }
-        );
-        let retry_info = json!({ "error": { "details": [{ "retryDelay": "12s" }] } });
-        assert_eq!(
-            limited(AiProvider::Gemini, None, &retry_info),
-            ProviderError::RateLimited {
-                retry_after_seconds: 12
-            }
-        );
-        let overloaded = json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } });
-        assert_eq!(
-            classify(AiProvider::Anthropic, 529, None, &overloaded),
-            ProviderError::RateLimited {
-                retry_after_seconds: 30
-            }
-        );
-    }
-
-    #[test]
-    fn other_statuses_are_described_briefly_without_the_key() {
-        let body = json!({ "error": { "message": format!("Key sk-secret-key cannot use {}", "x".repeat(500)) } });
-        let ProviderError::Upstream(message) = classify(AiProvider::Openai, 404, None, &body)
-        else {
-            panic!("an upstream error");
-        };
-        assert!(message.starts_with("OpenAI answered 404 Not Found: Key [key] cannot use xxx"));
-        assert!(!message.contains("sk-secret-key"));
-        assert!(message.len() < 250);
-        assert_eq!(
-            classify(AiProvider::Gemini, 500, None, &Value::Null),
-            ProviderError::Upstream("Gemini answered 500 Internal Server Error".to_owned())
-        );
-    }
 
     #[test]
     fn retry_after_takes_whole_seconds_only() {

@@ -2,19 +2,73 @@
 //! access token) reads nothing from the database; see `ALIAS_SESSION_CACHE_SECONDS`.
 //!
 //! Revocation stays immediate on this instance: every change to a session or a user goes
-//! through `forget_session` / `forget_user` after it commits (`sessions::revoke_family`,
+//! through `forget_session` / `forget_user` after it commits (`auth::sessions::revoke_family`,
 //! `users.update`, `users.delete`, linking a sign-in identity). Another instance keeps
 //! trusting what it read for at most the TTL.
 
 use std::time::{Duration, Instant};
 
-use entity::{auth_sessions, users};
-use sea_orm::DatabaseConnection;
+use entity::{auth_sessions, user_identities, users};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use serde::Serialize;
 use uuid::Uuid;
 
-use super::sessions;
 use crate::cache::Cache;
-use crate::users::{self as accounts, AuthProvider};
+
+/// A way to sign in to an account (part of the `User` the app sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthProvider {
+    Password,
+    Google,
+    Apple,
+}
+
+impl AuthProvider {
+    fn from_identity(provider: &str) -> Option<Self> {
+        match provider {
+            "google" => Some(Self::Google),
+            "apple" => Some(Self::Apple),
+            _ => None,
+        }
+    }
+}
+
+/// How `user` can sign in: a password, and each linked identity provider.
+pub async fn auth_providers(
+    db: &impl ConnectionTrait,
+    user: &users::Model,
+) -> Result<Vec<AuthProvider>, sea_orm::DbErr> {
+    let identities = user_identities::Entity::find()
+        .filter(user_identities::Column::UserId.eq(user.id))
+        .all(db)
+        .await?;
+    let mut providers: Vec<AuthProvider> = user
+        .password_hash
+        .is_some()
+        .then_some(AuthProvider::Password)
+        .into_iter()
+        .chain(
+            identities
+                .iter()
+                .filter_map(|identity| AuthProvider::from_identity(&identity.provider)),
+        )
+        .collect();
+    providers.dedup();
+    Ok(providers)
+}
+
+/// The session behind an access token, with its user, for the per-call check.
+async fn find_with_user(
+    db: &DatabaseConnection,
+    session_id: Uuid,
+) -> Result<Option<(auth_sessions::Model, users::Model)>, sea_orm::DbErr> {
+    let found = auth_sessions::Entity::find_by_id(session_id)
+        .find_also_related(users::Entity)
+        .one(db)
+        .await?;
+    Ok(found.and_then(|(session, user)| Some((session, user?))))
+}
 
 /// Sessions remembered at most (~500 bytes each).
 const CAPACITY: usize = 50_000;
@@ -51,10 +105,10 @@ impl SessionCache {
             return Ok(Some(known));
         }
         let read_at = self.entries.generation();
-        let Some((session, user)) = sessions::find_with_user(db, session_id).await? else {
+        let Some((session, user)) = find_with_user(db, session_id).await? else {
             return Ok(None);
         };
-        let auth_providers = accounts::auth_providers(db, &user).await?;
+        let auth_providers = auth_providers(db, &user).await?;
         let known = KnownSession {
             session,
             user,

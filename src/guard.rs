@@ -9,12 +9,10 @@ use entity::users;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use super::access_token::TokenError;
-use super::session_cache::KnownSession;
-use crate::app::Ctx;
+use crate::context::Ctx;
 use crate::reason::Reason;
 use crate::rpc::{ErrorCode, RpcError};
-use crate::users::AuthProvider;
+use crate::security::{AuthProvider, KnownSession, TokenError};
 
 /// The caller of a signed-in procedure.
 pub struct SignedIn {

@@ -1,0 +1,50 @@
+//! Shared security machinery, with no procedures of its own: our access tokens, password
+//! hashing, Google/Apple ID-token verification, attempt limits and the signed-in session
+//! cache. The `auth` domain issues and revokes with it; the signed-in guard checks with it.
+
+mod access_token;
+mod id_token;
+mod password;
+mod session_cache;
+
+use std::sync::Arc;
+
+pub use access_token::{AccessTokens, TokenError, VerifiedToken, install_crypto_provider};
+pub use id_token::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
+pub use password::Passwords;
+pub use session_cache::{AuthProvider, KnownSession, SessionCache, auth_providers};
+
+use crate::config::Config;
+use crate::rate_limit::{InMemoryRateLimits, RateLimitStore};
+
+/// Everything signing in and checking callers needs, built once at start-up.
+pub struct Auth {
+    pub access_tokens: AccessTokens,
+    pub passwords: Passwords,
+    pub google: Option<IdTokenVerifier>,
+    pub apple: Option<IdTokenVerifier>,
+    pub rate_limits: Arc<dyn RateLimitStore>,
+    pub session_cache: SessionCache,
+}
+
+impl Auth {
+    pub fn new(config: &Config, http: &reqwest::Client) -> anyhow::Result<Self> {
+        let auth = &config.auth;
+        let verifier = |provider, provider_config| {
+            IdTokenVerifier::new(
+                provider,
+                provider_config,
+                http.clone(),
+                auth.jwks_min_refetch,
+            )
+        };
+        Ok(Self {
+            access_tokens: AccessTokens::load(auth, &config.data_dir)?,
+            passwords: Passwords::new()?,
+            google: verifier(Provider::Google, &auth.google),
+            apple: verifier(Provider::Apple, &auth.apple),
+            rate_limits: Arc::new(InMemoryRateLimits::default()),
+            session_cache: SessionCache::new(auth.session_cache_ttl),
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! Server-owned event streams: a task (a chat reply) runs to the end whether or not a
+//! connection is watching, keeps its events, and any number of subscribers replay what
+//! they missed and follow it live. Keyed by (scope, idempotency key), which makes starting
+//! one idempotent. Events are kept as serialized JSON, so nothing here knows what they are.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::rpc::{RpcError, Serialized, Tracked};
+
+/// How long a finished stream stays in memory for clients that reconnect late; after that,
+/// its owner replays what it saved.
+const RETENTION: Duration = Duration::from_secs(10 * 60);
+
+/// (scope, idempotency key): a chat session and the client's message id.
+type Key = (Uuid, Uuid);
+
+type Entry = Result<Tracked<Arc<RawValue>>, RpcError>;
+
+pub struct LiveStream {
+    /// Who may follow and stop it.
+    pub owner: Uuid,
+    /// What the stream produces, once known (a reply's message id, for stopping it).
+    subject: Mutex<Option<Uuid>>,
+    log: Mutex<Vec<Entry>>,
+    /// How many log entries exist; subscribers wait for it to change.
+    length: watch::Sender<usize>,
+    finished: AtomicBool,
+    finished_at: Mutex<Option<Instant>>,
+    /// Cancelled by a stop request or shutdown: the task ends early and saves what it has.
+    pub stop: CancellationToken,
+}
+
+impl LiveStream {
+    fn new(owner: Uuid, stop: CancellationToken) -> Self {
+        Self {
+            owner,
+            subject: Mutex::new(None),
+            log: Mutex::new(Vec::new()),
+            length: watch::Sender::new(0),
+            finished: AtomicBool::new(false),
+            finished_at: Mutex::new(None),
+            stop,
+        }
+    }
+
+    pub fn set_subject(&self, id: Uuid) {
+        *self.subject.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
+    }
+
+    fn subject(&self) -> Option<Uuid> {
+        *self.subject.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends an event; its id is its 1-based position.
+    pub fn push<T: Serialize>(&self, event: &T) {
+        match serde_json::to_string(event).and_then(RawValue::from_string) {
+            Ok(json) => self.append(|position| Ok(Tracked::new(position.to_string(), json.into()))),
+            Err(error) => {
+                tracing::error!(%error, "a stream event failed to serialize");
+                self.fail(RpcError::internal());
+            }
+        }
+    }
+
+    /// Ends the stream with an error (the subscription's last word).
+    pub fn fail(&self, error: RpcError) {
+        self.append(|_| Err(error));
+        self.finish();
+    }
+
+    pub fn finish(&self) {
+        *self
+            .finished_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.finished.store(true, Ordering::SeqCst);
+        // Wake subscribers so they see the end.
+        self.length.send_modify(|_| {});
+    }
+
+    fn append(&self, entry: impl FnOnce(usize) -> Entry) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = log.len() + 1;
+        log.push(entry(position));
+        self.length.send_replace(log.len());
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    fn is_stale(&self) -> bool {
+        self.is_finished()
+            && self
+                .finished_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|at| at.elapsed() > RETENTION)
+    }
+
+    /// The events after `last_event_id` (all of them without one), then live ones until the
+    /// stream ends, typed as the `T` its producer pushed. Dropping it leaves the task running.
+    pub fn subscribe<T>(
+        self: Arc<Self>,
+        last_event_id: Option<&str>,
+    ) -> impl Stream<Item = Result<Tracked<Serialized<T>>, RpcError>> + Send + 'static {
+        let start = last_event_id
+            .and_then(|id| id.parse::<usize>().ok())
+            .unwrap_or(0);
+        let receiver = self.length.subscribe();
+        futures::stream::unfold(
+            (self, start, receiver),
+            |(stream, next, mut receiver)| async move {
+                loop {
+                    let entry = {
+                        let log = stream.log.lock().unwrap_or_else(PoisonError::into_inner);
+                        log.get(next).cloned()
+                    };
+                    if let Some(entry) = entry {
+                        let typed = entry
+                            .map(|event| Tracked::new(event.id, Serialized::assume(event.data)));
+                        return Some((typed, (stream, next + 1, receiver)));
+                    }
+                    if stream.is_finished() {
+                        return None;
+                    }
+                    // Err: the stream is gone; the loop then sees it finished or ends.
+                    if receiver.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// The registry of running and recently finished streams.
+pub struct Streams {
+    by_key: Mutex<HashMap<Key, Arc<LiveStream>>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+pub enum Reservation {
+    /// A new stream: the caller starts its task.
+    New(Arc<LiveStream>),
+    /// The same key was used before: follow that stream.
+    Existing(Arc<LiveStream>),
+}
+
+impl Streams {
+    /// `shutdown` is the server's: when it fires, running streams stop and save.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            by_key: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutdown,
+        }
+    }
+
+    /// The stream for this key, created if there is none; atomic, so two concurrent starts
+    /// with one key never run two tasks.
+    pub fn reserve(&self, scope: Uuid, key: Uuid, owner: Uuid) -> Reservation {
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        by_key.retain(|_, stream| !stream.is_stale());
+        if let Some(existing) = by_key.get(&(scope, key)) {
+            return Reservation::Existing(Arc::clone(existing));
+        }
+        let stream = Arc::new(LiveStream::new(owner, self.shutdown.child_token()));
+        by_key.insert((scope, key), Arc::clone(&stream));
+        Reservation::New(stream)
+    }
+
+    /// Forgets a stream that failed before it stored anything, so a retry starts afresh.
+    pub fn release(&self, scope: Uuid, key: Uuid) {
+        self.by_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(scope, key));
+    }
+
+    /// The running stream producing `subject` for `owner`.
+    pub fn running(&self, owner: Uuid, subject: Uuid) -> Option<Arc<LiveStream>> {
+        let by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        by_key
+            .values()
+            .find(|s| s.owner == owner && s.subject() == Some(subject))
+            .filter(|s| !s.is_finished())
+            .cloned()
+    }
+
+    /// Runs a stream's task, tracked so shutdown can wait for it.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// After the server's shutdown fired (which stops every running stream), waits for
+    /// their tasks to save what they have, at most `grace`.
+    pub async fn wait_for_saves(&self, grace: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stream tasks still saving when the shutdown grace ended");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_replay_then_follow_live() {
+        let streams = Streams::new(CancellationToken::new());
+        let (scope, key, owner) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let Reservation::New(stream) = streams.reserve(scope, key, owner) else {
+            panic!("first reservation is new");
+        };
+        assert!(matches!(
+            streams.reserve(scope, key, owner),
+            Reservation::Existing(_)
+        ));
+        stream.push(&"a");
+        stream.push(&"b");
+        let late = Arc::clone(&stream).subscribe::<String>(Some("1"));
+        let producer = Arc::clone(&stream);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            producer.push(&"c");
+            producer.finish();
+        });
+        let events: Vec<(String, String)> = late
+            .filter_map(|e| async move {
+                e.ok()
+                    .map(|t| (t.id, serde_json::to_string(&t.data).unwrap_or_default()))
+            })
+            .collect()
+            .await;
+        assert_eq!(
+            events,
+            [
+                ("2".to_owned(), r#""b""#.to_owned()),
+                ("3".to_owned(), r#""c""#.to_owned())
+            ]
+        );
+    }
+}
