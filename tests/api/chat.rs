@@ -238,10 +238,9 @@ async fn anthropic_streams_a_reply() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(alias_test_postgres), ignore = "ALIAS_TEST_POSTGRES_URL is not set")]
 async fn a_reply_streams_on_postgres() {
-    if crate::helpers::postgres_configured() {
-        happy_path(DbKind::Postgres, "gemini").await;
-    }
+    happy_path(DbKind::Postgres, "gemini").await;
 }
 
 async fn tool_round_trip(provider: &str) {
@@ -391,10 +390,9 @@ async fn a_dropped_connection_resumes_sqlite() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(alias_test_postgres), ignore = "ALIAS_TEST_POSTGRES_URL is not set")]
 async fn a_dropped_connection_resumes_postgres() {
-    if crate::helpers::postgres_configured() {
-        a_dropped_connection_resumes_after_the_last_event(DbKind::Postgres).await;
-    }
+    a_dropped_connection_resumes_after_the_last_event(DbKind::Postgres).await;
 }
 
 #[tokio::test]

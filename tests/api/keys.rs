@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::fake_providers::{FakeProviders, Seen};
 use crate::helpers::{
-    DbKind, TestApp, data, error_code, error_reason, postgres_configured, unique_email,
+    DbKind, TestApp, data, error_code, error_reason, unique_email,
 };
 use crate::tcp_proxy::TcpProxy;
 
@@ -147,20 +147,14 @@ macro_rules! every_vault {
             }
 
             #[tokio::test]
+            #[cfg_attr(not(alias_test_postgres), ignore = "ALIAS_TEST_POSTGRES_URL is not set")]
             async fn postgres_local() {
-                if !postgres_configured() {
-                    eprintln!("ALIAS_TEST_POSTGRES_URL is not set: PostgreSQL variant not run");
-                    return;
-                }
                 super::$test(Setup::start(DbKind::Postgres, VaultKind::Local).await).await;
             }
 
             #[tokio::test]
+            #[cfg_attr(not(alias_test_kms), ignore = "ALIAS_TEST_KMS_ENDPOINT is not set")]
             async fn sqlite_kms() {
-                if kms_endpoint().is_none() {
-                    eprintln!("ALIAS_TEST_KMS_ENDPOINT is not set: KMS variant not run");
-                    return;
-                }
                 super::$test(Setup::start(DbKind::Sqlite, VaultKind::Kms).await).await;
             }
         }
@@ -534,11 +528,8 @@ async fn malformed_key_input_names_the_field() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(alias_test_kms), ignore = "ALIAS_TEST_KMS_ENDPOINT is not set")]
 async fn kms_unreachable_is_service_unavailable_and_the_key_survives() {
-    if kms_endpoint().is_none() {
-        eprintln!("ALIAS_TEST_KMS_ENDPOINT is not set: not run");
-        return;
-    }
     let setup = Setup::start(DbKind::Sqlite, VaultKind::Kms).await;
     assert_eq!(setup.vault, VaultKind::Kms);
     let token = setup.user().await;
@@ -677,11 +668,9 @@ async fn rewrap_after_rotating_the_master_key_keeps_keys_usable() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(alias_test_kms), ignore = "ALIAS_TEST_KMS_ENDPOINT is not set")]
 async fn rewrap_moves_keys_to_a_new_kms_key() {
-    let Some(endpoint) = kms_endpoint() else {
-        eprintln!("ALIAS_TEST_KMS_ENDPOINT is not set: not run");
-        return;
-    };
+    let endpoint = kms_endpoint().expect("ALIAS_TEST_KMS_ENDPOINT");
     let setup = Setup::start(DbKind::Sqlite, VaultKind::Kms).await;
     let token = setup.user().await;
     setup
