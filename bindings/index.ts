@@ -48,12 +48,13 @@ export type AppRouter = TRPCBuiltRouter<
 			};
 		};
 		chat: {
+			follow: TRPCSubscriptionProcedure<{ meta: object; input: FollowInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
 			messages: {
 				list: TRPCQueryProcedure<{ meta: object; input: ListMessagesInput; output: MessagePage }>;
 				setLiked: TRPCMutationProcedure<{ meta: object; input: SetLikedInput; output: Message }>;
 			};
 			search: TRPCQueryProcedure<{ meta: object; input: SearchInput; output: SearchResults }>;
-			send: TRPCSubscriptionProcedure<{ meta: object; input: SendInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
+			send: TRPCMutationProcedure<{ meta: object; input: SendInput; output: SentMessage }>;
 			sessions: {
 				create: TRPCMutationProcedure<{ meta: object; input: CreateSessionInput | void; output: ChatSession }>;
 				delete: TRPCMutationProcedure<{ meta: object; input: IdInput; output: null }>;
@@ -78,6 +79,45 @@ export type AppRouter = TRPCBuiltRouter<
 		};
 	}
 >;
+
+/** Every `AiProvider`, in declaration order. */
+export const AI_PROVIDERS = ["gemini", "openai", "anthropic"] as const;
+
+/** Every `AuditAction`, in declaration order. */
+export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed"] as const;
+
+/** Every `AuthProvider`, in declaration order. */
+export const AUTH_PROVIDERS = ["password", "google", "apple"] as const;
+
+/** Every `Backend`, in declaration order. */
+export const BACKENDS = ["sqlite", "postgres"] as const;
+
+/** Every `Direction`, in declaration order. */
+export const DIRECTIONS = ["forward", "backward"] as const;
+
+/** Every `ErrorCode`, in declaration order. */
+export const ERROR_CODES = ["PARSE_ERROR", "BAD_REQUEST", "UNAUTHORIZED", "PAYMENT_REQUIRED", "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_SUPPORTED", "TIMEOUT", "CONFLICT", "PRECONDITION_FAILED", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "UNPROCESSABLE_CONTENT", "PRECONDITION_REQUIRED", "TOO_MANY_REQUESTS", "CLIENT_CLOSED_REQUEST", "INTERNAL_SERVER_ERROR", "NOT_IMPLEMENTED", "BAD_GATEWAY", "SERVICE_UNAVAILABLE", "GATEWAY_TIMEOUT"] as const;
+
+/** Every `HealthStatus`, in declaration order. */
+export const HEALTH_STATUSES = ["ok"] as const;
+
+/** Every `KeyStatus`, in declaration order. */
+export const KEY_STATUSES = ["valid", "invalid", "unvalidated"] as const;
+
+/** Every `MessageStatus`, in declaration order. */
+export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
+
+/** Every `Reason`, in declaration order. */
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable"] as const;
+
+/** Every `Role`, in declaration order. */
+export const ROLES = ["user", "assistant", "tool"] as const;
+
+/** Every `Theme`, in declaration order. */
+export const THEMES = ["light", "dark", "system"] as const;
+
+/** Every `TokenType`, in declaration order. */
+export const TOKEN_TYPES = ["Bearer"] as const;
 
 export type AiProvider = "gemini" | "openai" | "anthropic";
 
@@ -113,14 +153,19 @@ export type AuditEvent = {
 export type AuditListInput = {
 	/**  1 to 100 (default 50). */
 	limit?: number | null,
-	/**  `nextCursor` of the previous page. */
+	/**  The `nextCursor` of a previous page; absent or null for the first page. */
 	cursor?: string | null,
+	/**
+	 *  `forward` (default): older events than the cursor. `backward`: newer ones (the events
+	 *  just above the cursor, still newest first); without a cursor, the oldest events.
+	 */
+	direction?: Direction | null,
 };
 
 export type AuditPage = {
 	/**  Newest first. */
 	events: AuditEvent[],
-	/**  Pass as `cursor` for the next (older) page; null at the end. */
+	/**  The next page's `cursor`, in the same direction; null at the end. */
 	nextCursor: string | null,
 };
 
@@ -173,8 +218,25 @@ export type DeleteUserInput = {
 	password?: string | null,
 };
 
+/**  Which way a page goes from its cursor (tRPC's `direction`). */
+export type Direction = 
+/**  Onward in the list's order (`fetchNextPage`). */
+"forward" | 
+/**  Back toward the list's start (`fetchPreviousPage`). */
+"backward";
+
 /**  tRPC's error codes (`TRPC_ERROR_CODES_BY_KEY`), with their HTTP statuses and JSON-RPC numbers. */
 export type ErrorCode = "PARSE_ERROR" | "BAD_REQUEST" | "UNAUTHORIZED" | "PAYMENT_REQUIRED" | "FORBIDDEN" | "NOT_FOUND" | "METHOD_NOT_SUPPORTED" | "TIMEOUT" | "CONFLICT" | "PRECONDITION_FAILED" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "UNPROCESSABLE_CONTENT" | "PRECONDITION_REQUIRED" | "TOO_MANY_REQUESTS" | "CLIENT_CLOSED_REQUEST" | "INTERNAL_SERVER_ERROR" | "NOT_IMPLEMENTED" | "BAD_GATEWAY" | "SERVICE_UNAVAILABLE" | "GATEWAY_TIMEOUT";
+
+export type FollowInput = {
+	/**  The reply: `replyMessageId` from `chat.send`. */
+	messageId: string,
+	/**
+	 *  Set by httpSubscriptionLink on reconnect (or by the app reopening a reply): the stream
+	 *  resumes after it.
+	 */
+	lastEventId?: string | null,
+};
 
 export type GoogleSignInInput = {
 	idToken: string,
@@ -206,14 +268,29 @@ export type ListMessagesInput = {
 	sessionId: string,
 	/**  1 to 100 (default 50). */
 	limit?: number | null,
-	/**  A message id: only older messages. */
-	before?: string | null,
+	/**
+	 *  A message id: the `nextCursor` of a previous page, or any message's (e.g. a search
+	 *  hit's). The page starts next to it, without it. Absent or null: from the newest
+	 *  message (forward) or the oldest (backward).
+	 */
+	cursor?: string | null,
+	/**
+	 *  `forward` (default, `fetchNextPage`): older messages, so pages walk back from the
+	 *  newest and new messages never shift them. `backward` (`fetchPreviousPage`): newer ones.
+	 */
+	direction?: Direction | null,
 };
 
 export type ListSessionsInput = {
 	/**  1 to 100 (default 20). */
 	limit?: number | null,
+	/**  The `nextCursor` of a previous page; absent or null for the first page. */
 	cursor?: string | null,
+	/**
+	 *  `forward` (default): on down the list after the cursor. `backward`: the sessions just
+	 *  above the cursor (still in list order); without a cursor, the end of the list.
+	 */
+	direction?: Direction | null,
 	/**  Matches titles and message text. */
 	search?: string | null,
 	/**  Only archived sessions when true; only active ones otherwise. */
@@ -240,10 +317,13 @@ export type Message = {
 };
 
 export type MessagePage = {
-	/**  Oldest first. */
+	/**  Oldest first within the page, in either direction. */
 	messages: Message[],
-	/**  Older messages exist: pass the first message's id as `before`. */
-	hasMore: boolean,
+	/**
+	 *  The next page's `cursor` in the same direction (forward: older; backward: newer);
+	 *  null at the end.
+	 */
+	nextCursor: string | null,
 };
 
 export type MessageStatus = "complete" | 
@@ -348,18 +428,24 @@ export type SearchResults = {
 
 export type SendInput = {
 	sessionId: string,
+	/**  1 to 100,000 characters. */
 	content: string,
 	/**
 	 *  A UUID the app makes per message: sending it again never makes a second message or
-	 *  a second provider call, it follows the first.
+	 *  a second provider call, it answers with the first.
 	 */
 	clientMessageId: string,
 	/**  Defaults to the user's preference. */
 	provider?: AiProvider | null,
 	/**  Defaults to the user's preference (or the provider's default model). */
 	model?: string | null,
-	/**  Set by httpSubscriptionLink on reconnect (or by the app reopening a reply). */
-	lastEventId?: string | null,
+};
+
+export type SentMessage = {
+	/**  The user's message, as saved. */
+	userMessage: Message,
+	/**  The reply being written: stream it with `chat.follow`, stop it with `chat.stop`. */
+	replyMessageId: string,
 };
 
 export type SessionInfo = {
@@ -375,6 +461,7 @@ export type SessionInfo = {
 export type SessionPage = {
 	/**  Pinned first, then most recent activity. */
 	sessions: ChatSession[],
+	/**  The next page's `cursor`, in the same direction; null at the end. */
 	nextCursor: string | null,
 };
 

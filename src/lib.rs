@@ -14,6 +14,7 @@ pub mod guard;
 pub mod health;
 pub mod keys;
 pub mod master_key;
+pub mod pagination;
 pub mod preferences;
 pub mod providers;
 pub mod rate_limit;

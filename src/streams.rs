@@ -192,11 +192,15 @@ impl Streams {
 
     /// The running stream producing `subject` for `owner`.
     pub fn running(&self, owner: Uuid, subject: Uuid) -> Option<Arc<LiveStream>> {
+        self.producing(owner, subject).filter(|s| !s.is_finished())
+    }
+
+    /// The stream producing `subject` for `owner`, running or finished and still retained.
+    pub fn producing(&self, owner: Uuid, subject: Uuid) -> Option<Arc<LiveStream>> {
         let by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
         by_key
             .values()
-            .find(|s| s.owner == owner && s.subject() == Some(subject))
-            .filter(|s| !s.is_finished())
+            .find(|s| s.owner == owner && s.subject() == Some(subject) && !s.is_stale())
             .cloned()
     }
 

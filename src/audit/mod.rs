@@ -1,18 +1,16 @@
 //! The audit log: who did what, from where, when. Rows never hold secrets.
 //! `audit.list` shows users their own events.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use entity::audit_events;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::context::{App, Ctx};
 use crate::guard::{SignedIn, signed_in};
-use crate::rpc::{FieldErrors, RequestInfo, Router, RpcError, internal};
+use crate::pagination::{Direction, PageRequest, PageSize};
+use crate::rpc::{FieldErrors, RequestInfo, Router, RpcError, Timestamp, internal};
 
 pub fn router() -> Router<App> {
     Router::new().query("list", signed_in(list))
@@ -80,8 +78,10 @@ pub fn truncate_user_agent(user_agent: &str) -> String {
     user_agent.chars().take(512).collect()
 }
 
-const DEFAULT_PAGE: u64 = 50;
-const MAX_PAGE: u64 = 100;
+const AUDIT_PAGE: PageSize = PageSize {
+    default: 50,
+    max: 100,
+};
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -89,9 +89,13 @@ pub struct AuditListInput {
     /// 1 to 100 (default 50).
     #[serde(default)]
     limit: Option<u32>,
-    /// `nextCursor` of the previous page.
+    /// The `nextCursor` of a previous page; absent or null for the first page.
     #[serde(default)]
     cursor: Option<String>,
+    /// `forward` (default): older events than the cursor. `backward`: newer ones (the events
+    /// just above the cursor, still newest first); without a cursor, the oldest events.
+    #[serde(default)]
+    direction: Option<Direction>,
 }
 
 #[derive(Serialize, specta::Type)]
@@ -104,7 +108,7 @@ pub struct AuditEvent {
     /// Details of the action (provider, session id, method); never secrets.
     #[specta(type = crate::rpc::JsonValue)]
     metadata: serde_json::Value,
-    created_at: DateTime<Utc>,
+    created_at: Timestamp,
 }
 
 #[derive(Serialize, specta::Type)]
@@ -112,53 +116,33 @@ pub struct AuditEvent {
 pub struct AuditPage {
     /// Newest first.
     events: Vec<AuditEvent>,
-    /// Pass as `cursor` for the next (older) page; null at the end.
+    /// The next page's `cursor`, in the same direction; null at the end.
     next_cursor: Option<String>,
 }
 
 /// `audit.list`: the caller's own events, newest first. Ids are time-ordered (UUIDv7), so
-/// the last id of a page is the cursor of the next.
+/// an event's id is its position in the list.
 async fn list(ctx: Ctx, caller: SignedIn, input: AuditListInput) -> Result<AuditPage, RpcError> {
     let mut errors = FieldErrors::default();
-    let limit = errors.check(
-        "limit",
-        input
-            .limit
-            .map_or(Ok(DEFAULT_PAGE), |limit| match u64::from(limit) {
-                n @ 1..=MAX_PAGE => Ok(n),
-                _ => Err(format!("use 1 to {MAX_PAGE}")),
-            }),
-    );
-    let cursor = errors.check(
-        "cursor",
-        input
-            .cursor
-            .map(|cursor| {
-                cursor
-                    .parse::<Uuid>()
-                    .map_err(|_| "use the nextCursor of a previous page".to_owned())
-            })
-            .transpose(),
-    );
-    let (Some(limit), Some(cursor)) = (limit, cursor) else {
+    let Some(page) = PageRequest::<Uuid>::parse(
+        &mut errors,
+        AUDIT_PAGE,
+        input.limit,
+        input.cursor.as_deref(),
+        input.direction,
+    ) else {
         return Err(errors.into_error());
     };
-    let mut query = audit_events::Entity::find()
-        .filter(audit_events::Column::UserId.eq(caller.user.id))
-        .order_by_desc(audit_events::Column::Id)
-        .limit(limit + 1);
-    if let Some(cursor) = cursor {
-        query = query.filter(audit_events::Column::Id.lt(cursor));
-    }
-    let mut rows = query
+    let mine = audit_events::Entity::find().filter(audit_events::Column::UserId.eq(caller.user.id));
+    let rows = page
+        .newest_first(mine, audit_events::Column::Id)
         .all(&ctx.state.db)
         .await
         .map_err(internal("list audit events"))?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = more
-        .then(|| rows.last().map(|row| row.id.to_string()))
-        .flatten();
+    let (mut rows, next_cursor) = page.finish(rows, |row| row.id);
+    if !page.is_forward() {
+        rows.reverse();
+    }
     let events = rows
         .into_iter()
         .filter_map(|row| {
@@ -168,7 +152,7 @@ async fn list(ctx: Ctx, caller: SignedIn, input: AuditListInput) -> Result<Audit
                 ip: row.ip,
                 user_agent: row.user_agent,
                 metadata: row.metadata,
-                created_at: row.created_at,
+                created_at: row.created_at.into(),
             })
         })
         .collect();

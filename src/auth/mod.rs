@@ -5,7 +5,7 @@ pub mod sessions;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use entity::{user_identities, users};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, SqlErr,
@@ -20,6 +20,7 @@ use crate::context::{App, AppState, Ctx};
 use crate::guard::{SignedIn, signed_in};
 use crate::rate_limit::RetryAfter;
 use crate::reason::Reason;
+use crate::rpc::Timestamp;
 use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
 use crate::security::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
 use crate::users::{DisplayName, Email, User, parse_avatar_url, view};
@@ -117,9 +118,9 @@ pub struct NoInput {}
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     id: Uuid,
-    created_at: DateTime<Utc>,
+    created_at: Timestamp,
     /// When the session last signed in or refreshed its tokens.
-    last_used_at: DateTime<Utc>,
+    last_used_at: Timestamp,
     user_agent: Option<String>,
     /// The session making this call.
     current: bool,
@@ -509,8 +510,8 @@ async fn list_sessions(ctx: Ctx, caller: SignedIn, _: ()) -> Result<Vec<SessionI
         .map(|session| SessionInfo {
             current: session.id == caller.session_id,
             id: session.id,
-            created_at: session.created_at,
-            last_used_at: session.last_used_at,
+            created_at: session.created_at.into(),
+            last_used_at: session.last_used_at.into(),
             user_agent: session.user_agent,
         })
         .collect())

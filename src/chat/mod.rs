@@ -9,8 +9,9 @@ mod types;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 pub use store::fail_interrupted_replies;
@@ -22,9 +23,12 @@ use self::types::{MessageStatus, Role};
 use crate::context::{App, Ctx};
 use crate::guard::{SignedIn, signed_in};
 use crate::keys;
+use crate::pagination::{Direction, PageRequest, PageSize};
 use crate::preferences;
 use crate::providers::AiProvider;
-use crate::rpc::{FieldErrors, Router, RpcError, Serialized, Tracked, internal};
+use crate::rpc::{
+    FieldErrors, Resumed, Router, RpcError, Serialized, Timestamp, Tracked, internal,
+};
 use crate::streams::{LiveStream, Reservation};
 
 pub fn router() -> Router<App> {
@@ -36,25 +40,31 @@ pub fn router() -> Router<App> {
         .mutation("sessions.delete", signed_in(delete_session))
         .query("messages.list", signed_in(list_messages))
         .mutation("messages.setLiked", signed_in(set_liked))
-        .subscription("send", signed_in(send))
+        .mutation("send", signed_in(send))
+        .legacy_subscription("send", signed_in(send_and_follow))
+        .subscription("follow", signed_in(follow))
         .mutation("stop", signed_in(stop))
         .query("search", signed_in(search_chats))
 }
 
 const MAX_TITLE_CHARS: usize = 200;
-const MAX_MESSAGE_CHARS: usize = 32_000;
+/// A pasted memo or email fits (64k characters); the 1 MiB body limit holds it in any script.
+const MAX_MESSAGE_CHARS: usize = 100_000;
+const SESSION_PAGE: PageSize = PageSize {
+    default: 20,
+    max: 100,
+};
+const MESSAGE_PAGE: PageSize = PageSize {
+    default: 50,
+    max: 100,
+};
+const SEARCH_HITS: PageSize = PageSize {
+    default: 20,
+    max: 50,
+};
 
 fn not_found() -> RpcError {
     RpcError::not_found("No such chat.")
-}
-
-fn page_limit(errors: &mut FieldErrors, limit: Option<u32>, default: u64, max: u64) -> Option<u64> {
-    let parsed = match limit.map(u64::from) {
-        None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(format!("use 1 to {max}")),
-    };
-    errors.check("limit", parsed)
 }
 
 fn parse_title(raw: &str) -> Result<String, String> {
@@ -83,8 +93,13 @@ pub struct ListSessionsInput {
     /// 1 to 100 (default 20).
     #[serde(default)]
     limit: Option<u32>,
+    /// The `nextCursor` of a previous page; absent or null for the first page.
     #[serde(default)]
     cursor: Option<String>,
+    /// `forward` (default): on down the list after the cursor. `backward`: the sessions just
+    /// above the cursor (still in list order); without a cursor, the end of the list.
+    #[serde(default)]
+    direction: Option<Direction>,
     /// Matches titles and message text.
     #[serde(default)]
     search: Option<String>,
@@ -98,6 +113,7 @@ pub struct ListSessionsInput {
 pub struct SessionPage {
     /// Pinned first, then most recent activity.
     sessions: Vec<ChatSession>,
+    /// The next page's `cursor`, in the same direction; null at the end.
     next_cursor: Option<String>,
 }
 
@@ -111,18 +127,13 @@ async fn list_sessions(
     input: ListSessionsInput,
 ) -> Result<SessionPage, RpcError> {
     let mut errors = FieldErrors::default();
-    let limit = page_limit(&mut errors, input.limit, 20, 100);
-    let cursor = errors.check(
-        "cursor",
-        input
-            .cursor
-            .map(|text| {
-                SessionCursor::decode(&text)
-                    .ok_or_else(|| "use the nextCursor of a previous page".to_owned())
-            })
-            .transpose(),
-    );
-    let (Some(limit), Some(after)) = (limit, cursor) else {
+    let Some(page) = PageRequest::<SessionCursor>::parse(
+        &mut errors,
+        SESSION_PAGE,
+        input.limit,
+        input.cursor.as_deref(),
+        input.direction,
+    ) else {
         return Err(errors.into_error());
     };
     let db = &ctx.state.db;
@@ -142,17 +153,15 @@ async fn list_sessions(
     let query = SessionQuery {
         archived: input.archived.unwrap_or(false),
         only,
-        after,
-        limit: limit + 1,
+        page: &page,
     };
-    let mut rows = store::list_sessions(db, caller.user.id, query)
+    let rows = store::list_sessions(db, caller.user.id, query)
         .await
         .map_err(internal("list chat sessions"))?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = more
-        .then(|| rows.last().map(|row| SessionCursor::of(row).encode()))
-        .flatten();
+    let (mut rows, next_cursor) = page.finish(rows, SessionCursor::of);
+    if !page.is_forward() {
+        rows.reverse();
+    }
     Ok(SessionPage {
         sessions: rows.into_iter().map(ChatSession::from).collect(),
         next_cursor,
@@ -249,18 +258,25 @@ pub struct ListMessagesInput {
     /// 1 to 100 (default 50).
     #[serde(default)]
     limit: Option<u32>,
-    /// A message id: only older messages.
+    /// A message id: the `nextCursor` of a previous page, or any message's (e.g. a search
+    /// hit's). The page starts next to it, without it. Absent or null: from the newest
+    /// message (forward) or the oldest (backward).
     #[serde(default)]
-    before: Option<Uuid>,
+    cursor: Option<String>,
+    /// `forward` (default, `fetchNextPage`): older messages, so pages walk back from the
+    /// newest and new messages never shift them. `backward` (`fetchPreviousPage`): newer ones.
+    #[serde(default)]
+    direction: Option<Direction>,
 }
 
 #[derive(Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct MessagePage {
-    /// Oldest first.
+    /// Oldest first within the page, in either direction.
     messages: Vec<Message>,
-    /// Older messages exist: pass the first message's id as `before`.
-    has_more: bool,
+    /// The next page's `cursor` in the same direction (forward: older; backward: newer);
+    /// null at the end.
+    next_cursor: Option<String>,
 }
 
 /// `chat.messages.list`
@@ -270,19 +286,26 @@ async fn list_messages(
     input: ListMessagesInput,
 ) -> Result<MessagePage, RpcError> {
     let mut errors = FieldErrors::default();
-    let Some(limit) = page_limit(&mut errors, input.limit, 50, 100) else {
+    let Some(page) = PageRequest::<Uuid>::parse(
+        &mut errors,
+        MESSAGE_PAGE,
+        input.limit,
+        input.cursor.as_deref(),
+        input.direction,
+    ) else {
         return Err(errors.into_error());
     };
     let session = owned_session(&ctx, &caller, input.session_id).await?;
-    let mut rows = store::list_messages(&ctx.state.db, session.id, input.before, limit + 1)
+    let rows = store::list_messages(&ctx.state.db, session.id, &page)
         .await
         .map_err(internal("list chat messages"))?;
-    let has_more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    rows.reverse();
+    let (mut rows, next_cursor) = page.finish(rows, |row| row.id);
+    if page.is_forward() {
+        rows.reverse();
+    }
     Ok(MessagePage {
         messages: rows.into_iter().map(Message::from).collect(),
-        has_more,
+        next_cursor,
     })
 }
 
@@ -310,9 +333,10 @@ async fn set_liked(ctx: Ctx, caller: SignedIn, input: SetLikedInput) -> Result<M
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendInput {
     session_id: Uuid,
+    /// 1 to 100,000 characters.
     content: String,
     /// A UUID the app makes per message: sending it again never makes a second message or
-    /// a second provider call, it follows the first.
+    /// a second provider call, it answers with the first.
     client_message_id: Uuid,
     /// Defaults to the user's preference.
     #[serde(default)]
@@ -320,17 +344,47 @@ pub struct SendInput {
     /// Defaults to the user's preference (or the provider's default model).
     #[serde(default)]
     model: Option<String>,
-    /// Set by httpSubscriptionLink on reconnect (or by the app reopening a reply).
-    #[serde(default)]
-    last_event_id: Option<String>,
+}
+
+#[derive(Serialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMessage {
+    /// The user's message, as saved.
+    user_message: Serialized<Message>,
+    /// The reply being written: stream it with `chat.follow`, stop it with `chat.stop`.
+    reply_message_id: Uuid,
 }
 
 type ChatEvents =
     Pin<Box<dyn Stream<Item = Result<Tracked<Serialized<ChatEvent>>, RpcError>> + Send>>;
 
-/// `chat.send`: streams the reply to `content`. The reply runs on the server whatever
-/// happens to the connection; reconnecting with the same input resumes after `lastEventId`.
-async fn send(ctx: Ctx, caller: SignedIn, input: SendInput) -> Result<ChatEvents, RpcError> {
+/// `chat.send`: saves the message and starts the reply, which runs on the server whatever
+/// happens to the connection; `chat.follow` streams it. Failures before the reply starts
+/// (no such chat, no key, limits) are this call's errors.
+async fn send(ctx: Ctx, caller: SignedIn, input: SendInput) -> Result<SentMessage, RpcError> {
+    let reply = reply_stream(&ctx, caller, &input).await?;
+    sent_message(reply).await
+}
+
+/// GET `chat.send`, the subscription of clients built before `chat.follow`: sends, then
+/// follows the reply in one stream; reconnecting with the same input resumes after
+/// `lastEventId`.
+async fn send_and_follow(
+    ctx: Ctx,
+    caller: SignedIn,
+    resumed: Resumed<SendInput>,
+) -> Result<ChatEvents, RpcError> {
+    let reply = reply_stream(&ctx, caller, &resumed.input).await?;
+    Ok(Box::pin(reply.subscribe(resumed.last_event_id.as_deref())))
+}
+
+/// Checks a message, then finds the stream of its reply (sent before with this
+/// `clientMessageId`) or starts it.
+async fn reply_stream(
+    ctx: &Ctx,
+    caller: SignedIn,
+    input: &SendInput,
+) -> Result<Arc<LiveStream>, RpcError> {
     let mut errors = FieldErrors::default();
     let content = input.content.trim().to_owned();
     let length = content.chars().count();
@@ -345,32 +399,131 @@ async fn send(ctx: Ctx, caller: SignedIn, input: SendInput) -> Result<ChatEvents
     if !errors.is_empty() {
         return Err(errors.into_error());
     }
-    let session = owned_session(&ctx, &caller, input.session_id).await?;
+    let session = owned_session(ctx, &caller, input.session_id).await?;
     let streams = &ctx.state.streams;
-    let generation = match streams.reserve(session.id, input.client_message_id, caller.user.id) {
-        Reservation::Existing(generation) if generation.owner == caller.user.id => generation,
-        Reservation::Existing(_) => return Err(not_found()),
+    match streams.reserve(session.id, input.client_message_id, caller.user.id) {
+        Reservation::Existing(generation) if generation.owner == caller.user.id => Ok(generation),
+        Reservation::Existing(_) => Err(not_found()),
         Reservation::New(generation) => {
-            if let Err(error) = start(
-                &ctx,
+            let started = start(
+                ctx,
                 caller,
                 session,
-                &input,
+                input,
                 content,
                 Arc::clone(&generation),
             )
-            .await
-            {
+            .await;
+            if let Err(error) = started {
                 streams.release(input.session_id, input.client_message_id);
                 generation.fail(error.clone());
                 return Err(error);
             }
-            generation
+            Ok(generation)
+        }
+    }
+}
+
+/// The saved message and its reply's id, from the reply stream's first event: the same for
+/// every send of one `clientMessageId`, waiting while a concurrent first send still starts
+/// the reply (and failing as it does).
+async fn sent_message(reply: Arc<LiveStream>) -> Result<SentMessage, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct FirstEvent {
+        #[serde(rename = "type")]
+        kind: String,
+        message: Box<RawValue>,
+        reply_message_id: Option<Uuid>,
+    }
+    let events = reply.subscribe::<ChatEvent>(None);
+    let first = match std::pin::pin!(events).next().await {
+        Some(event) => event?,
+        None => {
+            tracing::error!("a chat reply stream ended without events");
+            return Err(RpcError::internal());
         }
     };
-    Ok(Box::pin(
-        generation.subscribe(input.last_event_id.as_deref()),
-    ))
+    let event: FirstEvent = serde_json::from_str(first.data.raw().get())
+        .map_err(internal("read a chat reply's first event"))?;
+    if event.kind != "userMessage" {
+        tracing::error!(
+            kind = event.kind,
+            "a chat reply stream starts with another event"
+        );
+        return Err(RpcError::internal());
+    }
+    let reply_message_id = event
+        .reply_message_id
+        .ok_or_else(|| RpcError::not_found("This message's reply no longer exists."))?;
+    Ok(SentMessage {
+        user_message: Serialized::assume(event.message),
+        reply_message_id,
+    })
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FollowInput {
+    /// The reply: `replyMessageId` from `chat.send`.
+    message_id: Uuid,
+    /// Set by httpSubscriptionLink on reconnect (or by the app reopening a reply): the stream
+    /// resumes after it.
+    #[serde(default)]
+    last_event_id: Option<String>,
+}
+
+/// `chat.follow`: a reply's events from the start (or after `lastEventId`) until its `done`,
+/// live while it is written. A reply that ended before the server's memory of it (a restart,
+/// or long ago) is replayed from what was saved: `userMessage`, then `done` with the whole
+/// text; after a `lastEventId`, only that `done`, numbered after it.
+async fn follow(ctx: Ctx, caller: SignedIn, input: FollowInput) -> Result<ChatEvents, RpcError> {
+    let last_event_id = input.last_event_id.as_deref();
+    if let Some(reply) = ctx
+        .state
+        .streams
+        .producing(caller.user.id, input.message_id)
+    {
+        return Ok(Box::pin(reply.subscribe(last_event_id)));
+    }
+    let db = &ctx.state.db;
+    let no_reply = || RpcError::not_found("No such reply.");
+    let reply = store::find_message(db, caller.user.id, input.message_id)
+        .await
+        .map_err(internal("load a chat reply"))?
+        .filter(|message| message.role == Role::Assistant.as_str())
+        .ok_or_else(no_reply)?;
+    let user_message = match reply.reply_to {
+        Some(id) => store::find_message(db, caller.user.id, id)
+            .await
+            .map_err(internal("load a chat message"))?,
+        None => None,
+    };
+    let after = last_event_id
+        .and_then(|id| id.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut events = Vec::new();
+    if after == 0
+        && let Some(message) = user_message
+    {
+        events.push(saved_event(
+            1,
+            &ChatEvent::UserMessage {
+                message: message.into(),
+                reply_message_id: Some(reply.id),
+            },
+        ));
+    }
+    let done = ChatEvent::Done {
+        message: reply.into(),
+    };
+    events.push(saved_event(after.max(1) + 1, &done));
+    Ok(Box::pin(futures::stream::iter(events)))
+}
+
+fn saved_event(id: u64, event: &ChatEvent) -> Result<Tracked<Serialized<ChatEvent>>, RpcError> {
+    let event = Serialized::new(event).map_err(internal("serialize a chat event"))?;
+    Ok(Tracked::new(id.to_string(), event))
 }
 
 /// Starts the reply to a new message; or, when this message was answered before the
@@ -532,7 +685,7 @@ pub struct SearchHit {
     message_id: Uuid,
     /// An excerpt with the matched words in `**bold**`.
     snippet: String,
-    created_at: chrono::DateTime<chrono::Utc>,
+    created_at: Timestamp,
 }
 
 #[derive(Serialize, specta::Type)]
@@ -548,7 +701,7 @@ async fn search_chats(
     input: SearchInput,
 ) -> Result<SearchResults, RpcError> {
     let mut errors = FieldErrors::default();
-    let Some(limit) = page_limit(&mut errors, input.limit, 20, 50) else {
+    let Some(limit) = SEARCH_HITS.parse(&mut errors, input.limit) else {
         return Err(errors.into_error());
     };
     let hits = search::search_messages(&ctx.state.db, caller.user.id, &input.query, limit)
@@ -562,7 +715,7 @@ async fn search_chats(
                 session_title: hit.session_title,
                 message_id: hit.message_id,
                 snippet: hit.snippet,
-                created_at: hit.created_at,
+                created_at: hit.created_at.into(),
             })
             .collect(),
     })

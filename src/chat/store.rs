@@ -6,12 +6,13 @@ use entity::{chat_messages, chat_sessions};
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::types::{MessageStatus, Role, ToolCallRecord, Usage};
+use crate::pagination::{Cursor, PageRequest};
 
 pub const DEFAULT_TITLE: &str = "New chat";
 
@@ -64,8 +65,10 @@ impl SessionCursor {
             id: session.id,
         }
     }
+}
 
-    pub fn encode(&self) -> String {
+impl Cursor for SessionCursor {
+    fn encode(&self) -> String {
         format!(
             "{}_{}_{}",
             u8::from(self.is_pinned),
@@ -74,7 +77,7 @@ impl SessionCursor {
         )
     }
 
-    pub fn decode(text: &str) -> Option<Self> {
+    fn decode(text: &str) -> Option<Self> {
         let mut parts = text.splitn(3, '_');
         let is_pinned = match parts.next()? {
             "1" => true,
@@ -93,44 +96,58 @@ impl SessionCursor {
     }
 }
 
-pub struct SessionQuery {
+pub struct SessionQuery<'a> {
     pub archived: bool,
     pub only: Option<Vec<Uuid>>,
-    pub after: Option<SessionCursor>,
-    pub limit: u64,
+    pub page: &'a PageRequest<SessionCursor>,
 }
 
-/// Pinned first, then most recent activity; keyset pagination on that order.
+/// Pinned first, then most recent activity; keyset pagination on that order. Rows come in
+/// walk order: the list's for forward pages, reversed for backward ones.
 pub async fn list_sessions(
     db: &DatabaseConnection,
     user_id: Uuid,
-    query: SessionQuery,
+    query: SessionQuery<'_>,
 ) -> Result<Vec<chat_sessions::Model>, DbErr> {
     use chat_sessions::Column as C;
+    let order = if query.page.is_forward() {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
     let mut select = chat_sessions::Entity::find()
         .filter(C::UserId.eq(user_id))
         .filter(C::IsArchived.eq(query.archived))
-        .order_by_desc(C::IsPinned)
-        .order_by_desc(C::LastMessageAt)
-        .order_by_desc(C::Id)
-        .limit(query.limit);
+        .order_by(C::IsPinned, order.clone())
+        .order_by(C::LastMessageAt, order.clone())
+        .order_by(C::Id, order)
+        .limit(query.page.rows_to_read());
     if let Some(ids) = query.only {
         select = select.filter(C::Id.is_in(ids));
     }
-    if let Some(after) = query.after {
-        let pinned_later = Condition::all().add(C::IsPinned.eq(after.is_pinned));
+    let forward = query.page.is_forward();
+    if let Some(at) = &query.page.cursor {
+        // Past the cursor in walk order: below it forward, above it backward.
+        let past = |column: C, value: sea_orm::Value| {
+            if forward {
+                column.lt(value)
+            } else {
+                column.gt(value)
+            }
+        };
+        let same_pin = Condition::all().add(C::IsPinned.eq(at.is_pinned));
         select = select.filter(
             Condition::any()
-                .add(C::IsPinned.lt(after.is_pinned))
+                .add(past(C::IsPinned, at.is_pinned.into()))
                 .add(
-                    pinned_later
+                    same_pin
                         .clone()
-                        .add(C::LastMessageAt.lt(after.last_message_at)),
+                        .add(past(C::LastMessageAt, at.last_message_at.into())),
                 )
                 .add(
-                    pinned_later
-                        .add(C::LastMessageAt.eq(after.last_message_at))
-                        .add(C::Id.lt(after.id)),
+                    same_pin
+                        .add(C::LastMessageAt.eq(at.last_message_at))
+                        .add(past(C::Id, at.id.into())),
                 ),
         );
     }
@@ -277,21 +294,18 @@ pub async fn find_exchange(
     Ok(Some((user_message, reply)))
 }
 
-/// A page of a session's messages, newest first, older than `before`.
+/// A page of a session's messages in walk order: forward from the newest (older than the
+/// cursor, newest first), backward from the oldest (newer than the cursor, oldest first).
 pub async fn list_messages(
     db: &DatabaseConnection,
     session_id: Uuid,
-    before: Option<Uuid>,
-    limit: u64,
+    page: &PageRequest<Uuid>,
 ) -> Result<Vec<chat_messages::Model>, DbErr> {
-    let mut select = chat_messages::Entity::find()
-        .filter(chat_messages::Column::SessionId.eq(session_id))
-        .order_by_desc(chat_messages::Column::Id)
-        .limit(limit);
-    if let Some(before) = before {
-        select = select.filter(chat_messages::Column::Id.lt(before));
-    }
-    select.all(db).await
+    let in_session =
+        chat_messages::Entity::find().filter(chat_messages::Column::SessionId.eq(session_id));
+    page.newest_first(in_session, chat_messages::Column::Id)
+        .all(db)
+        .await
 }
 
 /// Saves a streaming reply's text so far (a crash loses at most the last moments).

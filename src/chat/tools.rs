@@ -75,7 +75,7 @@ async fn search_conversations(context: &ToolContext<'_>, arguments: &Value) -> V
             "results": hits.iter().map(|hit| json!({
                 "conversation": hit.session_title,
                 "excerpt": hit.snippet,
-                "date": hit.created_at.to_rfc3339(),
+                "date": crate::rpc::Timestamp(hit.created_at).to_iso(),
             })).collect::<Vec<_>>()
         }),
         Err(error) => {

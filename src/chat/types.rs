@@ -1,12 +1,12 @@
 //! What the app sees of chats: sessions, messages and the events of a streamed reply.
 
-use chrono::{DateTime, Utc};
 use entity::{chat_messages, chat_sessions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::providers::AiProvider;
+use crate::rpc::Timestamp;
 
 #[derive(Debug, Clone, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
@@ -17,9 +17,9 @@ pub struct ChatSession {
     pub is_pinned: bool,
     pub is_archived: bool,
     pub message_count: u32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub last_message_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_message_at: Timestamp,
 }
 
 impl From<chat_sessions::Model> for ChatSession {
@@ -31,9 +31,9 @@ impl From<chat_sessions::Model> for ChatSession {
             is_pinned: row.is_pinned,
             is_archived: row.is_archived,
             message_count: u32::try_from(row.message_count).unwrap_or_default(),
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            last_message_at: row.last_message_at,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
+            last_message_at: row.last_message_at.into(),
         }
     }
 }
@@ -125,7 +125,7 @@ pub struct Message {
     pub usage: Option<Usage>,
     pub tool_calls: Vec<ToolCallRecord>,
     pub is_liked: bool,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
 }
 
 impl From<chat_messages::Model> for Message {
@@ -151,7 +151,7 @@ impl From<chat_messages::Model> for Message {
                 .and_then(|calls| serde_json::from_value(calls).ok())
                 .unwrap_or_default(),
             is_liked: row.is_liked,
-            created_at: row.created_at,
+            created_at: row.created_at.into(),
         }
     }
 }

@@ -3,7 +3,6 @@
 
 mod store;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -16,6 +15,7 @@ use crate::crypto::VaultError;
 use crate::guard::{SignedIn, signed_in};
 use crate::providers::{self, AiProvider, KeyCheck};
 use crate::reason::Reason;
+use crate::rpc::Timestamp;
 use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
 
 pub fn router() -> Router<App> {
@@ -60,9 +60,9 @@ pub struct ApiKeyInfo {
     /// "…WXYZ": the key's last four characters.
     hint: String,
     status: KeyStatus,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    last_validated_at: Option<DateTime<Utc>>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    last_validated_at: Option<Timestamp>,
 }
 
 #[derive(Deserialize, specta::Type)]
@@ -102,9 +102,9 @@ fn info(row: entity::api_keys::Model) -> Option<ApiKeyInfo> {
         provider: AiProvider::parse(&row.provider)?,
         hint: row.hint,
         status: KeyStatus::parse(&row.status),
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        last_validated_at: row.last_validated_at,
+        created_at: row.created_at.into(),
+        updated_at: row.updated_at.into(),
+        last_validated_at: row.last_validated_at.map(Timestamp::from),
     })
 }
 

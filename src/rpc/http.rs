@@ -1,5 +1,6 @@
 //! The tRPC v11 HTTP protocol (`www/docs/further/rpc.md`): queries by GET, mutations by POST,
-//! batching with `?batch=1`, subscriptions as server-sent events.
+//! batching with `?batch=1` (answered at once, or as JSON lines for `httpBatchStreamLink`),
+//! subscriptions as server-sent events.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,12 +14,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::any;
 use futures::FutureExt;
+use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::error::{ErrorCode, RpcError};
-use super::router::{Context, Handler, Procedure, RequestInfo, Router};
+use super::jsonl::{self, PendingCall};
+use super::router::{BoxFuture, Context, Handler, Kind, RequestInfo, Router, SubscribeFn, UnaryFn};
 use super::sse::{self, SseOptions};
 
 /// Limits and behaviour of the endpoint, from configuration.
@@ -65,10 +68,43 @@ impl<S: Clone + Send + Sync + 'static> RpcService<S> {
     }
 }
 
-/// One call of a (possibly batched) request.
+/// How the answer to a request is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// One call: one JSON object.
+    Single,
+    /// `?batch=1`: a JSON array, sent when every call has ended (`httpBatchLink`).
+    Batch,
+    /// `?batch=1` asking for JSON lines: each call sent as it ends (`httpBatchStreamLink`).
+    BatchStream,
+}
+
+impl Framing {
+    fn of(batch: bool, headers: &HeaderMap) -> Self {
+        match (batch, jsonl::is_requested(headers)) {
+            (false, _) => Self::Single,
+            (true, false) => Self::Batch,
+            (true, true) => Self::BatchStream,
+        }
+    }
+
+    fn is_batch(self) -> bool {
+        self != Self::Single
+    }
+}
+
+/// One call of a (possibly batched) request, and what answers it.
 struct Call<'a, S> {
     path: &'a str,
-    procedure: Result<&'a Procedure<S>, RpcError>,
+    target: Result<Target<'a, S>, RpcError>,
+}
+
+enum Target<'a, S> {
+    Unary {
+        handler: &'a Arc<UnaryFn<S>>,
+        kind: Kind,
+    },
+    Subscribe(&'a Arc<SubscribeFn<S>>),
 }
 
 async fn handle<S: Clone + Send + Sync + 'static>(
@@ -77,6 +113,7 @@ async fn handle<S: Clone + Send + Sync + 'static>(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let query = QueryParams::parse(parts.uri.query());
+    let framing = Framing::of(query.batch, &parts.headers);
     let raw_paths = parts.uri.path().strip_prefix("/trpc/").unwrap_or_default();
     let joined = percent_encoding::percent_decode_str(raw_paths).decode_utf8_lossy();
     let paths: Vec<&str> = if query.batch {
@@ -104,7 +141,7 @@ async fn handle<S: Clone + Send + Sync + 'static>(
                 paths.len()
             ),
         );
-        return whole_request_error(&paths, query.batch, &error);
+        return whole_request_error(&paths, framing, &error);
     }
     let is_get = match parts.method {
         Method::GET => true,
@@ -114,7 +151,7 @@ async fn handle<S: Clone + Send + Sync + 'static>(
                 ErrorCode::MethodNotSupported,
                 "Use GET for queries and subscriptions, POST for mutations.",
             );
-            return whole_request_error(&paths, query.batch, &error);
+            return whole_request_error(&paths, framing, &error);
         }
     };
 
@@ -122,24 +159,24 @@ async fn handle<S: Clone + Send + Sync + 'static>(
         .iter()
         .map(|path| Call {
             path,
-            procedure: resolve(&service.router, path, is_get, query.batch),
+            target: resolve(&service.router, path, is_get),
         })
         .collect();
 
     if let [
         Call {
             path,
-            procedure: Ok(procedure),
+            target: Ok(Target::Subscribe(subscribe)),
         },
     ] = calls.as_slice()
-        && let Handler::Subscribe(subscribe) = &procedure.handler
+        && !query.batch
     {
         let input = with_last_event_id(query.input.as_deref(), last_event_id(&info, &query));
         let ctx = Context {
             state: service.state.clone(),
             request: info,
         };
-        let setup = run_guarded(path, procedure.kind.as_str(), async {
+        let setup = run_guarded(path, Kind::Subscription.as_str(), async {
             subscribe(ctx, input.as_deref())?.await
         })
         .await;
@@ -151,84 +188,112 @@ async fn handle<S: Clone + Send + Sync + 'static>(
     } else {
         match read_body(body, &info.headers, service.options.max_body_bytes).await {
             Ok(text) => text,
-            Err(error) => return whole_request_error(&paths, query.batch, &error),
+            Err(refusal) => {
+                let mut response = whole_request_error(&paths, framing, &refusal.error);
+                if refusal.close_connection {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return response;
+            }
         }
     };
     let inputs = match Inputs::parse(input_text.as_deref(), query.batch) {
         Ok(inputs) => inputs,
-        Err(error) => return whole_request_error(&paths, query.batch, &error),
+        Err(error) => return whole_request_error(&paths, framing, &error),
     };
 
     let ctx = Context {
         state: service.state.clone(),
         request: info,
     };
-    let results = futures::future::join_all(
-        calls
+    let pending = calls
+        .iter()
+        .enumerate()
+        .map(|(index, call)| start_call(call, ctx.clone(), inputs.get(index)));
+    if framing == Framing::BatchStream {
+        let pending = calls
             .iter()
-            .enumerate()
-            .map(|(index, call)| run_call(call, ctx.clone(), inputs.get(index))),
-    )
-    .await;
-    json_response(&calls, &results, query.batch)
+            .zip(pending)
+            .map(|(call, result)| PendingCall {
+                path: call.path.to_owned(),
+                result,
+            })
+            .collect();
+        return with_vary(jsonl::response(pending));
+    }
+    let results = futures::future::join_all(pending).await;
+    json_response(&paths, &results, query.batch)
 }
 
+/// What answers `path` called with this method: a query or subscription by GET, a mutation by
+/// POST, or a mutation's legacy subscription by GET.
 fn resolve<'a, S>(
     router: &'a Router<S>,
     path: &str,
     is_get: bool,
-    batch: bool,
-) -> Result<&'a Procedure<S>, RpcError> {
+) -> Result<Target<'a, S>, RpcError> {
     let procedure = router
         .get(path)
         .ok_or_else(|| RpcError::not_found(format!("No procedure found on path \"{path}\"")))?;
-    let method_fits = match procedure.kind {
-        super::Kind::Query | super::Kind::Subscription => is_get,
-        super::Kind::Mutation => !is_get,
-    };
-    if !method_fits {
-        let expected = if is_get { "POST" } else { "GET" };
-        return Err(RpcError::new(
-            ErrorCode::MethodNotSupported,
-            format!(
-                "\"{path}\" is a {}; call it with {expected}",
-                procedure.kind.as_str()
-            ),
-        ));
+    match (&procedure.handler, procedure.kind, is_get) {
+        (Handler::Subscribe(subscribe), _, true) => Ok(Target::Subscribe(subscribe)),
+        (Handler::Unary(handler), kind @ Kind::Query, true)
+        | (Handler::Unary(handler), kind @ Kind::Mutation, false) => {
+            Ok(Target::Unary { handler, kind })
+        }
+        _ => match (&procedure.legacy_subscription, is_get) {
+            (Some(subscribe), true) => Ok(Target::Subscribe(subscribe)),
+            _ => {
+                let expected = if is_get { "POST" } else { "GET" };
+                Err(RpcError::new(
+                    ErrorCode::MethodNotSupported,
+                    format!(
+                        "\"{path}\" is a {}; call it with {expected}",
+                        procedure.kind.as_str()
+                    ),
+                ))
+            }
+        },
     }
-    if batch && procedure.kind == super::Kind::Subscription {
-        return Err(RpcError::bad_request(format!(
-            "\"{path}\" is a subscription and cannot be batched; use httpSubscriptionLink"
-        )));
-    }
-    Ok(procedure)
 }
 
-async fn run_call<S: Clone + Send + Sync + 'static>(
+/// Starts one call of a batch or a single query/mutation; the future owns all it needs, so a
+/// streamed batch can send each result as it comes.
+fn start_call<S: Clone + Send + Sync + 'static>(
     call: &Call<'_, S>,
     ctx: Context<S>,
     input: Option<&str>,
-) -> Result<String, RpcError> {
-    let procedure = call.procedure.as_ref().map_err(Clone::clone)?;
-    let Handler::Unary(handler) = &procedure.handler else {
-        return Err(RpcError::internal());
+) -> BoxFuture<Result<String, RpcError>> {
+    let (handler, kind) = match &call.target {
+        Ok(Target::Unary { handler, kind }) => (Arc::clone(handler), *kind),
+        // A lone subscription was answered over SSE: this one is in a batch.
+        Ok(Target::Subscribe(_)) => {
+            let error = RpcError::bad_request(format!(
+                "\"{}\" is a subscription and cannot be batched; use httpSubscriptionLink",
+                call.path
+            ));
+            return Box::pin(std::future::ready(Err(error)));
+        }
+        Err(error) => return Box::pin(std::future::ready(Err(error.clone()))),
     };
-    run_guarded(call.path, procedure.kind.as_str(), async {
-        handler(ctx, input)?.await
-    })
-    .await
+    let input = input.map(str::to_owned);
+    Box::pin(run_guarded(call.path, kind.as_str(), async move {
+        handler(ctx, input.as_deref())?.await
+    }))
 }
 
 /// Runs one procedure inside its span: logs path, kind, duration and outcome (never the input;
 /// successes at debug, failures at info, server errors at warn),
 /// and turns a panic into a generic INTERNAL_SERVER_ERROR so the server keeps serving.
-async fn run_guarded<T>(
+fn run_guarded<T, F: Future<Output = Result<T, RpcError>>>(
     path: &str,
     kind: &'static str,
-    call: impl Future<Output = Result<T, RpcError>>,
-) -> Result<T, RpcError> {
+    call: F,
+) -> impl Future<Output = Result<T, RpcError>> + use<T, F> {
     let span = tracing::info_span!("rpc", path, kind);
-    async {
+    async move {
         let started = Instant::now();
         let result = AssertUnwindSafe(call)
             .catch_unwind()
@@ -253,7 +318,6 @@ async fn run_guarded<T>(
         result
     }
     .instrument(span)
-    .await
 }
 
 /// The inputs of a request: one raw JSON text, or a batch object keyed "0", "1", ….
@@ -343,17 +407,36 @@ fn with_last_event_id(input: Option<&str>, last_event_id: Option<String>) -> Opt
     Some(value.to_string())
 }
 
+/// Why a request body was refused, and whether the connection must close after the answer
+/// (the client may still be sending a body we stopped reading).
+struct BodyRefusal {
+    error: RpcError,
+    close_connection: bool,
+}
+
+impl From<RpcError> for BodyRefusal {
+    fn from(error: RpcError) -> Self {
+        Self {
+            error,
+            close_connection: false,
+        }
+    }
+}
+
+/// How much of an over-limit body is read and thrown away before answering 413. A client
+/// writes its whole body before it reads the answer: answering and closing earlier resets
+/// the connection under it (EPIPE/ECONNRESET instead of the 413).
+const DISCARD_BYTES: usize = 16 << 20;
+
 async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
-) -> Result<Option<String>, RpcError> {
-    let too_large = || {
-        RpcError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("The request body is larger than the limit of {limit} bytes."),
-        )
-    };
+) -> Result<Option<String>, BodyRefusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
@@ -362,33 +445,115 @@ async fn read_body(
             .to_ascii_lowercase()
             .starts_with("application/json")
     {
-        return Err(RpcError::new(
+        let error = RpcError::new(
             ErrorCode::UnsupportedMediaType,
             format!("Send the input as application/json, not {content_type}."),
-        ));
+        );
+        return Err(refuse_unread(body, headers, declared, error).await);
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return Err(too_large());
+        return Err(refuse_unread(body, headers, declared, too_large(limit)).await);
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let over_limit = std::error::Error::source(&error)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if over_limit {
-            too_large()
-        } else {
-            RpcError::bad_request("The request body could not be read.")
+    let bytes = match read_at_most(body, limit).await {
+        BodyRead::Complete(bytes) => bytes,
+        BodyRead::TooLarge { ended } => {
+            return Err(BodyRefusal {
+                error: too_large(limit),
+                close_connection: !ended,
+            });
         }
-    })?;
+        BodyRead::Broken => {
+            return Err(RpcError::bad_request("The request body could not be read.").into());
+        }
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    String::from_utf8(bytes.to_vec())
-        .map(Some)
-        .map_err(|_| RpcError::new(ErrorCode::ParseError, "The request body is not UTF-8 text."))
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        RpcError::new(ErrorCode::ParseError, "The request body is not UTF-8 text.").into()
+    })
+}
+
+enum BodyRead {
+    Complete(Vec<u8>),
+    /// Past the limit; the rest was discarded up to [`DISCARD_BYTES`] (`ended`: all of it).
+    TooLarge {
+        ended: bool,
+    },
+    /// The connection failed while reading.
+    Broken,
+}
+
+async fn read_at_most(mut body: Body, limit: usize) -> BodyRead {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return BodyRead::Broken;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > limit {
+            let budget = DISCARD_BYTES.saturating_sub(bytes.len() + data.len());
+            return BodyRead::TooLarge {
+                ended: discard(body, budget).await,
+            };
+        }
+        bytes.extend_from_slice(&data);
+    }
+    BodyRead::Complete(bytes)
+}
+
+fn too_large(limit: usize) -> RpcError {
+    RpcError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("The request body is larger than the limit of {limit} bytes."),
+    )
+}
+
+/// Reads and drops up to `budget` bytes; true when the body ended within it.
+async fn discard(mut body: Body, mut budget: usize) -> bool {
+    loop {
+        let frame = match body.frame().await {
+            None => return true,
+            Some(Err(_)) => return false,
+            Some(Ok(frame)) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            let Some(left) = budget.checked_sub(data.len()) else {
+                return false;
+            };
+            budget = left;
+        }
+    }
+}
+
+/// Refuses a body without using it. A client waiting for `100 Continue` has sent nothing and
+/// sends nothing after a final answer. Any other is still sending: its body is discarded
+/// when that is cheap enough, so it reads the answer; past that the connection closes.
+async fn refuse_unread(
+    body: Body,
+    headers: &HeaderMap,
+    declared: Option<usize>,
+    error: RpcError,
+) -> BodyRefusal {
+    let close_connection = if expects_continue(headers) {
+        false
+    } else if declared.is_some_and(|length| length > DISCARD_BYTES) {
+        true
+    } else {
+        !discard(body, DISCARD_BYTES).await
+    };
+    BodyRefusal {
+        error,
+        close_connection,
+    }
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The client address: the socket peer, or with a trusted proxy the address it appended last
@@ -407,35 +572,30 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_proxy: bool) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// A failure of the request as a whole, reported once per call so a batching client can match
-/// every call to its answer.
-fn whole_request_error(paths: &[&str], batch: bool, error: &RpcError) -> Response {
-    let calls: Vec<Call<'_, ()>> = paths
-        .iter()
-        .map(|path| Call {
-            path,
-            procedure: Err(error.clone()),
-        })
-        .collect();
+/// A failure of the request as a whole: reported once per call of a batch, so a batching
+/// client can match every call to its answer; one error object for a streamed batch (what
+/// `httpBatchStreamLink` reads from a response that is not 2xx).
+fn whole_request_error(paths: &[&str], framing: Framing, error: &RpcError) -> Response {
+    if framing == Framing::BatchStream {
+        let mut body = Vec::with_capacity(128);
+        write_result(&mut body, None, &Err(error.clone()));
+        return json_body(error.code.http_status(), body);
+    }
     let results: Vec<Result<String, RpcError>> = vec![Err(error.clone()); paths.len()];
-    json_response(&calls, &results, batch)
+    json_response(paths, &results, framing.is_batch())
 }
 
-fn json_response<S>(
-    calls: &[Call<'_, S>],
-    results: &[Result<String, RpcError>],
-    batch: bool,
-) -> Response {
+fn json_response(paths: &[&str], results: &[Result<String, RpcError>], batch: bool) -> Response {
     let mut statuses = BTreeSet::new();
     let mut body = Vec::with_capacity(64);
     if batch {
         body.push(b'[');
     }
-    for (index, (call, result)) in calls.iter().zip(results).enumerate() {
+    for (index, (path, result)) in paths.iter().zip(results).enumerate() {
         if index > 0 {
             body.push(b',');
         }
-        statuses.insert(write_result(&mut body, call.path, result));
+        statuses.insert(write_result(&mut body, Some(path), result));
     }
     if batch {
         body.push(b']');
@@ -445,6 +605,10 @@ fn json_response<S>(
         (0, _) => 200,
         _ => 207,
     };
+    json_body(status, body)
+}
+
+fn json_body(status: u16, body: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -452,11 +616,20 @@ fn json_response<S>(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    with_vary(response)
+}
+
+/// Answers differ by `trpc-accept`/`accept` (JSON or JSON lines), as tRPC declares.
+fn with_vary(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("trpc-accept, accept"),
+    );
     response
 }
 
 /// Appends `{"result":{"data":…}}` or `{"error":…}` and returns the call's HTTP status.
-fn write_result(body: &mut Vec<u8>, path: &str, result: &Result<String, RpcError>) -> u16 {
+fn write_result(body: &mut Vec<u8>, path: Option<&str>, result: &Result<String, RpcError>) -> u16 {
     match result {
         Ok(data) => {
             body.extend_from_slice(br#"{"result":{"data":"#);
@@ -466,7 +639,7 @@ fn write_result(body: &mut Vec<u8>, path: &str, result: &Result<String, RpcError
         }
         Err(error) => {
             body.extend_from_slice(br#"{"error":"#);
-            if serde_json::to_writer(&mut *body, &error.shape(Some(path))).is_err() {
+            if serde_json::to_writer(&mut *body, &error.shape(path)).is_err() {
                 body.extend_from_slice(b"null");
             }
             body.push(b'}');

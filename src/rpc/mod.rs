@@ -7,11 +7,14 @@ mod error;
 mod http;
 mod input;
 mod json;
+mod jsonl;
 mod router;
 mod sse;
+mod timestamp;
 pub mod typescript;
 
 pub use error::{ErrorCode, ErrorReason, FieldErrors, RpcError, internal};
 pub use http::{RpcOptions, RpcService};
 pub use json::{JsonValue, Serialized};
-pub use router::{Context, Kind, RequestInfo, Router, Tracked};
+pub use router::{Context, Kind, RequestInfo, Resumed, Router, Tracked};
+pub use timestamp::Timestamp;

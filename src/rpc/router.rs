@@ -96,16 +96,24 @@ impl Kind {
 
 /// Input arrives as raw JSON text (`None` when the client sent none); the handler parses it
 /// into the procedure's type before any of the procedure runs.
-type UnaryFn<S> = dyn Fn(Context<S>, Option<&str>) -> Result<BoxFuture<Result<String, RpcError>>, RpcError>
+pub(crate) type UnaryFn<S> = dyn Fn(Context<S>, Option<&str>) -> Result<BoxFuture<Result<String, RpcError>>, RpcError>
     + Send
     + Sync;
-type SubscribeFn<S> = dyn Fn(Context<S>, Option<&str>) -> Result<BoxFuture<Result<EventStream, RpcError>>, RpcError>
+pub(crate) type SubscribeFn<S> = dyn Fn(Context<S>, Option<&str>) -> Result<BoxFuture<Result<EventStream, RpcError>>, RpcError>
     + Send
     + Sync;
 
 pub(crate) enum Handler<S> {
     Unary(Arc<UnaryFn<S>>),
     Subscribe(Arc<SubscribeFn<S>>),
+}
+
+/// The input of a mutation that GET answers as a subscription (see
+/// [`Router::legacy_subscription`]): the mutation's own input, and the id of the last event a
+/// reconnecting client saw (tRPC's `lastEventId`), which the mutation's input does not declare.
+pub struct Resumed<I> {
+    pub input: I,
+    pub last_event_id: Option<String>,
 }
 
 /// The types a procedure exposes, for the TypeScript export.
@@ -133,6 +141,8 @@ pub(crate) struct Procedure<S> {
     pub kind: Kind,
     pub handler: Handler<S>,
     pub signature: Signature,
+    /// A mutation's answer to GET as a subscription, for clients built when it was one.
+    pub legacy_subscription: Option<Arc<SubscribeFn<S>>>,
 }
 
 /// The set of procedures, keyed by dotted path (`auth.login`).
@@ -188,21 +198,37 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         Fut: Future<Output = Result<St, RpcError>> + Send + 'static,
         St: Stream<Item = Result<Tracked<O>, RpcError>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
-        let subscribe: Arc<SubscribeFn<S>> = Arc::new(move |ctx, raw| {
-            let input = parse_input::<I>(raw)?;
-            let handler = Arc::clone(&handler);
-            Ok(Box::pin(async move {
-                let events = handler(ctx, input).await?;
-                Ok(Box::pin(events.map(serialize_event)) as EventStream)
-            }))
-        });
         self.add(
             path,
             Kind::Subscription,
-            Handler::Subscribe(subscribe),
+            Handler::Subscribe(subscriber(parse_input::<I>, handler)),
             Signature::of::<I, O>(),
         )
+    }
+
+    /// Lets GET on the mutation at `path` (registered before) answer as a subscription too,
+    /// for clients built when the procedure was one. Its input is the mutation's, plus tRPC's
+    /// `lastEventId` on reconnect (in [`Resumed`]). It stays out of the TypeScript bindings:
+    /// new clients call the mutation.
+    pub fn legacy_subscription<I, O, F, Fut, St>(mut self, path: &str, handler: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + 'static,
+        F: Fn(Context<S>, Resumed<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<St, RpcError>> + Send + 'static,
+        St: Stream<Item = Result<Tracked<O>, RpcError>> + Send + 'static,
+    {
+        let procedure = self.procedures.get_mut(path);
+        // Registration is start-up code from literals: a mistake stops the process.
+        let Some(procedure) = procedure.filter(|p| p.kind == Kind::Mutation) else {
+            panic!("legacy subscription {path:?} needs a mutation registered at that path first");
+        };
+        assert!(
+            procedure.legacy_subscription.is_none(),
+            "legacy subscription {path:?} registered twice"
+        );
+        procedure.legacy_subscription = Some(subscriber(parse_resumed::<I>, handler));
+        self
     }
 
     /// Mounts every procedure of `other` under `prefix.` (one router per domain).
@@ -220,6 +246,7 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
                 kind,
                 handler,
                 signature,
+                legacy_subscription: None,
             },
         )
     }
@@ -264,6 +291,59 @@ where
         let output = handler(ctx, input);
         Ok(Box::pin(async move { serialize_output(&output.await?) }))
     }))
+}
+
+/// A subscription handler behind its input parser.
+fn subscriber<S, I, O, F, Fut, St>(
+    parse: fn(Option<&str>) -> Result<I, RpcError>,
+    handler: F,
+) -> Arc<SubscribeFn<S>>
+where
+    S: Send + 'static,
+    I: Send + 'static,
+    O: Serialize + 'static,
+    F: Fn(Context<S>, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<St, RpcError>> + Send + 'static,
+    St: Stream<Item = Result<Tracked<O>, RpcError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx, raw| {
+        let input = parse(raw)?;
+        let handler = Arc::clone(&handler);
+        Ok(Box::pin(async move {
+            let events = handler(ctx, input).await?;
+            Ok(Box::pin(events.map(serialize_event)) as EventStream)
+        }))
+    })
+}
+
+/// Takes tRPC's `lastEventId` out of an input object, then parses the rest as `I` (which
+/// still refuses unknown fields).
+fn parse_resumed<I: DeserializeOwned>(raw: Option<&str>) -> Result<Resumed<I>, RpcError> {
+    let parsed = raw.map(serde_json::from_str::<serde_json::Value>);
+    let Some(Ok(serde_json::Value::Object(mut object))) = parsed else {
+        // Not an object: parsing it as `I` reports the problem (or accepts "nothing").
+        return Ok(Resumed {
+            input: parse_input(raw)?,
+            last_event_id: None,
+        });
+    };
+    let last_event_id = match object.remove("lastEventId") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => Some(id),
+        Some(_) => {
+            let problem = "use the id of the last event received";
+            return Err(RpcError::bad_request(format!(
+                "Invalid input at `lastEventId`: {problem}"
+            ))
+            .with_field_errors([("lastEventId".to_owned(), problem.to_owned())].into()));
+        }
+    };
+    let rest = serde_json::Value::Object(object).to_string();
+    Ok(Resumed {
+        input: parse_input(Some(&rest))?,
+        last_event_id,
+    })
 }
 
 fn serialize_output<O: Serialize>(output: &O) -> Result<String, RpcError> {

@@ -62,15 +62,74 @@ pub fn render<S: Clone + Send + Sync + 'static, R: Type>(
         tree.insert(path, procedure_type(*kind, &input, &output));
     }
     let raw = format!(
-        "{}\n\n{}\n",
+        "{}\n\n{}\n\n{}\n",
         error_shape(&reference(&error_code)?, &reference(&reason)?),
-        app_router(&tree)
+        app_router(&tree),
+        value_lists(&exporter, &mapped)?
     );
 
     let exporter = Typescript::from(Exporter::from(Typescript::default()).framework_prelude(""))
         .header(HEADER)
         .with_raw(raw);
     Ok(exporter.export(&types, specta_serde::Format)?)
+}
+
+/// Every type that is a union of string literals (themes, providers, statuses, reasons, …)
+/// also as a runtime list for the app's pickers and checks, named after the type in upper
+/// snake case, plural: `export const AI_PROVIDERS = ["gemini", "openai", "anthropic"] as const;`.
+fn value_lists(exporter: &Typescript, types: &Types) -> anyhow::Result<String> {
+    let mut lists = Vec::new();
+    for named in types.into_sorted_iter() {
+        let Some(ty) = named.ty.as_ref().filter(|_| named.generics.is_empty()) else {
+            continue;
+        };
+        let Some(values) = string_literals(&primitives::inline(exporter, types, ty)?) else {
+            continue;
+        };
+        let quoted: Vec<String> = values
+            .iter()
+            .map(|value| serde_json::Value::String(value.clone()).to_string())
+            .collect();
+        lists.push(format!(
+            "/** Every `{name}`, in declaration order. */\nexport const {constant} = [{values}] as const;",
+            name = named.name,
+            constant = constant_name(&named.name),
+            values = quoted.join(", ")
+        ));
+    }
+    Ok(lists.join("\n\n"))
+}
+
+/// The values of a rendered type that is only string literals (`"a" | "b"`, comments allowed).
+fn string_literals(rendered: &str) -> Option<Vec<String>> {
+    let mut text = rendered.to_owned();
+    while let Some(start) = text.find("/*") {
+        let end = text[start..].find("*/")? + start + 2;
+        text.replace_range(start..end, "");
+    }
+    text.split('|')
+        .map(|part| serde_json::from_str::<String>(part.trim()).ok())
+        .collect()
+}
+
+/// `AiProvider` → `AI_PROVIDERS`, `MessageStatus` → `MESSAGE_STATUSES`.
+fn constant_name(type_name: &str) -> String {
+    let mut snake = String::new();
+    for (index, c) in type_name.chars().enumerate() {
+        if c.is_ascii_uppercase() && index > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_uppercase());
+    }
+    let ends_with = |endings: &[&str]| endings.iter().any(|end| snake.ends_with(end));
+    if snake.ends_with('Y') && !ends_with(&["AY", "EY", "OY", "UY"]) {
+        snake.pop();
+        snake + "IES"
+    } else if ends_with(&["S", "X", "SH", "CH"]) {
+        snake + "ES"
+    } else {
+        snake + "S"
+    }
 }
 
 fn procedure_type(kind: Kind, input: &str, output: &str) -> String {
@@ -162,5 +221,30 @@ impl Tree {
         out.push_str(&"\t".repeat(depth));
         out.push('}');
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_are_named_after_their_type() {
+        assert_eq!(constant_name("AiProvider"), "AI_PROVIDERS");
+        assert_eq!(constant_name("MessageStatus"), "MESSAGE_STATUSES");
+        assert_eq!(constant_name("Theme"), "THEMES");
+        assert_eq!(constant_name("Reason"), "REASONS");
+        assert_eq!(constant_name("Category"), "CATEGORIES");
+        assert_eq!(constant_name("Key"), "KEYS");
+    }
+
+    #[test]
+    fn only_unions_of_string_literals_become_lists() {
+        assert_eq!(
+            string_literals("\"a\" | /** b's doc */ \"b\""),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(string_literals("\"a\" | number"), None);
+        assert_eq!(string_literals("{ a: string }"), None);
     }
 }

@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{App, Ctx};
 use crate::db::Backend;
+use crate::rpc::Timestamp;
 use crate::rpc::{Router, RpcError, Tracked};
 
 pub fn router() -> Router<App> {
@@ -58,7 +59,7 @@ pub struct StreamCheckInput {
 pub struct StreamTick {
     /// 1-based; also the event id.
     seq: u32,
-    at: DateTime<Utc>,
+    at: Timestamp,
 }
 
 /// `system.streamCheck`: a few ticks over server-sent events, so the app can tell whether
@@ -91,7 +92,7 @@ async fn stream_check(
             tokio::time::sleep(STREAM_CHECK_PACE).await;
             let tick = StreamTick {
                 seq,
-                at: Utc::now(),
+                at: Utc::now().into(),
             };
             Some((Ok(Tracked::new(seq.to_string(), tick)), seq + 1))
         },

@@ -2,7 +2,7 @@
 
 mod fields;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use entity::users;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Set};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -14,6 +14,7 @@ use crate::audit::{self, AuditAction};
 use crate::context::{App, Ctx};
 use crate::guard::{SignedIn, signed_in};
 use crate::reason::Reason;
+use crate::rpc::Timestamp;
 use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError, internal};
 use crate::security::{AuthProvider, auth_providers};
 
@@ -33,7 +34,7 @@ pub struct User {
     pub avatar_url: Option<String>,
     /// How this account can sign in.
     pub auth_providers: Vec<AuthProvider>,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
 }
 
 impl User {
@@ -44,7 +45,7 @@ impl User {
             name: user.name,
             avatar_url: user.avatar_url,
             auth_providers,
-            created_at: user.created_at,
+            created_at: user.created_at.into(),
         }
     }
 }

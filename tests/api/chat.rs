@@ -238,7 +238,10 @@ async fn anthropic_streams_a_reply() {
 }
 
 #[tokio::test]
-#[cfg_attr(not(alias_test_postgres), ignore = "ALIAS_TEST_POSTGRES_URL is not set")]
+#[cfg_attr(
+    not(alias_test_postgres),
+    ignore = "ALIAS_TEST_POSTGRES_URL is not set"
+)]
 async fn a_reply_streams_on_postgres() {
     happy_path(DbKind::Postgres, "gemini").await;
 }
@@ -390,7 +393,10 @@ async fn a_dropped_connection_resumes_sqlite() {
 }
 
 #[tokio::test]
-#[cfg_attr(not(alias_test_postgres), ignore = "ALIAS_TEST_POSTGRES_URL is not set")]
+#[cfg_attr(
+    not(alias_test_postgres),
+    ignore = "ALIAS_TEST_POSTGRES_URL is not set"
+)]
 async fn a_dropped_connection_resumes_postgres() {
     a_dropped_connection_resumes_after_the_last_event(DbKind::Postgres).await;
 }

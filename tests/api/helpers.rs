@@ -28,7 +28,10 @@ macro_rules! both_databases {
             }
 
             #[tokio::test]
-            #[cfg_attr(not(alias_test_postgres), ignore = "ALIAS_TEST_POSTGRES_URL is not set")]
+            #[cfg_attr(
+                not(alias_test_postgres),
+                ignore = "ALIAS_TEST_POSTGRES_URL is not set"
+            )]
             async fn postgres() {
                 let app = $crate::helpers::TestApp::spawn($crate::helpers::DbKind::Postgres).await;
                 super::$test(app).await;

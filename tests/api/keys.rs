@@ -14,9 +14,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, Query
 use serde_json::{Value, json};
 
 use crate::fake_providers::{FakeProviders, Seen};
-use crate::helpers::{
-    DbKind, TestApp, data, error_code, error_reason, unique_email,
-};
+use crate::helpers::{DbKind, TestApp, data, error_code, error_reason, unique_email};
 use crate::tcp_proxy::TcpProxy;
 
 const PASSWORD: &str = "correct horse battery";
@@ -147,7 +145,10 @@ macro_rules! every_vault {
             }
 
             #[tokio::test]
-            #[cfg_attr(not(alias_test_postgres), ignore = "ALIAS_TEST_POSTGRES_URL is not set")]
+            #[cfg_attr(
+                not(alias_test_postgres),
+                ignore = "ALIAS_TEST_POSTGRES_URL is not set"
+            )]
             async fn postgres_local() {
                 super::$test(Setup::start(DbKind::Postgres, VaultKind::Local).await).await;
             }
