@@ -61,7 +61,10 @@ pub(crate) fn response(calls: Vec<PendingCall>) -> Response {
         .collect::<FuturesUnordered<_>>()
         .map(move |(index, path, result)| {
             let lines = result_lines(index, &path, &result, next_chunk);
-            next_chunk += 2;
+            // A result's two promises take the next chunk ids; an error takes none.
+            if result.is_ok() {
+                next_chunk += 2;
+            }
             lines
         });
     let body = stream::once(async move { head })

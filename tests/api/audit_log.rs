@@ -310,6 +310,51 @@ async fn pages_visit_every_event_once(app: TestApp) {
 }
 both_databases!(pages_visit_every_event_once);
 
+/// tRPC's infinite queries add `cursor` (null first) and `direction` to the input:
+/// forward walks to older events, backward to newer ones, pages newest first either way.
+async fn pages_go_both_ways_as_trpc_drives_them(app: TestApp) {
+    let email = unique_email();
+    let token = access_token(&app.register(&email, PASSWORD).await);
+    for _ in 0..4 {
+        login_fails(&app, &email, None).await;
+    }
+    let (all, _) = page(&app, &token, None).await;
+    let all_ids: Vec<Uuid> = all.iter().map(id_of).collect();
+    assert_eq!(all_ids.len(), 5);
+
+    let mut forward = Vec::new();
+    let mut cursor = Value::Null;
+    loop {
+        let input = json!({ "limit": 2, "cursor": cursor, "direction": "forward" });
+        let (events, next) = page(&app, &token, Some(input)).await;
+        forward.extend(events.iter().map(id_of));
+        match next {
+            Some(next) => cursor = json!(next),
+            None => break,
+        }
+    }
+    assert_eq!(forward, all_ids, "three pages, no duplicates, no gaps");
+
+    // Backward from the oldest event: the newer ones, two by two, each page newest first.
+    let oldest = all_ids[4].to_string();
+    let input = json!({ "limit": 2, "cursor": oldest, "direction": "backward" });
+    let (events, next) = page(&app, &token, Some(input)).await;
+    assert_eq!(events.iter().map(id_of).collect::<Vec<_>>(), all_ids[2..4]);
+    assert_eq!(next, Some(all_ids[2].to_string()));
+    let input = json!({ "limit": 2, "cursor": next, "direction": "backward" });
+    let (events, next) = page(&app, &token, Some(input)).await;
+    assert_eq!(events.iter().map(id_of).collect::<Vec<_>>(), all_ids[..2]);
+    assert_eq!(next, None);
+
+    let (status, body) = list(&app, &token, Some(json!({ "direction": "up" }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["data"]["fieldErrors"]["direction"].is_string(),
+        "{body}"
+    );
+}
+both_databases!(pages_go_both_ways_as_trpc_drives_them);
+
 #[tokio::test]
 async fn invalid_list_input_names_the_field() {
     let app = TestApp::spawn(DbKind::Sqlite).await;

@@ -14,19 +14,19 @@ use crate::helpers::{DbKind, SseEvent, SseStream, TestApp, data, error_code, uni
 
 const PASSWORD: &str = "correct horse battery";
 
-struct Chat {
-    app: TestApp,
-    providers: FakeProviders,
-    token: String,
-    session_id: String,
+pub(crate) struct Chat {
+    pub app: TestApp,
+    pub providers: FakeProviders,
+    pub token: String,
+    pub session_id: String,
 }
 
 impl Chat {
-    async fn start(db: DbKind, provider: &str) -> Self {
+    pub(crate) async fn start(db: DbKind, provider: &str) -> Self {
         Self::start_with(db, provider, |_| {}).await
     }
 
-    async fn start_with(
+    pub(crate) async fn start_with(
         db: DbKind,
         provider: &str,
         adjust: impl FnOnce(&mut alias_server::config::Config),
@@ -65,7 +65,7 @@ impl Chat {
         Self { session_id, ..chat }
     }
 
-    async fn set_key(&self, provider: &str, key: &str) {
+    pub(crate) async fn set_key(&self, provider: &str, key: &str) {
         let input = json!({ "provider": provider, "apiKey": key, "validate": false });
         let (status, body) = self
             .app
@@ -74,7 +74,7 @@ impl Chat {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
-    async fn create_session(&self) -> String {
+    pub(crate) async fn create_session(&self) -> String {
         let (status, body) = self
             .app
             .mutation_as(&self.token, "chat.sessions.create", None)
@@ -83,11 +83,11 @@ impl Chat {
         data(&body)["id"].as_str().unwrap_or_default().to_owned()
     }
 
-    fn input(&self, content: &str, client_message_id: &str) -> Value {
+    pub(crate) fn input(&self, content: &str, client_message_id: &str) -> Value {
         json!({ "sessionId": self.session_id, "content": content, "clientMessageId": client_message_id })
     }
 
-    async fn send(&self, input: &Value, last_event_id: Option<&str>) -> SseStream {
+    pub(crate) async fn send(&self, input: &Value, last_event_id: Option<&str>) -> SseStream {
         let mut request = self
             .app
             .http
@@ -99,7 +99,7 @@ impl Chat {
         SseStream::from_response(request.send().await.expect("subscribe"))
     }
 
-    async fn messages(&self) -> Vec<Value> {
+    pub(crate) async fn messages(&self) -> Vec<Value> {
         let input = json!({ "sessionId": self.session_id });
         let (status, body) = self
             .app
@@ -112,7 +112,7 @@ impl Chat {
             .unwrap_or_default()
     }
 
-    async fn session(&self) -> Value {
+    pub(crate) async fn session(&self) -> Value {
         let input = json!({ "id": self.session_id });
         let (status, body) = self
             .app
@@ -122,8 +122,25 @@ impl Chat {
         data(&body).clone()
     }
 
+    /// `chat.send`, the mutation: saves the message and starts the reply.
+    pub(crate) async fn send_message(&self, input: &Value) -> (StatusCode, Value) {
+        self.app
+            .mutation_as(&self.token, "chat.send", Some(input.clone()))
+            .await
+    }
+
+    /// `chat.follow`: the reply's events over SSE, after `last_event_id` (sent as a
+    /// reconnecting EventSource does, in the `Last-Event-ID` header).
+    pub(crate) async fn follow(&self, message_id: &str, last_event_id: Option<&str>) -> SseStream {
+        let input = json!({ "messageId": message_id });
+        self.app
+            .client
+            .subscribe_as(&self.token, "chat.follow", Some(&input), last_event_id)
+            .await
+    }
+
     /// Streamed chat requests to the provider (titles are not streamed).
-    fn streamed_calls(&self) -> usize {
+    pub(crate) fn streamed_calls(&self) -> usize {
         self.providers
             .requests()
             .iter()
@@ -134,12 +151,12 @@ impl Chat {
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     Uuid::new_v4().to_string()
 }
 
 /// The data events' payloads (`connected`, `ping` and `return` left out).
-fn payloads(events: &[SseEvent]) -> Vec<Value> {
+pub(crate) fn payloads(events: &[SseEvent]) -> Vec<Value> {
     events
         .iter()
         .filter(|e| e.event.is_none())
@@ -147,18 +164,18 @@ fn payloads(events: &[SseEvent]) -> Vec<Value> {
         .collect()
 }
 
-fn of_type<'a>(payloads: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn of_type<'a>(payloads: &'a [Value], kind: &str) -> Vec<&'a Value> {
     payloads.iter().filter(|p| p["type"] == kind).collect()
 }
 
-fn text_of(payloads: &[Value]) -> String {
+pub(crate) fn text_of(payloads: &[Value]) -> String {
     of_type(payloads, "delta")
         .iter()
         .filter_map(|d| d["text"].as_str())
         .collect()
 }
 
-fn last_error(events: &[SseEvent]) -> Value {
+pub(crate) fn last_error(events: &[SseEvent]) -> Value {
     events
         .iter()
         .rev()
@@ -740,8 +757,24 @@ async fn sessions_list_pinned_first_and_pages(app: TestApp) {
 }
 both_databases!(sessions_list_pinned_first_and_pages);
 
+/// One page of `chat.messages.list`: its messages and `nextCursor`.
+async fn message_page(chat: &Chat, paging: Value) -> (Vec<Value>, Value) {
+    let mut input = json!({ "sessionId": chat.session_id });
+    if let (Some(input), Some(paging)) = (input.as_object_mut(), paging.as_object()) {
+        input.extend(paging.clone());
+    }
+    let (status, body) = chat
+        .app
+        .query_as(&chat.token, "chat.messages.list", Some(input))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{paging}: {body}");
+    let page = data(&body);
+    let messages = page["messages"].as_array().cloned().unwrap_or_default();
+    (messages, page["nextCursor"].clone())
+}
+
 #[tokio::test]
-async fn messages_page_backwards_oldest_first() {
+async fn messages_page_back_from_the_newest_oldest_first_within_a_page() {
     let chat = Chat::start(DbKind::Sqlite, "gemini").await;
     for i in 0..3 {
         chat.send(&chat.input(&format!("message {i}"), &new_id()), None)
@@ -751,30 +784,53 @@ async fn messages_page_backwards_oldest_first() {
     }
     let all = chat.messages().await;
     assert_eq!(all.len(), 6);
-    let input = json!({ "sessionId": chat.session_id, "limit": 4 });
-    let (_, page) = chat
-        .app
-        .query_as(&chat.token, "chat.messages.list", Some(input))
-        .await;
-    assert_eq!(data(&page)["hasMore"], true);
-    let newest = data(&page)["messages"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    // As tRPC's infinite queries send them: cursor null, then the previous nextCursor.
+    let (newest, next) = message_page(
+        &chat,
+        json!({ "limit": 4, "cursor": null, "direction": "forward" }),
+    )
+    .await;
     assert_eq!(newest, all[2..].to_vec());
-    let input = json!({ "sessionId": chat.session_id, "limit": 4, "before": newest[0]["id"] });
-    let (_, page) = chat
-        .app
-        .query_as(&chat.token, "chat.messages.list", Some(input))
-        .await;
-    assert_eq!(data(&page)["hasMore"], false);
-    assert_eq!(
-        data(&page)["messages"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-        all[..2].to_vec()
-    );
+    assert_eq!(next, all[2]["id"], "the oldest of the page");
+    let (older, end) = message_page(
+        &chat,
+        json!({ "limit": 4, "cursor": next, "direction": "forward" }),
+    )
+    .await;
+    assert_eq!(older, all[..2].to_vec());
+    assert_eq!(end, Value::Null);
+
+    // Backward: newer messages than the cursor, from the oldest without one.
+    let (first, next) = message_page(&chat, json!({ "limit": 4, "direction": "backward" })).await;
+    assert_eq!(first, all[..4].to_vec());
+    assert_eq!(next, all[3]["id"], "the newest of the page");
+    let (rest, end) = message_page(
+        &chat,
+        json!({ "limit": 4, "cursor": next, "direction": "backward" }),
+    )
+    .await;
+    assert_eq!(rest, all[4..].to_vec());
+    assert_eq!(end, Value::Null);
+
+    for (input, field) in [
+        (json!({ "before": all[2]["id"] }), "before"),
+        (json!({ "hasMore": true }), "hasMore"),
+        (json!({ "direction": "sideways" }), "direction"),
+        (json!({ "cursor": "not-an-id" }), "cursor"),
+        (json!({ "limit": 101 }), "limit"),
+    ] {
+        let mut input = input;
+        input["sessionId"] = json!(chat.session_id);
+        let (status, body) = chat
+            .app
+            .query_as(&chat.token, "chat.messages.list", Some(input.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{input}: {body}");
+        assert!(
+            body["error"]["data"]["fieldErrors"][field].is_string(),
+            "{input}: {body}"
+        );
+    }
 
     let (status, body) = chat
         .app
@@ -786,6 +842,49 @@ async fn messages_page_backwards_oldest_first() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(data(&body)["isLiked"], true);
+}
+
+/// Pages walk back from the newest by id: messages arriving meanwhile never shift them, so
+/// the pages hold every message that existed when the first was read, once.
+#[tokio::test]
+async fn message_pages_keep_their_place_while_new_messages_arrive() {
+    let chat = Chat::start(DbKind::Sqlite, "gemini").await;
+    for i in 0..3 {
+        chat.send(&chat.input(&format!("message {i}"), &new_id()), None)
+            .await
+            .collect()
+            .await;
+    }
+    let before: Vec<Value> = chat
+        .messages()
+        .await
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    for page in 0.. {
+        let (messages, next) = message_page(
+            &chat,
+            json!({ "limit": 2, "cursor": cursor, "direction": "forward" }),
+        )
+        .await;
+        // Newest pages first, each oldest first: prepend to keep the whole chronological.
+        let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
+        seen.splice(0..0, ids);
+        if page == 0 {
+            chat.send(&chat.input("arrives meanwhile", &new_id()), None)
+                .await
+                .collect()
+                .await;
+        }
+        if next.is_null() {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(seen, before, "three pages, no duplicates, no gaps");
+    assert_eq!(chat.messages().await.len(), 8);
 }
 
 async fn search_finds_the_callers_messages(app: TestApp) {

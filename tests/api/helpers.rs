@@ -290,16 +290,32 @@ impl TestClient {
         input: Option<&Value>,
         last_event_id: Option<&str>,
     ) -> SseStream {
-        let mut request = self
-            .http
-            .get(self.trpc_url(path, input))
-            .header("accept", "text/event-stream");
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id);
-        }
-        let response = request.send().await.expect("subscription request");
-        SseStream::from_response(response)
+        open_subscription(self.http.get(self.trpc_url(path, input)), last_event_id).await
     }
+
+    /// A subscription as a signed-in user.
+    pub async fn subscribe_as(
+        &self,
+        token: &str,
+        path: &str,
+        input: Option<&Value>,
+        last_event_id: Option<&str>,
+    ) -> SseStream {
+        let request = self.http.get(self.trpc_url(path, input)).bearer_auth(token);
+        open_subscription(request, last_event_id).await
+    }
+}
+
+async fn open_subscription(
+    request: reqwest::RequestBuilder,
+    last_event_id: Option<&str>,
+) -> SseStream {
+    let mut request = request.header("accept", "text/event-stream");
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().await.expect("subscription request");
+    SseStream::from_response(response)
 }
 
 async fn json_of(response: reqwest::Result<reqwest::Response>) -> (StatusCode, Value) {

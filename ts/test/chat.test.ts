@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { TRPCClientError } from "@trpc/client";
 import type { inferRouterOutputs } from "@trpc/server";
 import { EventSource } from "eventsource";
-import type { AppRouter, ChatEvent, SendInput } from "../../bindings/index.ts";
+import type { AppRouter, ChatEvent, FollowInput, SendInput } from "../../bindings/index.ts";
 import { createAliasClient, type AliasClient, type Tokens } from "../client.ts";
 import { startServer, withTimeout, type RunningServer } from "./helpers.ts";
 
@@ -155,7 +155,7 @@ function signedOutClient() {
 
 /** What onData receives: `{ id, data }` with `data` a `ChatEvent`. */
 type Tracked =
-  inferRouterOutputs<AppRouter>["chat"]["send"] extends AsyncIterable<infer T> ? T : never;
+  inferRouterOutputs<AppRouter>["chat"]["follow"] extends AsyncIterable<infer T> ? T : never;
 // The same tags as the bindings' `ChatEvent` (a compile-time check).
 type SameTags<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const sameTags: SameTags<Tracked["data"]["type"], ChatEvent["type"]> = true;
@@ -167,16 +167,30 @@ type Outcome = {
   error: TRPCClientError<AppRouter> | null;
 };
 
-/** Runs `chat.send` until the stream completes or fails; bounded by `ms`. */
-function send(client: AliasClient, input: SendInput, ms = 15_000): Promise<Outcome> {
+function asClientError(error: unknown): TRPCClientError<AppRouter> {
+  assert.ok(error instanceof TRPCClientError, `not a TRPCClientError: ${error}`);
+  return error as TRPCClientError<AppRouter>;
+}
+
+/** Sends with the `chat.send` mutation, then follows the reply with `chat.follow`. */
+async function send(client: AliasClient, input: SendInput, ms = 15_000): Promise<Outcome> {
+  try {
+    const sent = await withTimeout(client.chat.send.mutate(input), ms, "chat.send");
+    return await follow(client, { messageId: sent.replyMessageId }, ms);
+  } catch (error) {
+    return { events: [], completed: false, error: asClientError(error) };
+  }
+}
+
+/** Runs `chat.follow` until the stream completes or fails; bounded by `ms`. */
+function follow(client: AliasClient, input: FollowInput, ms = 15_000): Promise<Outcome> {
   const outcome: Outcome = { events: [], completed: false, error: null };
   let unsubscribe = () => {};
   const ended = new Promise<Outcome>((resolve) => {
-    const subscription = client.chat.send.subscribe(input, {
+    const subscription = client.chat.follow.subscribe(input, {
       onData: (event) => void outcome.events.push(event),
       onError: (error) => {
-        assert.ok(error instanceof TRPCClientError, `not a TRPCClientError: ${error}`);
-        outcome.error = error as TRPCClientError<AppRouter>;
+        outcome.error = asClientError(error);
         resolve(outcome);
       },
       onComplete: () => {
@@ -186,7 +200,7 @@ function send(client: AliasClient, input: SendInput, ms = 15_000): Promise<Outco
     });
     unsubscribe = () => subscription.unsubscribe();
   });
-  return withTimeout(ended, ms, "chat.send").finally(() => unsubscribe());
+  return withTimeout(ended, ms, "chat.follow").finally(() => unsubscribe());
 }
 
 /** The event ids are the numbers 1, 2, … in order, with no gaps. */
@@ -202,11 +216,11 @@ function deltaTexts(events: Tracked[]): string[] {
   return events.flatMap((event) => (event.data.type === "delta" ? [event.data.text] : []));
 }
 
-describe("chat.send over httpSubscriptionLink", () => {
+describe("chat.send, then chat.follow over httpSubscriptionLink", () => {
   let client: AliasClient;
   let sessionId: string;
-  /** The first test's input and events, for resuming. */
-  let firstInput: SendInput | undefined;
+  /** The first test's reply and events, for resuming. */
+  let firstReply: string | undefined;
   let firstEvents: Tracked[] = [];
 
   before(async () => {
@@ -235,7 +249,6 @@ describe("chat.send over httpSubscriptionLink", () => {
     const { events, completed, error } = await send(client, input);
     assert.equal(error, null, `unexpected error: ${error?.message}`);
     assert.ok(completed, "the stream completed");
-    firstInput = input;
     firstEvents = events;
 
     assertIncreasingIds(events, 1);
@@ -251,6 +264,7 @@ describe("chat.send over httpSubscriptionLink", () => {
     const first = events[0]?.data;
     assert.equal(first?.type, "userMessage");
     if (first?.type !== "userMessage") return;
+    firstReply = first.replyMessageId ?? undefined;
     assert.equal(first.message.role, "user");
     assert.equal(first.message.content, "Say hello");
     assert.equal(first.message.sessionId, sessionId);
@@ -294,12 +308,12 @@ describe("chat.send over httpSubscriptionLink", () => {
   });
 
   test("resumes after lastEventId, calling the provider once", { timeout: TEST_MS }, async () => {
-    assert.ok(firstInput, "the first test ran");
+    assert.ok(firstReply, "the first test ran");
     const firstDelta = firstEvents.find((event) => event.data.type === "delta");
     assert.ok(firstDelta);
 
-    const { events, completed, error } = await send(client, {
-      ...firstInput,
+    const { events, completed, error } = await follow(client, {
+      messageId: firstReply,
       lastEventId: firstDelta.id,
     });
     assert.equal(error, null, `unexpected error: ${error?.message}`);
@@ -321,7 +335,7 @@ describe("chat.send over httpSubscriptionLink", () => {
       clientMessageId: randomUUID(),
       provider: "openai",
     });
-    assert.ok(error, "onError ran");
+    assert.ok(error, "the mutation failed");
     assert.equal(completed, false);
     assert.deepEqual(events, []);
     assert.equal(error.data?.code, "PRECONDITION_FAILED");

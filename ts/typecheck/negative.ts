@@ -90,7 +90,7 @@ export async function aliasClientUses() {
   return { stored, email };
 }
 
-// What `chat.send`'s onData receives is exactly the bindings' `ChatEvent` (JSON fields are
+// What `chat.follow`'s onData receives is exactly the bindings' `ChatEvent` (JSON fields are
 // typed `JsonValue`, not `unknown`, which tRPC's inference would turn optional).
-type SendEvent = inferRouterOutputs<AppRouter>["chat"]["send"] extends AsyncIterable<infer T> ? T : never;
-export const chatEventFromStream = (event: SendEvent): ChatEvent => event.data;
+type FollowEvent = inferRouterOutputs<AppRouter>["chat"]["follow"] extends AsyncIterable<infer T> ? T : never;
+export const chatEventFromStream = (event: FollowEvent): ChatEvent => event.data;
