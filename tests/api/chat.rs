@@ -773,8 +773,8 @@ async fn message_page(chat: &Chat, paging: Value) -> (Vec<Value>, Value) {
     (messages, page["nextCursor"].clone())
 }
 
-#[tokio::test]
-async fn messages_page_back_from_the_newest_oldest_first_within_a_page() {
+/// A chat with three exchanges (six messages).
+async fn chat_of_six_messages() -> Chat {
     let chat = Chat::start(DbKind::Sqlite, "gemini").await;
     for i in 0..3 {
         chat.send(&chat.input(&format!("message {i}"), &new_id()), None)
@@ -782,6 +782,12 @@ async fn messages_page_back_from_the_newest_oldest_first_within_a_page() {
             .collect()
             .await;
     }
+    chat
+}
+
+#[tokio::test]
+async fn messages_page_back_from_the_newest_oldest_first_within_a_page() {
+    let chat = chat_of_six_messages().await;
     let all = chat.messages().await;
     assert_eq!(all.len(), 6);
     // As tRPC's infinite queries send them: cursor null, then the previous nextCursor.
@@ -848,13 +854,7 @@ async fn messages_page_back_from_the_newest_oldest_first_within_a_page() {
 /// the pages hold every message that existed when the first was read, once.
 #[tokio::test]
 async fn message_pages_keep_their_place_while_new_messages_arrive() {
-    let chat = Chat::start(DbKind::Sqlite, "gemini").await;
-    for i in 0..3 {
-        chat.send(&chat.input(&format!("message {i}"), &new_id()), None)
-            .await
-            .collect()
-            .await;
-    }
+    let chat = chat_of_six_messages().await;
     let before: Vec<Value> = chat
         .messages()
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::chat::{Chat, new_id, of_type, payloads, text_of};
+use crate::chat::{Chat, last_error, new_id, of_type, payloads, text_of};
 use crate::helpers::{DbKind, SseEvent, data, error_code, error_reason, unique_email};
 
 /// Sends through the mutation and returns `{ userMessage, replyMessageId }`.
@@ -185,7 +185,7 @@ async fn follow_after_a_restart_replays_the_saved_reply() {
 
     let resumed = follow(Some(last_live_id.to_string())).await;
     assert_eq!(ids(&resumed), [last_live_id + 1]);
-    assert_eq!(payloads(&resumed), [done.clone()]);
+    assert_eq!(payloads(&resumed), std::slice::from_ref(&done));
     assert_eq!(
         resumed.last().and_then(|e| e.event.as_deref()),
         Some("return")
@@ -272,21 +272,16 @@ async fn follow_finds_only_the_callers_replies() {
         .await
         .collect()
         .await;
-    let error = events
-        .iter()
-        .find(|e| e.event.as_deref() == Some("serialized-error"))
-        .map(SseEvent::json)
-        .expect("an error");
-    assert_eq!(error["data"]["code"], "NOT_FOUND", "{events:?}");
+    assert_eq!(
+        last_error(&events)["data"]["code"],
+        "NOT_FOUND",
+        "{events:?}"
+    );
     assert!(payloads(&events).is_empty());
 
     for message_id in [user_message_id, new_id()] {
         let events = chat.follow(&message_id, None).await.collect().await;
-        let error = events
-            .iter()
-            .find(|e| e.event.as_deref() == Some("serialized-error"))
-            .map(SseEvent::json)
-            .expect("an error");
+        let error = last_error(&events);
         assert_eq!(
             error["data"]["code"], "NOT_FOUND",
             "{message_id}: {events:?}"

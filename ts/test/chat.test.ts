@@ -3,14 +3,13 @@
 // its streaming wire format (`streamGenerateContent?alt=sse`) and `generateContent` for the title.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { TRPCClientError } from "@trpc/client";
 import type { inferRouterOutputs } from "@trpc/server";
 import { EventSource } from "eventsource";
 import type { AppRouter, ChatEvent, FollowInput, SendInput } from "../../bindings/index.ts";
 import { createAliasClient, type AliasClient, type Tokens } from "../client.ts";
+import { FakeGemini } from "./fake-gemini.ts";
 import { startServer, withTimeout, type RunningServer } from "./helpers.ts";
 
 const API_KEY = "AIza-test-key-1234";
@@ -23,112 +22,11 @@ const TITLE = "Greeting Chat";
 const SIGN_IN_MS = 15_000;
 const TEST_MS = 30_000;
 
-type ProviderCall = {
-  kind: "stream" | "complete";
-  model: string;
-  apiKey: string | null;
-  body: unknown;
-};
-
-/** Gemini's API, as far as the server uses it for a plain reply and its title. */
-class FakeGemini {
-  readonly calls: ProviderCall[] = [];
-  private readonly server: Server;
-
-  constructor() {
-    this.server = createServer((request, response) => void this.handle(request, response));
-  }
-
-  async start(): Promise<string> {
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-    const { port } = this.server.address() as AddressInfo;
-    return `http://127.0.0.1:${port}`;
-  }
-
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  streamCalls(): ProviderCall[] {
-    return this.calls.filter((call) => call.kind === "stream");
-  }
-
-  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    let raw = "";
-    for await (const chunk of request) raw += chunk;
-    const url = new URL(request.url ?? "/", "http://fake");
-    const match = /^\/v1beta\/models\/([^/:]+):(streamGenerateContent|generateContent)$/.exec(
-      url.pathname,
-    );
-    if (request.method !== "POST" || match === null) {
-      response.writeHead(404, { "content-type": "application/json" });
-      const error = { code: 404, message: "Not found", status: "NOT_FOUND" };
-      response.end(JSON.stringify({ error }));
-      return;
-    }
-    const streaming = match[2] === "streamGenerateContent";
-    const apiKey = request.headers["x-goog-api-key"];
-    this.calls.push({
-      kind: streaming ? "stream" : "complete",
-      model: decodeURIComponent(match[1] ?? ""),
-      apiKey: typeof apiKey === "string" ? apiKey : null,
-      body: raw === "" ? null : JSON.parse(raw),
-    });
-    if (apiKey !== API_KEY) {
-      response.writeHead(400, { "content-type": "application/json" });
-      response.end(
-        JSON.stringify({
-          error: {
-            code: 400,
-            message: "API key not valid. Please pass a valid API key.",
-            status: "INVALID_ARGUMENT",
-            details: [{ reason: "API_KEY_INVALID" }],
-          },
-        }),
-      );
-      return;
-    }
-    if (!streaming) {
-      response.writeHead(200, { "content-type": "application/json; charset=UTF-8" });
-      response.end(
-        JSON.stringify({
-          candidates: [
-            { content: { role: "model", parts: [{ text: TITLE }] }, finishReason: "STOP" },
-          ],
-        }),
-      );
-      return;
-    }
-    if (url.searchParams.get("alt") !== "sse") {
-      response.writeHead(400, { "content-type": "application/json" });
-      response.end(JSON.stringify({ error: { code: 400, message: "expected alt=sse" } }));
-      return;
-    }
-    response.writeHead(200, { "content-type": "text/event-stream" });
-    for (const [index, text] of CHUNKS.entries()) {
-      const last = index === CHUNKS.length - 1;
-      const candidate = {
-        content: { role: "model", parts: [{ text }] },
-        ...(last ? { finishReason: "STOP" } : {}),
-      };
-      const event = {
-        candidates: [candidate],
-        ...(last ? { usageMetadata: { promptTokenCount: 5, candidatesTokenCount: 3 } } : {}),
-      };
-      if (index > 0) await new Promise((resolve) => setTimeout(resolve, 30));
-      if (response.destroyed) return;
-      response.write(`data: ${JSON.stringify(event)}\r\n\r\n`);
-    }
-    response.end();
-  }
-}
-
 let gemini: FakeGemini;
 let server: RunningServer;
 
 before(async () => {
-  gemini = new FakeGemini();
+  gemini = new FakeGemini({ apiKey: API_KEY, reply: () => CHUNKS, title: TITLE });
   const geminiUrl = await gemini.start();
   server = await startServer({
     ALIAS_GEMINI_BASE_URL: geminiUrl,
