@@ -186,7 +186,7 @@ export type AuthSession = {
 
 export type Backend = "sqlite" | "postgres";
 
-/**  One event of `chat.send`, tagged by `type`. */
+/**  One event of a reply (`chat.follow`), tagged by `type`. */
 export type ChatEvent = 
 /**  The user's message, as saved, and the id of the reply being written (for `chat.stop`). */
 { type: "userMessage"; message: Message; replyMessageId: string | null } | 

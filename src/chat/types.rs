@@ -156,7 +156,7 @@ impl From<chat_messages::Model> for Message {
     }
 }
 
-/// One event of `chat.send`, tagged by `type`.
+/// One event of a reply (`chat.follow`), tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
 #[serde(
     tag = "type",
