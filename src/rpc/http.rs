@@ -454,7 +454,8 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(refuse_unread(body, headers, declared, too_large(limit)).await);
     }
-    let bytes = match read_at_most(body, limit).await {
+    let expected = declared.unwrap_or_default();
+    let bytes = match read_at_most(body, limit, expected).await {
         BodyRead::Complete(bytes) => bytes,
         BodyRead::TooLarge { ended } => {
             return Err(BodyRefusal {
@@ -484,8 +485,9 @@ enum BodyRead {
     Broken,
 }
 
-async fn read_at_most(mut body: Body, limit: usize) -> BodyRead {
-    let mut bytes = Vec::new();
+/// Reads at most `limit` bytes (`expected` of them, announced, reserved at once).
+async fn read_at_most(mut body: Body, limit: usize, expected: usize) -> BodyRead {
+    let mut bytes = Vec::with_capacity(expected.min(limit));
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             return BodyRead::Broken;
