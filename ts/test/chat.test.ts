@@ -9,14 +9,8 @@ import type { inferRouterOutputs } from "@trpc/server";
 import { EventSource } from "eventsource";
 import type { AppRouter, ChatEvent, FollowInput, SendInput } from "../../bindings/index.ts";
 import { createAliasClient, type AliasClient, type Tokens } from "../client.ts";
-import { FakeGemini } from "./fake-gemini.ts";
+import { API_KEY, FakeGemini, REPLY, TITLE } from "./fake-gemini.ts";
 import { startServer, withTimeout, type RunningServer } from "./helpers.ts";
-
-const API_KEY = "AIza-test-key-1234";
-/** The reply the fake streams, one chunk per event. */
-const CHUNKS = ["Hello ", "from ", "the fake Gemini!"];
-const REPLY = CHUNKS.join("");
-const TITLE = "Greeting Chat";
 
 /** Password hashing is slow in a debug build. */
 const SIGN_IN_MS = 15_000;
@@ -26,7 +20,7 @@ let gemini: FakeGemini;
 let server: RunningServer;
 
 before(async () => {
-  gemini = new FakeGemini({ apiKey: API_KEY, reply: () => CHUNKS, title: TITLE });
+  gemini = new FakeGemini();
   const geminiUrl = await gemini.start();
   server = await startServer({
     ALIAS_GEMINI_BASE_URL: geminiUrl,

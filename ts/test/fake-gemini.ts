@@ -1,8 +1,14 @@
-// Gemini's API, as far as the server uses it, played by a local HTTP server speaking its wire
-// format: key checks (`GET /v1beta/models`), streamed replies (`streamGenerateContent?alt=sse`)
-// and whole ones (`generateContent`, for titles).
+// Gemini played by a local HTTP server speaking its wire format: `streamGenerateContent?alt=sse`
+// for a reply (one SSE event per chunk), `generateContent` for a chat's title, and key checks
+// (`GET /v1beta/models`).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+
+export const API_KEY = "AIza-test-key-1234";
+/** The reply the fake streams by default, one chunk per event. */
+export const CHUNKS = ["Hello ", "from ", "the fake Gemini!"];
+export const REPLY = CHUNKS.join("");
+export const TITLE = "Greeting Chat";
 
 export type ProviderCall = {
   kind: "stream" | "complete";
@@ -29,7 +35,11 @@ export class FakeGemini {
   private keyChecksOpen: Promise<void> = Promise.resolve();
   private openKeyChecksNow: () => void = () => {};
 
-  constructor(private readonly options: FakeGeminiOptions) {
+  private readonly options: FakeGeminiOptions;
+
+  /** Without options: accepts `API_KEY`, streams `CHUNKS`, titles `TITLE`. */
+  constructor(options: Partial<FakeGeminiOptions> = {}) {
+    this.options = { apiKey: API_KEY, reply: () => CHUNKS, title: TITLE, ...options };
     this.server = createServer((request, response) => void this.handle(request, response));
   }
 
