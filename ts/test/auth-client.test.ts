@@ -49,7 +49,7 @@ function harness(initial: Tokens | null = null) {
     onSignedOut: (reason) => void signedOut.push(reason),
     EventSource,
     fetch: (input, init) => {
-      const url = new URL(input instanceof Request ? input.url : String(input));
+      const url = new URL(input);
       requests.push({
         procedures: decodeURIComponent(url.pathname.split("/").pop() ?? "").split(","),
         authorization: new Headers(init?.headers).get("authorization"),
