@@ -87,6 +87,10 @@ export async function aliasClientUses() {
   createAliasClient({ url: "", getTokens: () => null });
   // @ts-expect-error: users.me takes no input
   await api.users.me.query({ id: "x" });
+  // @ts-expect-error: maxItems is a number
+  createAliasClient({ url: "", getTokens: () => null, setTokens: () => {}, maxItems: "50" });
+  // @ts-expect-error: links are tRPC links
+  createAliasClient({ url: "", getTokens: () => null, setTokens: () => {}, links: [() => 1] });
   return { stored, email };
 }
 
