@@ -52,7 +52,7 @@ const globals = globalThis as Globals;
  * Installs a `MessageEvent` (type, `data`, `origin`, `lastEventId`) when the runtime has `Event`
  * but no `MessageEvent`, as Hermes. Never replaces one that exists.
  */
-export function ensureMessageEvent(): boolean {
+function ensureMessageEvent(): boolean {
   if (typeof globals.MessageEvent === "function") return true;
   if (typeof globals.Event !== "function") return false;
   class MessageEvent extends Event {
