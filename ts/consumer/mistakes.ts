@@ -10,5 +10,6 @@ export async function mistakes() {
   await api.chat.sessions.get.query({ id: 1 }); // TS2322
   await api.auth.login.query({ email: "a@example.com", password: "x" }); // TS2339
   createAliasClient({ url: "/trpc", getTokens: () => "token", setTokens: () => {} }); // TS2322
+  api.chat.send.subscribe({ sessionId: "s", content: "hi", clientMessageId: "c" }, {}); // TS2339
   return id;
 }

@@ -5,13 +5,15 @@
 import {
   QueryClient,
   QueryClientProvider,
+  skipToken,
   useInfiniteQuery,
   useMutation,
   useQuery,
   useQueryClient,
 } from "@tanstack/react-query";
-import { createTRPCContext } from "@trpc/tanstack-react-query";
-import type { ReactNode } from "react";
+import { createTRPCContext, useSubscription } from "@trpc/tanstack-react-query";
+import { useState, type ReactNode } from "react";
+import type { Message } from "../../bindings/index.ts";
 import { isAliasError, type AliasClient, type AppRouter } from "../client.ts";
 
 export const { TRPCProvider, useTRPC } = createTRPCContext<AppRouter>();
@@ -94,5 +96,83 @@ export function NewSession(props: { title: string }) {
       {create.isSuccess ? <p>Created {create.data.title}</p> : null}
       {create.isError ? <p role="alert">{errorText(create.error)}</p> : null}
     </div>
+  );
+}
+
+/**
+ * `useInfiniteQuery` over `chat.messages.list`: the first page is the newest messages, each next
+ * page older ones (`direction: "forward"`), each page oldest first; so the conversation reads
+ * the pages in reverse.
+ */
+export function MessageList(props: { sessionId: string; pageSize: number }) {
+  const trpc = useTRPC();
+  const messages = useInfiniteQuery(
+    trpc.chat.messages.list.infiniteQueryOptions(
+      { sessionId: props.sessionId, limit: props.pageSize },
+      { getNextPageParam: (page) => page.nextCursor },
+    ),
+  );
+  if (messages.isPending) return <p>Loading…</p>;
+  if (messages.isError) return <p role="alert">{errorText(messages.error)}</p>;
+  const conversation = [...messages.data.pages].reverse().flatMap((page) => page.messages);
+  return (
+    <section aria-label="messages">
+      {messages.hasNextPage ? (
+        <button disabled={messages.isFetchingNextPage} onClick={() => void messages.fetchNextPage()}>
+          Load older
+        </button>
+      ) : (
+        <p>No older messages</p>
+      )}
+      <ol>
+        {conversation.map((message) => (
+          <li key={message.id} data-id={message.id}>
+            {message.role}: {message.content}
+          </li>
+        ))}
+      </ol>
+      <p>Pages: {messages.data.pages.length}</p>
+    </section>
+  );
+}
+
+/**
+ * Sending a message: `chat.send` (a mutation: the message travels in the body) saves it and
+ * starts the reply; `useSubscription` on `chat.follow` streams the reply's events (resuming
+ * after the last one if the connection drops) until `done`.
+ */
+export function ChatReply(props: { sessionId: string; content: string; provider?: "gemini" | "openai" }) {
+  const trpc = useTRPC();
+  const send = useMutation(trpc.chat.send.mutationOptions());
+  const [text, setText] = useState("");
+  const [saved, setSaved] = useState<Message | null>(null);
+  const replyMessageId = send.data?.replyMessageId;
+  const reply = useSubscription(
+    trpc.chat.follow.subscriptionOptions(replyMessageId ? { messageId: replyMessageId } : skipToken, {
+      onData: ({ data: event }) => {
+        if (event.type === "delta") setText((sofar) => sofar + event.text);
+        if (event.type === "done") setSaved(event.message);
+      },
+    }),
+  );
+  const start = () =>
+    send.mutate({
+      sessionId: props.sessionId,
+      content: props.content,
+      // A new id per message; a retry of this mutation resends the same one, which the server
+      // answers with the first attempt's reply. (On React Native: expo-crypto's randomUUID.)
+      clientMessageId: crypto.randomUUID(),
+      provider: props.provider ?? null,
+    });
+  return (
+    <section aria-label="chat">
+      <button disabled={send.isPending || (replyMessageId !== undefined && saved === null)} onClick={start}>
+        Send
+      </button>
+      {send.isError ? <p role="alert">{errorText(send.error)}</p> : null}
+      {reply.error ? <p role="alert">{errorText(reply.error)}</p> : null}
+      <p aria-label="reply">{text}</p>
+      {saved ? <p>Reply {saved.status}</p> : null}
+    </section>
   );
 }

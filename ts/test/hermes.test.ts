@@ -117,8 +117,8 @@ describe("subscriptions on a Hermes-like runtime", { concurrency: 1 }, () => {
       // A signed-in subscription: NOT_FOUND (not UNAUTHORIZED) shows the bearer header arrived.
       const error = await withTimeout(
         new Promise<unknown>((resolve) => {
-          const subscription = client.chat.send.subscribe(
-            { sessionId: randomUUID(), content: "hi", clientMessageId: randomUUID() },
+          const subscription = client.chat.follow.subscribe(
+            { messageId: randomUUID() },
             {
               onError: (error) => {
                 subscription.unsubscribe();

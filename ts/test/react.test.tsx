@@ -1,6 +1,8 @@
 // The React Query example (ts/react/example.tsx) rendered with Testing Library in jsdom, against
 // the real server through createAliasClient: useQuery, useInfiniteQuery over tRPC's cursor
-// convention, useMutation with invalidation, and errors narrowed with isAliasError.
+// convention (sessions and messages), useMutation with invalidation, chat.send then
+// useSubscription on chat.follow (Gemini played by a local fake), and errors narrowed with
+// isAliasError.
 import "./dom.ts";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -10,9 +12,18 @@ import { cleanup, fireEvent, render, screen, within } from "@testing-library/rea
 import { EventSource } from "eventsource";
 import type { ReactNode } from "react";
 import { createAliasClient, type AliasClient, type Tokens } from "../client.ts";
-import { AliasProvider, NewSession, Profile, SessionList } from "../react/example.tsx";
+import {
+  AliasProvider,
+  ChatReply,
+  MessageList,
+  NewSession,
+  Profile,
+  SessionList,
+} from "../react/example.tsx";
+import { API_KEY, FakeGemini, REPLY } from "./fake-gemini.ts";
 import { startServer, withTimeout, type RunningServer } from "./helpers.ts";
 
+let gemini: FakeGemini;
 let server: RunningServer;
 let signedIn: AliasClient;
 /** The sessions made in `before`, in the order `chat.sessions.list` returns them. */
@@ -33,7 +44,11 @@ function clientWith(tokens: Tokens | null): AliasClient {
 }
 
 before(async () => {
-  server = await startServer({ ALIAS_AUTH_IP_LIMIT_PER_MINUTE: "1000" });
+  gemini = new FakeGemini();
+  server = await startServer({
+    ALIAS_GEMINI_BASE_URL: await gemini.start(),
+    ALIAS_AUTH_IP_LIMIT_PER_MINUTE: "1000",
+  });
   const session = await withTimeout(
     clientWith(null).auth.register.mutate({
       email: `react-${randomUUID()}@example.com`,
@@ -54,6 +69,7 @@ before(async () => {
 
 after(async () => {
   await server?.stop();
+  await gemini?.stop();
 });
 
 afterEach(() => cleanup());
@@ -73,6 +89,18 @@ function shownSessionIds(): string[] {
   return within(list)
     .queryAllByRole("listitem")
     .map((item) => item.getAttribute("data-id") ?? "");
+}
+
+/** Sends a message through the vanilla client and follows its reply to the end. */
+async function exchange(sessionId: string, content: string): Promise<void> {
+  const sent = await signedIn.chat.send.mutate({ sessionId, content, clientMessageId: randomUUID() });
+  const ended = new Promise<void>((resolve, reject) => {
+    signedIn.chat.follow.subscribe(
+      { messageId: sent.replyMessageId },
+      { onComplete: resolve, onError: reject },
+    );
+  });
+  await withTimeout(ended, 15_000, "chat.follow");
 }
 
 describe("the React Query example against the real server", () => {
@@ -117,5 +145,55 @@ describe("the React Query example against the real server", () => {
     await screen.findByText(`Created ${title}`);
     const item = await screen.findByText(title, { selector: "li" });
     assert.ok(item.getAttribute("data-id"));
+  });
+
+  describe("chat", () => {
+    let sessionId: string;
+
+    before(async () => {
+      await signedIn.apiKeys.set.mutate({ provider: "gemini", apiKey: API_KEY, validate: false });
+      sessionId = (await signedIn.chat.sessions.create.mutate({})).id;
+    });
+
+    test("useMutation on chat.send, then useSubscription on chat.follow streams the reply", async () => {
+      renderWith(signedIn, <ChatReply sessionId={sessionId} content="Say hello" />);
+      fireEvent.click(screen.getByRole("button", { name: "Send" }));
+      await screen.findByText("Reply complete", {}, { timeout: 15_000 });
+      assert.equal(screen.getByLabelText("reply").textContent, REPLY);
+      assert.equal(gemini.streamCalls().length, 1);
+    });
+
+    test("chat.send without a key: the mutation's error, narrowed by reason", async () => {
+      renderWith(signedIn, <ChatReply sessionId={sessionId} content="Hi" provider="openai" />);
+      fireEvent.click(screen.getByRole("button", { name: "Send" }));
+      const alert = await screen.findByRole("alert");
+      assert.equal(alert.textContent, "Add an API key first");
+    });
+
+    test("useInfiniteQuery over chat.messages.list: three pages back, no duplicates, no gaps", async () => {
+      await exchange(sessionId, "Second");
+      await exchange(sessionId, "Third");
+      const all = await signedIn.chat.messages.list.query({ sessionId, limit: 100 });
+      const conversation = all.messages.map((message) => message.id);
+      assert.equal(conversation.length, 6, "three exchanges");
+
+      renderWith(signedIn, <MessageList sessionId={sessionId} pageSize={2} />);
+      const shown = () =>
+        within(screen.getByRole("region", { name: "messages" }))
+          .queryAllByRole("listitem")
+          .map((item) => item.getAttribute("data-id"));
+      await screen.findByText("Pages: 1");
+      assert.deepEqual(shown(), conversation.slice(4));
+
+      fireEvent.click(screen.getByRole("button", { name: "Load older" }));
+      await screen.findByText("Pages: 2");
+      assert.deepEqual(shown(), conversation.slice(2));
+
+      fireEvent.click(screen.getByRole("button", { name: "Load older" }));
+      await screen.findByText("Pages: 3");
+      await screen.findByText("No older messages");
+      assert.deepEqual(shown(), conversation);
+      assert.match(screen.getAllByRole("listitem")[0]?.textContent ?? "", /^user: Say hello$/);
+    });
   });
 });
