@@ -72,10 +72,17 @@ after(async () => {
   await gemini?.stop();
 });
 
-afterEach(() => cleanup());
+/** Every test's QueryClient: cleared afterwards, else its cache timers keep the process alive. */
+const queryClients: QueryClient[] = [];
+
+afterEach(() => {
+  cleanup();
+  for (const queryClient of queryClients.splice(0)) queryClient.clear();
+});
 
 function renderWith(client: AliasClient, ui: ReactNode) {
   const queryClient = new QueryClient({ defaultOptions: { queries: { retry: false } } });
+  queryClients.push(queryClient);
   return render(
     <AliasProvider client={client} queryClient={queryClient}>
       {ui}
