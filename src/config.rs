@@ -31,6 +31,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub db_max_connections: u32,
+    /// How long a call waits for a free database connection before it is told to retry.
+    pub db_acquire_timeout: Duration,
     pub log_format: LogFormat,
     /// A tracing filter directive (`info`, `alias_server=debug,info`).
     pub log_filter: String,
@@ -40,10 +42,27 @@ pub struct Config {
     pub trust_proxy: bool,
     pub shutdown_grace: Duration,
     pub sse_ping_interval: Duration,
+    pub connections: ConnectionConfig,
     pub auth: AuthConfig,
     pub key_vault: KeyVaultConfig,
+    /// `apiKeys.set` and `apiKeys.validate` calls per user per hour.
+    pub api_key_checks_per_hour: u32,
     pub ai: AiConfig,
     pub chat: ChatConfig,
+}
+
+/// Bounds on client connections, so slow or idle clients cannot hold the server.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// A request's headers must arrive within this (from the connection's start, or from the
+    /// first byte of a later request on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this after its headers.
+    pub body_timeout: Duration,
+    /// A kept-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it, connections waiting on their client make room.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +181,7 @@ impl Config {
                 "`text` or `json`",
             )?,
             db_max_connections: env.parse_positive("ALIAS_DB_MAX_CONNECTIONS", 10)?,
+            db_acquire_timeout: env.seconds("ALIAS_DB_ACQUIRE_TIMEOUT_SECONDS", 5)?,
             log_filter: env.get("ALIAS_LOG").unwrap_or_else(|| "info".to_owned()),
             max_body_bytes: env.parse_positive("ALIAS_MAX_BODY_BYTES", 1024 * 1024)?,
             max_batch_size: env.parse_positive("ALIAS_MAX_BATCH_SIZE", 50)?,
@@ -178,8 +198,15 @@ impl Config {
             sse_ping_interval: Duration::from_secs(
                 env.parse_positive("ALIAS_SSE_PING_SECONDS", 10)?,
             ),
+            connections: ConnectionConfig {
+                header_timeout: env.seconds("ALIAS_HEADER_TIMEOUT_SECONDS", 10)?,
+                body_timeout: env.seconds("ALIAS_BODY_TIMEOUT_SECONDS", 30)?,
+                idle_timeout: env.seconds("ALIAS_KEEP_ALIVE_SECONDS", 75)?,
+                max_connections: env.parse_positive("ALIAS_MAX_CONNECTIONS", 4096)?,
+            },
             auth: auth_config(&env)?,
             key_vault: key_vault_config(&env)?,
+            api_key_checks_per_hour: env.parse_positive("ALIAS_API_KEY_CHECKS_PER_HOUR", 20)?,
             chat: ChatConfig {
                 system_prompt: env.get("ALIAS_SYSTEM_PROMPT"),
                 history_chars: env.parse_positive("ALIAS_CHAT_HISTORY_CHARS", 24_000)?,
@@ -354,6 +381,11 @@ impl Env<'_> {
         let parse = |value: &str| value.parse::<T>().ok().filter(|n| *n > T::default());
         self.parse_with(var, default, parse, "a whole number above zero")
     }
+
+    /// A positive whole number of seconds.
+    fn seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.parse_positive(var, default).map(Duration::from_secs)
+    }
 }
 
 impl Env<'_> {
@@ -462,6 +494,12 @@ mod tests {
             ("ALIAS_SESSION_CACHE_SECONDS", "5s"),
             ("ALIAS_MASTER_KEY", "c2hvcnQ="),
             ("ALIAS_GEMINI_BASE_URL", "ftp://example.com"),
+            ("ALIAS_HEADER_TIMEOUT_SECONDS", "0"),
+            ("ALIAS_BODY_TIMEOUT_SECONDS", "soon"),
+            ("ALIAS_KEEP_ALIVE_SECONDS", "-1"),
+            ("ALIAS_MAX_CONNECTIONS", "0"),
+            ("ALIAS_DB_ACQUIRE_TIMEOUT_SECONDS", "0"),
+            ("ALIAS_API_KEY_CHECKS_PER_HOUR", "0"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);

@@ -1,16 +1,27 @@
 //! The database connection: SQLite by default, PostgreSQL when `DATABASE_URL` says so. The
 //! same SeaORM code serves both.
 
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteError, SqliteJournalMode, SqliteSynchronous,
+};
+use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _, postgres::PgDatabaseError};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use serde::Serialize;
+
+use crate::config::Config;
+use crate::reason::Reason;
+use crate::rpc::{ErrorCode, RpcError};
+use crate::secret_file;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
 #[serde(rename_all = "lowercase")]
@@ -28,26 +39,59 @@ impl Backend {
     }
 }
 
-/// Connects and brings the schema up to date.
+/// How long a SQLite writer waits for the write lock before failing with SQLITE_BUSY.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a call waits for a pooled connection unless configured.
+const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects as configured (`DATABASE_URL`, `ALIAS_DB_*`) and brings the schema up to date.
+pub async fn open(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    connect(
+        &config.database_url,
+        config.db_max_connections,
+        config.db_acquire_timeout,
+    )
+    .await
+}
+
+/// Connects with `max_connections` and brings the schema up to date.
 pub async fn connect_and_migrate(
     url: &str,
     max_connections: u32,
 ) -> anyhow::Result<DatabaseConnection> {
+    connect(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// A SQLite file and its folder are created private (0600, 0700), and looser modes of
+/// existing files are tightened.
+async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> anyhow::Result<DatabaseConnection> {
+    if let Some(path) = sqlite_path(url) {
+        prepare_sqlite_files(&path)?;
+    }
     let mut options = ConnectOptions::new(url);
     options
         // SeaORM would give SQLite a single connection; WAL serves many readers beside the
         // one writer, and busy_timeout queues writers.
         .max_connections(max_connections)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
+        // A call waiting longer for a connection is told to retry (`database_busy`).
+        .acquire_timeout(acquire_timeout)
         .sqlx_logging(false)
         // WAL lets readers work while a write commits; waiting on a lock beats failing at once.
         .map_sqlx_sqlite_opts(|sqlite| {
             sqlite
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
+        })
+        .map_sqlx_sqlite_pool_opts(|pool| {
+            pool.after_connect(|connection, _| Box::pin(refuse_read_only(connection)))
         });
     let db = Database::connect(options)
         .await
@@ -69,15 +113,268 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     db.begin_with_options(options).await
 }
 
-/// Creates the folder of a `sqlite://` file URL so a fresh checkout starts without setup.
-pub fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
-    let Some(rest) = url.strip_prefix("sqlite://") else {
-        return Ok(());
+/// The file of a `sqlite://` URL; `None` for PostgreSQL and in-memory databases.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path.is_empty() || path == ":memory:" || query.contains("mode=memory");
+    (!in_memory).then(|| PathBuf::from(path))
+}
+
+/// SQLite gives new files the process's default mode (0644: readable by every local user)
+/// and its `-wal` and `-shm` files the database file's mode. So the file is created 0600
+/// before SQLite opens it, and existing files are tightened.
+fn prepare_sqlite_files(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        secret_file::create_private_dir(dir)?;
+    }
+    secret_file::create_private_file(path)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut companion = path.as_os_str().to_owned();
+        companion.push(suffix);
+        secret_file::tighten(Path::new(&companion))?;
+    }
+    Ok(())
+}
+
+/// A SQLite connection opened while its file could not be written stays read-only for life:
+/// every write through it fails long after the file is writable again. Refusing such a
+/// connection (the pool retries until its acquire timeout, then the caller is told to retry)
+/// keeps the pool to connections that can write, so it recovers by itself.
+async fn refuse_read_only(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("PRAGMA busy_timeout = 0")
+        .execute(&mut *connection)
+        .await?;
+    let probe = probe_write(connection).await;
+    let restore = format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(restore))
+        .execute(&mut *connection)
+        .await?;
+    probe
+}
+
+/// Whether the connection can write, without waiting and without writing: `BEGIN IMMEDIATE`
+/// fails at once with SQLITE_READONLY on a read-only connection, and with SQLITE_BUSY (with a
+/// zero busy timeout) when another connection holds the write lock, which proves nothing
+/// against this one.
+async fn probe_write(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    match sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut *connection)
+        .await
+    {
+        Ok(_) => sqlx::raw_sql("ROLLBACK")
+            .execute(&mut *connection)
+            .await
+            .map(drop),
+        Err(error) if sqlite_code(&error).is_some_and(|code| code & 0xff == SQLITE_BUSY) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether the database can take writes now, for the readiness probe: `Err` says why not.
+/// SQLite: the file and its folder are writable by their mode (a read-only mode is a
+/// deliberate "no writes", even for a root process that could ignore it), and a new
+/// connection can begin a write. PostgreSQL: the session is not read-only (a standby).
+pub async fn check_writable(db: &DatabaseConnection, url: &str) -> Result<(), String> {
+    match sqlite_path(url) {
+        Some(path) => {
+            check_modes(&path)?;
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|error| error.to_string())?
+                .busy_timeout(Duration::ZERO);
+            let mut connection = options.connect().await.map_err(|e| e.to_string())?;
+            let probe = probe_write(&mut connection).await;
+            connection.close().await.ok();
+            probe.map_err(|error| error.to_string())
+        }
+        None => {
+            let statement =
+                Statement::from_string(db.get_database_backend(), "SHOW transaction_read_only");
+            let row = db
+                .query_one_raw(statement)
+                .await
+                .map_err(|e| e.to_string())?;
+            let read_only: Option<String> = row
+                .map(|row| row.try_get_by_index(0))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            match read_only.as_deref() {
+                Some("off") => Ok(()),
+                _ => Err("the PostgreSQL session is read-only".to_owned()),
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn check_modes(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+    for item in dir.into_iter().chain([path]) {
+        let mode = std::fs::metadata(item)
+            .map_err(|error| format!("{}: {error}", item.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o200 == 0 {
+            return Err(format!(
+                "{} is read-only (mode {:o})",
+                item.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_modes(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+/// A database failure that passes by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transient {
+    /// Every connection in use, or the data locked: retry in a moment.
+    Busy,
+    /// The database unreachable or unable to write: retry a little later.
+    Unavailable,
+}
+
+impl Transient {
+    fn into_error(self) -> RpcError {
+        let (reason, message, retry_after) = match self {
+            Self::Busy => (
+                Reason::DatabaseBusy,
+                "The service is busy. Please try again in a moment.",
+                1,
+            ),
+            Self::Unavailable => (
+                Reason::DatabaseUnavailable,
+                "The service cannot save right now. Please try again shortly.",
+                5,
+            ),
+        };
+        RpcError::new(ErrorCode::ServiceUnavailable, message)
+            .with_reason(reason)
+            .with_retry_after(retry_after)
+    }
+}
+
+/// For `rpc::recognise_transient`: a database failure that passes by itself, as the
+/// SERVICE_UNAVAILABLE error the client retries, never a 500.
+pub fn transient_error(error: &dyn Any) -> Option<RpcError> {
+    let db_error = error.downcast_ref::<DbErr>().or_else(|| {
+        error
+            .downcast_ref::<anyhow::Error>()
+            .and_then(anyhow::Error::downcast_ref)
+    })?;
+    transient(db_error).map(Transient::into_error)
+}
+
+pub fn transient(error: &DbErr) -> Option<Transient> {
+    match error {
+        DbErr::ConnectionAcquire(_) => Some(Transient::Busy),
+        DbErr::Conn(_) => Some(Transient::Unavailable),
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            transient_sqlx(error)
+        }
+        _ => None,
+    }
+}
+
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+
+fn transient_sqlx(error: &sqlx::Error) -> Option<Transient> {
+    match error {
+        sqlx::Error::PoolTimedOut => Some(Transient::Busy),
+        sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => Some(Transient::Unavailable),
+        sqlx::Error::Database(database) => {
+            if let Some(code) = sqlite_code(error) {
+                return match code & 0xff {
+                    SQLITE_BUSY | SQLITE_LOCKED => Some(Transient::Busy),
+                    SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN => {
+                        Some(Transient::Unavailable)
+                    }
+                    _ => None,
+                };
+            }
+            let sqlstate = database.try_downcast_ref::<PgDatabaseError>()?.code();
+            transient_sqlstate(sqlstate)
+        }
+        _ => None,
+    }
+}
+
+/// PostgreSQL's codes for conditions that pass: serialization failures, deadlocks, lock and
+/// statement timeouts (busy); lost connections, exhausted resources, shutdowns, a read-only
+/// standby (unavailable).
+fn transient_sqlstate(sqlstate: &str) -> Option<Transient> {
+    match sqlstate {
+        "40001" | "40P01" | "55P03" | "57014" => Some(Transient::Busy),
+        "25006" | "57P01" | "57P02" | "57P03" | "58030" => Some(Transient::Unavailable),
+        _ if sqlstate.starts_with("08") || sqlstate.starts_with("53") => {
+            Some(Transient::Unavailable)
+        }
+        _ => None,
+    }
+}
+
+/// The SQLite extended result code of a database error.
+fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(database) = error else {
+        return None;
     };
-    let path = std::path::Path::new(rest.split('?').next().unwrap_or_default());
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
-            .with_context(|| format!("could not create the database folder {}", dir.display())),
-        _ => Ok(()),
+    database.try_downcast_ref::<SqliteError>()?;
+    database.code()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths_come_from_file_urls_only() {
+        assert_eq!(
+            sqlite_path("sqlite://data/alias.db?mode=rwc"),
+            Some(PathBuf::from("data/alias.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/alias/alias.db"),
+            Some(PathBuf::from("/var/lib/alias/alias.db"))
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("sqlite://x.db?mode=memory"), None);
+        assert_eq!(sqlite_path("postgres://localhost/alias"), None);
+    }
+
+    #[test]
+    fn pool_and_connection_failures_are_transient() {
+        use sea_orm::ConnAcquireErr;
+        assert_eq!(
+            transient(&DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+            Some(Transient::Busy)
+        );
+        assert_eq!(
+            transient(&DbErr::RecordNotFound("x".to_owned())),
+            None,
+            "a bug stays a bug"
+        );
+        assert_eq!(transient_sqlstate("40001"), Some(Transient::Busy));
+        assert_eq!(transient_sqlstate("08006"), Some(Transient::Unavailable));
+        assert_eq!(
+            transient_sqlstate("23505"),
+            None,
+            "a unique violation is not"
+        );
     }
 }

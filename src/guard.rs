@@ -2,7 +2,6 @@
 //! handler can forget to authenticate.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use chrono::Utc;
 use entity::users;
@@ -11,7 +10,7 @@ use uuid::Uuid;
 
 use crate::context::Ctx;
 use crate::reason::Reason;
-use crate::rpc::{ErrorCode, RpcError};
+use crate::rpc::{ErrorCode, Guarded, RpcError, internal};
 use crate::security::{AuthProvider, KnownSession, TokenError};
 
 /// The caller of a signed-in procedure.
@@ -22,24 +21,20 @@ pub struct SignedIn {
     pub auth_providers: Vec<AuthProvider>,
 }
 
+type Authenticate = fn(Ctx) -> BoxFuture<'static, Result<SignedIn, RpcError>>;
+
 /// Wraps `handler(ctx, signed_in, input)` into a procedure that first authenticates the
-/// `Authorization: Bearer` access token and its session.
-pub fn signed_in<I, O, F, Fut>(
-    handler: F,
-) -> impl Fn(Ctx, I) -> BoxFuture<'static, Result<O, RpcError>> + Send + Sync + 'static
+/// `Authorization: Bearer` access token and its session, before its input is even parsed:
+/// a signed-out caller is told to sign in, never what is wrong with the input.
+pub fn signed_in<I, O, F, Fut>(handler: F) -> Guarded<Authenticate, F>
 where
-    I: Send + 'static,
     F: Fn(Ctx, SignedIn, I) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, RpcError>> + Send + 'static,
 {
-    let handler = Arc::new(handler);
-    move |ctx: Ctx, input: I| {
-        let handler = Arc::clone(&handler);
-        Box::pin(async move {
-            let caller = authenticate(&ctx).await?;
-            handler(ctx, caller, input).await
-        })
-    }
+    Guarded::new(
+        |ctx| Box::pin(async move { authenticate(&ctx).await }),
+        handler,
+    )
 }
 
 fn unauthorized(reason: Reason, message: &'static str) -> RpcError {
@@ -81,10 +76,7 @@ async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
         .session_cache
         .find(&ctx.state.db, token.session_id)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "could not load the session of an access token");
-            RpcError::internal()
-        })?;
+        .map_err(internal("load the session of an access token"))?;
     let revoked = || {
         unauthorized(
             Reason::SessionRevoked,

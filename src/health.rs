@@ -7,6 +7,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::context::App;
+use crate::db;
 
 pub fn routes(app: App) -> axum::Router {
     axum::Router::new()
@@ -20,18 +21,28 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers; a load balancer stops sending traffic while it does not.
+/// The database answers and can take writes; a load balancer stops sending traffic while it
+/// cannot (a read-only SQLite file, a PostgreSQL standby).
 async fn ready(State(app): State<App>) -> (StatusCode, Json<Value>) {
-    match app.db.ping().await {
-        Ok(()) => (
+    let problem = match app.db.ping().await {
+        Err(error) => Some(("unreachable", error.to_string())),
+        Ok(()) => db::check_writable(&app.db, &app.config.database_url)
+            .await
+            .err()
+            .map(|error| ("read_only", error)),
+    };
+    match problem {
+        None => (
             StatusCode::OK,
             Json(json!({ "status": "ready", "database": app.backend })),
         ),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check: database unreachable");
+        Some((problem, error)) => {
+            tracing::warn!(%error, problem, "readiness check: the database cannot serve");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": app.backend })),
+                Json(
+                    json!({ "status": "unavailable", "database": app.backend, "problem": problem }),
+                ),
             )
         }
     }

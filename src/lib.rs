@@ -22,6 +22,7 @@ pub mod reason;
 pub mod rpc;
 pub mod secret_file;
 pub mod security;
+pub mod server;
 pub mod startup;
 pub mod streams;
 pub mod system;

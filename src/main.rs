@@ -82,15 +82,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    db::ensure_sqlite_dir(&config.database_url)?;
-    db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
+    db::open(config).await?;
     tracing::info!("database is up to date");
     Ok(())
 }
 
 async fn rewrap(config: &Config) -> anyhow::Result<()> {
-    db::ensure_sqlite_dir(&config.database_url)?;
-    let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
+    let db = db::open(config).await?;
     let vault = crypto::vault_from_config(&config.key_vault, &config.data_dir, false).await?;
     let report = keys::rewrap_all(&db, vault.as_ref()).await?;
     println!(

@@ -38,6 +38,13 @@ pub enum Reason {
     ApiKeyUnreadable,
     /// The key service (KMS) is unavailable: nothing is lost; try again shortly.
     KeyServiceUnavailable,
+    /// Too many attempts of this action: wait `retryAfterSeconds`.
+    RateLimited,
+    /// The database is saturated or locked for the moment: retry after `retryAfterSeconds`.
+    DatabaseBusy,
+    /// The database cannot be reached or cannot write at the moment: retry after
+    /// `retryAfterSeconds`.
+    DatabaseUnavailable,
 }
 
 impl ErrorReason for Reason {
@@ -58,6 +65,9 @@ impl ErrorReason for Reason {
             Self::ApiKeyMissing => "api_key_missing",
             Self::ApiKeyUnreadable => "api_key_unreadable",
             Self::KeyServiceUnavailable => "key_service_unavailable",
+            Self::RateLimited => "rate_limited",
+            Self::DatabaseBusy => "database_busy",
+            Self::DatabaseUnavailable => "database_unavailable",
         }
     }
 }
@@ -86,6 +96,9 @@ mod tests {
             ApiKeyMissing,
             ApiKeyUnreadable,
             KeyServiceUnavailable,
+            RateLimited,
+            DatabaseBusy,
+            DatabaseUnavailable,
         ];
         for reason in all {
             assert_eq!(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::{HeaderName, Method, header};
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -14,17 +13,20 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::app;
 use crate::auth;
 use crate::chat;
-use crate::config::{Config, CorsOrigins};
+use crate::config::{Config, ConnectionConfig, CorsOrigins};
 use crate::context::{App, AppState};
 use crate::db;
 use crate::health;
-use crate::rpc::{RpcOptions, RpcService};
+use crate::rpc::{self, RpcOptions, RpcService};
+use crate::secret_file;
 use crate::security;
+use crate::server;
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: App,
+    connections: ConnectionConfig,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -33,8 +35,9 @@ impl Application {
     /// Connects to and migrates the database, then binds the listener (port 0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         security::install_crypto_provider();
-        db::ensure_sqlite_dir(&config.database_url)?;
-        let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
+        rpc::recognise_transient(db::transient_error);
+        secret_file::create_private_dir(&config.data_dir)?;
+        let db = db::open(&config).await?;
         let interrupted = chat::fail_interrupted_replies(&db).await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -54,6 +57,7 @@ impl Application {
             trust_proxy: config.trust_proxy,
         };
         let cors = cors_layer(&config.cors_origins);
+        let connections = config.connections.clone();
         let state = AppState::new(config, db, &shutdown).await?;
         let rpc = RpcService::new(
             app::router(),
@@ -72,6 +76,7 @@ impl Application {
             listener,
             router,
             state,
+            connections,
             shutdown,
             grace,
         })
@@ -79,6 +84,11 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The shared state the procedures see (for tests that need to hold its resources).
+    pub fn state(&self) -> App {
+        Arc::clone(&self.state)
     }
 
     /// Cancelling it starts a graceful shutdown (what SIGTERM/SIGINT do in `main`).
@@ -91,36 +101,28 @@ impl Application {
     /// most `ALIAS_SHUTDOWN_GRACE_SECONDS`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (state, grace) = (Arc::clone(&self.state), self.grace);
-        let served = self.serve().await;
+        self.serve().await;
         state.streams.wait_for_saves(grace).await;
-        served
+        Ok(())
     }
 
-    async fn serve(self) -> std::io::Result<()> {
+    async fn serve(self) {
         let shutdown = self.shutdown;
-        // Events must leave at once: with Nagle's algorithm a delta waited ~40 ms for the
-        // previous packet's ACK (bench/chat.sh).
-        let listener = self.listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let server = server::serve(
+            self.listener,
+            self.router,
+            self.connections,
+            shutdown.clone(),
+        );
         let grace = self.grace;
         let deadline = async move {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            result = server => result,
+            () = server => {}
             () = deadline => {
                 tracing::warn!(grace_seconds = grace.as_secs(), "shutdown grace period over; abandoning calls still running");
-                Ok(())
             }
         }
     }

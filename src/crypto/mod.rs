@@ -240,6 +240,7 @@ pub async fn vault_from_config(
 
 fn load_or_generate_master_key(path: &Path) -> anyhow::Result<MasterKey> {
     if path.exists() {
+        crate::secret_file::tighten(path)?;
         let text = Zeroizing::new(
             std::fs::read_to_string(path)
                 .with_context(|| format!("could not read {}", path.display()))?,

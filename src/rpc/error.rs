@@ -1,7 +1,9 @@
 //! tRPC errors: the code table, the JSON error shape, and the error type procedures return.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -88,12 +90,31 @@ impl ErrorCode {
 }
 
 /// Logs an unexpected failure with what we were doing and answers the generic error:
-/// `.map_err(internal("load a chat"))`.
-pub fn internal<E: std::fmt::Display>(doing: &'static str) -> impl Fn(E) -> RpcError {
+/// `.map_err(internal("load a chat"))`. A failure the installed [`TransientCheck`] recognises
+/// (the database pool exhausted, say) is answered as its "try again shortly" error instead.
+pub fn internal<E: std::fmt::Display + 'static>(doing: &'static str) -> impl Fn(E) -> RpcError {
     move |error| {
+        if let Some(transient) = TRANSIENT.get().and_then(|check| check(&error)) {
+            tracing::warn!(%error, code = ?transient.code, "could not {doing}; the client may retry");
+            return transient;
+        }
         tracing::error!(%error, "could not {doing}");
         RpcError::internal()
     }
+}
+
+/// Recognises, among the errors handed to [`internal`], failures of a shared service that
+/// pass by themselves (the database pool exhausted, the database locked or unreachable), and
+/// answers them as "try again shortly" rather than as a bug. This layer knows no service: the
+/// application installs the check once at start-up ([`recognise_transient`]).
+pub type TransientCheck = fn(&dyn Any) -> Option<RpcError>;
+
+static TRANSIENT: OnceLock<TransientCheck> = OnceLock::new();
+
+/// Installs the check [`internal`] consults; the first installed stays (it is the same
+/// function for every server in a process).
+pub fn recognise_transient(check: TransientCheck) {
+    let _ = TRANSIENT.set(check);
 }
 
 /// A machine-readable reason the client can switch on (`data.reason`). The application owns the

@@ -177,7 +177,7 @@ async fn handle<S: Clone + Send + Sync + 'static>(
             request: info,
         };
         let setup = run_guarded(path, Kind::Subscription.as_str(), async {
-            subscribe(ctx, input.as_deref())?.await
+            subscribe(ctx, input.as_deref()).await
         })
         .await;
         return sse::response(setup, (*path).to_owned(), &service.sse);
@@ -280,7 +280,7 @@ fn start_call<S: Clone + Send + Sync + 'static>(
     };
     let input = input.map(str::to_owned);
     Box::pin(run_guarded(call.path, kind.as_str(), async move {
-        handler(ctx, input.as_deref())?.await
+        handler(ctx, input.as_deref()).await
     }))
 }
 

@@ -13,8 +13,10 @@ mod sse;
 mod timestamp;
 pub mod typescript;
 
-pub use error::{ErrorCode, ErrorReason, FieldErrors, RpcError, internal};
+pub use error::{
+    ErrorCode, ErrorReason, FieldErrors, RpcError, TransientCheck, internal, recognise_transient,
+};
 pub use http::{RpcOptions, RpcService};
 pub use json::{JsonValue, Serialized};
-pub use router::{Context, Kind, RequestInfo, Resumed, Router, Tracked};
+pub use router::{Context, Guarded, Kind, ProcedureFn, RequestInfo, Resumed, Router, Tracked};
 pub use timestamp::Timestamp;

@@ -94,14 +94,89 @@ impl Kind {
     }
 }
 
-/// Input arrives as raw JSON text (`None` when the client sent none); the handler parses it
-/// into the procedure's type before any of the procedure runs.
-pub(crate) type UnaryFn<S> = dyn Fn(Context<S>, Option<&str>) -> Result<BoxFuture<Result<String, RpcError>>, RpcError>
-    + Send
-    + Sync;
-pub(crate) type SubscribeFn<S> = dyn Fn(Context<S>, Option<&str>) -> Result<BoxFuture<Result<EventStream, RpcError>>, RpcError>
-    + Send
-    + Sync;
+/// Input arrives as raw JSON text (`None` when the client sent none); the procedure parses it
+/// into its type before its body runs (and after its guard, if it has one).
+pub(crate) type UnaryFn<S> =
+    dyn Fn(Context<S>, Option<&str>) -> BoxFuture<Result<String, RpcError>> + Send + Sync;
+pub(crate) type SubscribeFn<S> =
+    dyn Fn(Context<S>, Option<&str>) -> BoxFuture<Result<EventStream, RpcError>> + Send + Sync;
+
+/// How a procedure's input is read from the call's raw JSON text.
+pub(crate) type Parse<I> = fn(Option<&str>) -> Result<I, RpcError>;
+
+/// What a procedure runs on a call's raw input: a plain `async fn(ctx, input)`, whose input is
+/// parsed first, or a [`Guarded`] one.
+pub trait ProcedureFn<S, I, T>: Send + Sync + 'static {
+    #[doc(hidden)]
+    fn run(
+        &self,
+        ctx: Context<S>,
+        raw: Option<&str>,
+        parse: Parse<I>,
+    ) -> BoxFuture<Result<T, RpcError>>;
+}
+
+impl<S, I, T, F, Fut> ProcedureFn<S, I, T> for F
+where
+    T: Send + 'static,
+    F: Fn(Context<S>, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, RpcError>> + Send + 'static,
+{
+    fn run(
+        &self,
+        ctx: Context<S>,
+        raw: Option<&str>,
+        parse: Parse<I>,
+    ) -> BoxFuture<Result<T, RpcError>> {
+        match parse(raw) {
+            Ok(input) => Box::pin(self(ctx, input)),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
+    }
+}
+
+/// A procedure behind a guard: `guard(ctx)` runs before the input is parsed, and what it
+/// yields (the authenticated caller, say) is handed to `handler(ctx, guarded, input)`. So a
+/// caller the guard refuses learns that, and nothing about the input.
+pub struct Guarded<G, H> {
+    guard: G,
+    handler: Arc<H>,
+}
+
+impl<G, H> Guarded<G, H> {
+    pub fn new(guard: G, handler: H) -> Self {
+        Self {
+            guard,
+            handler: Arc::new(handler),
+        }
+    }
+}
+
+impl<S, C, I, T, G, GuardFut, H, HandlerFut> ProcedureFn<S, I, T> for Guarded<G, H>
+where
+    S: Clone + Send + 'static,
+    I: 'static,
+    G: Fn(Context<S>) -> GuardFut + Send + Sync + 'static,
+    GuardFut: Future<Output = Result<C, RpcError>> + Send + 'static,
+    H: Fn(Context<S>, C, I) -> HandlerFut + Send + Sync + 'static,
+    HandlerFut: Future<Output = Result<T, RpcError>> + Send + 'static,
+{
+    fn run(
+        &self,
+        ctx: Context<S>,
+        raw: Option<&str>,
+        parse: Parse<I>,
+    ) -> BoxFuture<Result<T, RpcError>> {
+        let guarded = (self.guard)(ctx.clone());
+        let handler = Arc::clone(&self.handler);
+        let raw = raw.map(str::to_owned);
+        Box::pin(async move {
+            let passed = guarded.await?;
+            let input = parse(raw.as_deref())?;
+            handler(ctx, passed, input).await
+        })
+    }
+}
 
 pub(crate) enum Handler<S> {
     Unary(Arc<UnaryFn<S>>),
@@ -163,45 +238,42 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         Self::default()
     }
 
-    pub fn query<I, O, F, Fut>(self, path: &str, handler: F) -> Self
+    pub fn query<I, O, P>(self, path: &str, procedure: P) -> Self
     where
         I: DeserializeOwned + Type + 'static,
-        O: Serialize + Type,
-        F: Fn(Context<S>, I) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<O, RpcError>> + Send + 'static,
+        O: Serialize + Type + 'static,
+        P: ProcedureFn<S, I, O>,
     {
-        self.add(path, Kind::Query, unary(handler), Signature::of::<I, O>())
+        self.add(path, Kind::Query, unary(procedure), Signature::of::<I, O>())
     }
 
-    pub fn mutation<I, O, F, Fut>(self, path: &str, handler: F) -> Self
+    pub fn mutation<I, O, P>(self, path: &str, procedure: P) -> Self
     where
         I: DeserializeOwned + Type + 'static,
-        O: Serialize + Type,
-        F: Fn(Context<S>, I) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<O, RpcError>> + Send + 'static,
+        O: Serialize + Type + 'static,
+        P: ProcedureFn<S, I, O>,
     {
         self.add(
             path,
             Kind::Mutation,
-            unary(handler),
+            unary(procedure),
             Signature::of::<I, O>(),
         )
     }
 
     /// A subscription streams tracked events over SSE until its stream ends (the client sees
     /// `return`) or yields an error (the client sees `serialized-error`).
-    pub fn subscription<I, O, F, Fut, St>(self, path: &str, handler: F) -> Self
+    pub fn subscription<I, O, P, St>(self, path: &str, procedure: P) -> Self
     where
-        I: DeserializeOwned + Type + Send + 'static,
+        I: DeserializeOwned + Type + 'static,
         O: Serialize + Type + 'static,
-        F: Fn(Context<S>, I) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<St, RpcError>> + Send + 'static,
+        P: ProcedureFn<S, I, St>,
         St: Stream<Item = Result<Tracked<O>, RpcError>> + Send + 'static,
     {
         self.add(
             path,
             Kind::Subscription,
-            Handler::Subscribe(subscriber(parse_input::<I>, handler)),
+            Handler::Subscribe(subscriber(parse_input::<I>, procedure)),
             Signature::of::<I, O>(),
         )
     }
@@ -210,24 +282,23 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     /// for clients built when the procedure was one. Its input is the mutation's, plus tRPC's
     /// `lastEventId` on reconnect (in [`Resumed`]). It stays out of the TypeScript bindings:
     /// new clients call the mutation.
-    pub fn legacy_subscription<I, O, F, Fut, St>(mut self, path: &str, handler: F) -> Self
+    pub fn legacy_subscription<I, O, P, St>(mut self, path: &str, procedure: P) -> Self
     where
-        I: DeserializeOwned + Send + 'static,
+        I: DeserializeOwned + 'static,
         O: Serialize + 'static,
-        F: Fn(Context<S>, Resumed<I>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<St, RpcError>> + Send + 'static,
+        P: ProcedureFn<S, Resumed<I>, St>,
         St: Stream<Item = Result<Tracked<O>, RpcError>> + Send + 'static,
     {
-        let procedure = self.procedures.get_mut(path);
+        let registered = self.procedures.get_mut(path);
         // Registration is start-up code from literals: a mistake stops the process.
-        let Some(procedure) = procedure.filter(|p| p.kind == Kind::Mutation) else {
+        let Some(registered) = registered.filter(|p| p.kind == Kind::Mutation) else {
             panic!("legacy subscription {path:?} needs a mutation registered at that path first");
         };
         assert!(
-            procedure.legacy_subscription.is_none(),
+            registered.legacy_subscription.is_none(),
             "legacy subscription {path:?} registered twice"
         );
-        procedure.legacy_subscription = Some(subscriber(parse_resumed::<I>, handler));
+        registered.legacy_subscription = Some(subscriber(parse_resumed::<I>, procedure));
         self
     }
 
@@ -278,42 +349,29 @@ impl<S> Router<S> {
     }
 }
 
-fn unary<S, I, O, F, Fut>(handler: F) -> Handler<S>
+fn unary<S, I, O, P>(procedure: P) -> Handler<S>
 where
-    S: Send + 'static,
     I: DeserializeOwned + 'static,
-    O: Serialize,
-    F: Fn(Context<S>, I) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<O, RpcError>> + Send + 'static,
+    O: Serialize + 'static,
+    P: ProcedureFn<S, I, O>,
 {
     Handler::Unary(Arc::new(move |ctx, raw| {
-        let input = parse_input::<I>(raw)?;
-        let output = handler(ctx, input);
-        Ok(Box::pin(async move { serialize_output(&output.await?) }))
+        let output = procedure.run(ctx, raw, parse_input::<I>);
+        Box::pin(async move { serialize_output(&output.await?) })
     }))
 }
 
-/// A subscription handler behind its input parser.
-fn subscriber<S, I, O, F, Fut, St>(
-    parse: fn(Option<&str>) -> Result<I, RpcError>,
-    handler: F,
-) -> Arc<SubscribeFn<S>>
+/// A subscription procedure with its input parser.
+fn subscriber<S, I, O, P, St>(parse: Parse<I>, procedure: P) -> Arc<SubscribeFn<S>>
 where
-    S: Send + 'static,
-    I: Send + 'static,
+    I: 'static,
     O: Serialize + 'static,
-    F: Fn(Context<S>, I) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<St, RpcError>> + Send + 'static,
+    P: ProcedureFn<S, I, St>,
     St: Stream<Item = Result<Tracked<O>, RpcError>> + Send + 'static,
 {
-    let handler = Arc::new(handler);
     Arc::new(move |ctx, raw| {
-        let input = parse(raw)?;
-        let handler = Arc::clone(&handler);
-        Ok(Box::pin(async move {
-            let events = handler(ctx, input).await?;
-            Ok(Box::pin(events.map(serialize_event)) as EventStream)
-        }))
+        let events = procedure.run(ctx, raw, parse);
+        Box::pin(async move { Ok(Box::pin(events.await?.map(serialize_event)) as EventStream) })
     })
 }
 

@@ -166,6 +166,7 @@ impl AccessTokens {
 
 fn load_or_generate(path: &PathBuf) -> anyhow::Result<String> {
     if path.exists() {
+        crate::secret_file::tighten(path)?;
         return std::fs::read_to_string(path)
             .with_context(|| format!("could not read {}", path.display()));
     }
