@@ -27,4 +27,5 @@ pub mod startup;
 pub mod streams;
 pub mod system;
 pub mod telemetry;
+pub mod text;
 pub mod users;

@@ -30,6 +30,10 @@ pub enum AuditAction {
     ApiKeyValidated,
     ApiKeyDeleted,
     ApiKeyUseFailed,
+    /// `apiKeys.set` with a key the provider refused.
+    ApiKeyRejected,
+    /// `apiKeys.set`/`validate` refused for checking too many keys (once per window).
+    ApiKeyCheckLimited,
 }
 
 impl AuditAction {
@@ -46,6 +50,8 @@ impl AuditAction {
             Self::ApiKeyValidated => "api_key_validated",
             Self::ApiKeyDeleted => "api_key_deleted",
             Self::ApiKeyUseFailed => "api_key_use_failed",
+            Self::ApiKeyRejected => "api_key_rejected",
+            Self::ApiKeyCheckLimited => "api_key_check_limited",
         }
     }
 }

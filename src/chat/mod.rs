@@ -30,6 +30,7 @@ use crate::rpc::{
     FieldErrors, Resumed, Router, RpcError, Serialized, Timestamp, Tracked, internal,
 };
 use crate::streams::{LiveStream, Reservation};
+use crate::text;
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -72,8 +73,16 @@ fn parse_title(raw: &str) -> Result<String, String> {
     if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
         Err(format!("use 1 to {MAX_TITLE_CHARS} characters"))
     } else {
-        Ok(title.to_owned())
+        text::check_plain(title).map(|()| title.to_owned())
     }
+}
+
+fn parse_content(raw: &str) -> Result<String, String> {
+    let content = raw.trim();
+    if !(1..=MAX_MESSAGE_CHARS).contains(&content.chars().count()) {
+        return Err(format!("write 1 to {MAX_MESSAGE_CHARS} characters"));
+    }
+    text::check_plain(content).map(|()| content.to_owned())
 }
 
 async fn owned_session(
@@ -386,19 +395,13 @@ async fn reply_stream(
     input: &SendInput,
 ) -> Result<Arc<LiveStream>, RpcError> {
     let mut errors = FieldErrors::default();
-    let content = input.content.trim().to_owned();
-    let length = content.chars().count();
-    errors.check(
-        "content",
-        if (1..=MAX_MESSAGE_CHARS).contains(&length) {
-            Ok(())
-        } else {
-            Err(format!("write 1 to {MAX_MESSAGE_CHARS} characters"))
-        },
-    );
-    if !errors.is_empty() {
-        return Err(errors.into_error());
+    let content = errors.check("content", parse_content(&input.content));
+    if let Some(model) = &input.model {
+        errors.check("model", preferences::parse_model(model));
     }
+    let (Some(content), true) = (content, errors.is_empty()) else {
+        return Err(errors.into_error());
+    };
     let session = owned_session(ctx, &caller, input.session_id).await?;
     let streams = &ctx.state.streams;
     match streams.reserve(session.id, input.client_message_id, caller.user.id) {

@@ -14,6 +14,9 @@ use zeroize::Zeroizing;
 
 use super::{DataKey, EncryptionContext, KeyVault, VaultError};
 
+/// Attempts per KMS call (the first and its retries).
+const MAX_ATTEMPTS: u32 = 3;
+
 pub struct KmsVault {
     client: Client,
     key_id: String,
@@ -30,7 +33,14 @@ impl KmsVault {
                     .operation_timeout(Duration::from_secs(5))
                     .build(),
             )
-            .retry_config(RetryConfig::standard().with_max_attempts(2));
+            // Throttling and 5xx answers are retried, a bounded number of times with a short
+            // backoff, all within the operation timeout above.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(1)),
+            );
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -47,22 +57,35 @@ impl KmsVault {
     }
 }
 
-/// Unreachable or timed out: try later. A service answer about the ciphertext: integrity.
+/// Unreachable, timed out, throttled or failing on its side (any 5xx): try later. A service
+/// answer about the ciphertext: integrity. Anything else: a misconfiguration.
 fn vault_error<E: ProvideErrorMetadata + std::fmt::Debug>(error: SdkError<E>) -> VaultError {
+    let server_failed = error
+        .raw_response()
+        .is_some_and(|response| response.status().is_server_error());
     match &error {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
             VaultError::Unavailable(format!("{error}"))
         }
         SdkError::ServiceError(service) => match service.err().code() {
             Some("InvalidCiphertextException" | "IncorrectKeyException") => VaultError::Integrity,
-            Some("KMSInternalException" | "DependencyTimeoutException") => {
-                VaultError::Unavailable(format!("{:?}", service.err().code()))
+            Some(
+                code @ ("ThrottlingException"
+                | "KMSInternalException"
+                | "DependencyTimeoutException"
+                | "KeyUnavailableException"),
+            ) => VaultError::Unavailable(code.to_owned()),
+            code if server_failed => {
+                VaultError::Unavailable(code.unwrap_or("a server error").to_owned())
             }
             code => VaultError::Other(format!(
                 "KMS refused the request: {}",
                 code.unwrap_or("unknown error")
             )),
         },
+        SdkError::ResponseError(_) if server_failed => {
+            VaultError::Unavailable("an unreadable server error".to_owned())
+        }
         _ => VaultError::Other(format!("{error}")),
     }
 }

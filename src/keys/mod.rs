@@ -3,8 +3,11 @@
 
 mod store;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use uuid::Uuid;
 use zeroize::Zeroizing;
 
 pub use store::{RewrapReport, rewrap_all};
@@ -120,7 +123,8 @@ fn parse_api_key(raw: &str) -> Result<Zeroizing<String>, String> {
     Ok(Zeroizing::new(key.to_owned()))
 }
 
-/// `apiKeys.set`: with validation, a key the provider refuses is not saved.
+/// `apiKeys.set`: with validation, a key the provider refuses is not saved (and the attempt
+/// is audited).
 async fn set(ctx: Ctx, caller: SignedIn, input: SetApiKeyInput) -> Result<ApiKeyInfo, RpcError> {
     let mut errors = FieldErrors::default();
     let Some(api_key) = errors.check("apiKey", parse_api_key(&input.api_key)) else {
@@ -128,10 +132,22 @@ async fn set(ctx: Ctx, caller: SignedIn, input: SetApiKeyInput) -> Result<ApiKey
     };
     let state = &ctx.state;
     let provider = input.provider;
+    limit_key_checks(&ctx, caller.user.id, provider).await?;
     let status = if input.validate.unwrap_or(true) {
         match providers::check_key(&state.http, &state.config.ai, provider, &api_key).await {
             KeyCheck::Valid => KeyStatus::Valid,
-            KeyCheck::Rejected(message) => return Err(rejected(message)),
+            KeyCheck::Rejected(message) => {
+                let metadata = json!({ "provider": provider.as_str() });
+                audit::record(
+                    &state.db,
+                    &ctx.request,
+                    Some(caller.user.id),
+                    AuditAction::ApiKeyRejected,
+                    metadata,
+                )
+                .await;
+                return Err(rejected(message));
+            }
             KeyCheck::Unreachable(message) => return Err(unreachable(message)),
         }
     } else {
@@ -160,6 +176,7 @@ async fn validate(
 ) -> Result<KeyValidation, RpcError> {
     let state = &ctx.state;
     let provider = input.provider;
+    limit_key_checks(&ctx, caller.user.id, provider).await?;
     let api_key = for_user(state, &ctx.request, caller.user.id, provider).await?;
     let (status, message) =
         match providers::check_key(&state.http, &state.config.ai, provider, &api_key).await {
@@ -184,6 +201,53 @@ async fn validate(
     )
     .await;
     Ok(KeyValidation { valid, message })
+}
+
+const KEY_CHECK_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Counts a `set` or `validate` against the user's hourly budget
+/// (`ALIAS_API_KEY_CHECKS_PER_HOUR`): unbounded, they would let anyone test stolen keys
+/// against the providers at our expense. The first refusal of a window is audited (not each
+/// one: a flood of refusals must not become a flood of rows).
+async fn limit_key_checks(ctx: &Ctx, user_id: Uuid, provider: AiProvider) -> Result<(), RpcError> {
+    let state = &ctx.state;
+    let limits = &state.auth.rate_limits;
+    let budget = state.config.api_key_checks_per_hour;
+    let Err(retry) = limits
+        .hit(
+            &format!("api_key_checks:{user_id}"),
+            budget,
+            KEY_CHECK_WINDOW,
+        )
+        .await
+    else {
+        return Ok(());
+    };
+    let first_refusal = limits
+        .hit(
+            &format!("api_key_checks_refused:{user_id}"),
+            1,
+            KEY_CHECK_WINDOW,
+        )
+        .await
+        .is_ok();
+    if first_refusal {
+        let metadata = json!({ "provider": provider.as_str(), "limitPerHour": budget });
+        audit::record(
+            &state.db,
+            &ctx.request,
+            Some(user_id),
+            AuditAction::ApiKeyCheckLimited,
+            metadata,
+        )
+        .await;
+    }
+    Err(RpcError::new(
+        ErrorCode::TooManyRequests,
+        format!("Too many API key checks. Try again in {} seconds.", retry.0),
+    )
+    .with_reason(Reason::RateLimited)
+    .with_retry_after(retry.0))
 }
 
 /// `apiKeys.delete`
@@ -215,7 +279,7 @@ async fn delete(ctx: Ctx, caller: SignedIn, input: ProviderInput) -> Result<(), 
 pub async fn for_user(
     state: &AppState,
     request: &RequestInfo,
-    user_id: uuid::Uuid,
+    user_id: Uuid,
     provider: AiProvider,
 ) -> Result<Zeroizing<String>, RpcError> {
     match store::open(state, user_id, provider).await {
@@ -241,7 +305,7 @@ pub async fn for_user(
 /// Records that the provider refused the user's key while it was in use.
 pub async fn mark_invalid(
     db: &sea_orm::DatabaseConnection,
-    user_id: uuid::Uuid,
+    user_id: Uuid,
     provider: AiProvider,
 ) -> Result<(), sea_orm::DbErr> {
     store::record_validation(db, user_id, provider, KeyStatus::Invalid.as_str()).await
@@ -279,6 +343,7 @@ fn key_error(error: store::StoreError, doing: &'static str) -> RpcError {
                 "The key service is unavailable. Your key is safe; try again shortly.",
             )
             .with_reason(Reason::KeyServiceUnavailable)
+            .with_retry_after(5)
         }
         store::StoreError::Vault(VaultError::Integrity) => {
             tracing::warn!("a stored API key failed its integrity check");
@@ -288,6 +353,7 @@ fn key_error(error: store::StoreError, doing: &'static str) -> RpcError {
             )
             .with_reason(Reason::ApiKeyUnreadable)
         }
+        store::StoreError::Database(error) => internal(doing)(error),
         other => internal(doing)(other),
     }
 }

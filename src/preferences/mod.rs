@@ -277,7 +277,8 @@ fn parse_timezone(raw: &str) -> Result<String, String> {
         .map_err(|_| "use an IANA time zone such as Europe/Paris".to_owned())
 }
 
-fn parse_model(raw: &str) -> Result<String, String> {
+/// A model name as the providers spell them; `chat.send` checks its `model` the same way.
+pub fn parse_model(raw: &str) -> Result<String, String> {
     let model = raw.trim();
     let valid = (1..=100).contains(&model.len())
         && model

@@ -466,6 +466,15 @@ async fn read_body(
         BodyRead::Broken => {
             return Err(RpcError::bad_request("The request body could not be read.").into());
         }
+        BodyRead::TimedOut => {
+            return Err(BodyRefusal {
+                error: RpcError::new(
+                    ErrorCode::Timeout,
+                    "The request body did not arrive in time.",
+                ),
+                close_connection: true,
+            });
+        }
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -483,14 +492,18 @@ enum BodyRead {
     },
     /// The connection failed while reading.
     Broken,
+    /// The server's connection layer gave up waiting for the rest (its body timeout).
+    TimedOut,
 }
 
 /// Reads at most `limit` bytes (`expected` of them, announced, reserved at once).
 async fn read_at_most(mut body: Body, limit: usize, expected: usize) -> BodyRead {
     let mut bytes = Vec::with_capacity(expected.min(limit));
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return BodyRead::Broken;
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) if timed_out(&error) => return BodyRead::TimedOut,
+            Err(_) => return BodyRead::Broken,
         };
         let Ok(data) = frame.into_data() else {
             continue;
@@ -559,7 +572,8 @@ fn expects_continue(headers: &HeaderMap) -> bool {
 }
 
 /// The client address: the socket peer, or with a trusted proxy the address it appended last
-/// to `X-Forwarded-For` (earlier entries are whatever the client claimed).
+/// to `X-Forwarded-For`. Earlier entries are whatever the client claimed, so they are never
+/// used: a last entry that is no address (`unknown`, garbage) means the socket peer.
 fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_proxy: bool) -> IpAddr {
     if !trust_proxy {
         return peer;
@@ -567,11 +581,36 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_proxy: bool) -> IpAddr {
     headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
         .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .and_then(forwarded_address)
         .unwrap_or(peer)
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]` or
+/// `[2001:db8::1]:443` (proxies differ in adding the port and brackets).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(address) = entry.parse::<SocketAddr>() {
+        return Some(address.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|inner| inner.parse::<IpAddr>().ok())
+}
+
+/// The server gave up waiting for the body (its connection layer's body timeout).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |error| error.source()).any(|error| {
+        error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|error| error.kind() == std::io::ErrorKind::TimedOut)
+    })
 }
 
 /// A failure of the request as a whole: reported once per call of a batch, so a batching
@@ -665,6 +704,29 @@ mod tests {
         assert_eq!(client_ip(peer, &headers, false), peer);
         assert_eq!(client_ip(peer, &headers, true), IpAddr::from([5, 6, 7, 8]));
         assert_eq!(client_ip(peer, &HeaderMap::new(), true), peer);
+    }
+
+    #[test]
+    fn the_last_forwarded_entry_is_parsed_in_every_form_and_never_skipped() {
+        let peer: IpAddr = [10, 0, 0, 1].into();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap_or(peer);
+        for (last, expected) in [
+            ("1.2.3.4:5678", IpAddr::from([1, 2, 3, 4])),
+            ("[2001:db8::1]", v6),
+            ("[2001:db8::1]:443", v6),
+            ("2001:db8::1", v6),
+            ("unknown", peer),
+            ("", peer),
+            ("[not an address]", peer),
+        ] {
+            let mut headers = HeaderMap::new();
+            let value = format!("9.9.9.9, {last}");
+            headers.insert(
+                "x-forwarded-for",
+                HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
+            );
+            assert_eq!(client_ip(peer, &headers, true), expected, "{value}");
+        }
     }
 
     #[test]

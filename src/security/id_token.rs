@@ -59,12 +59,15 @@ pub enum IdTokenError {
     KeysUnavailable,
 }
 
-const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
+const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Used when the provider's response carries no usable Cache-Control.
 const DEFAULT_KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Never trust cached keys longer than this, whatever the provider says.
 const MAX_KEYS_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How long a failed download stops others (at most `ALIAS_JWKS_MIN_REFETCH_SECONDS`): during
+/// an outage, sign-ins answer at once instead of each waiting for its own download to fail.
+const FAILURE_MEMORY: Duration = Duration::from_secs(10);
 
 pub struct IdTokenVerifier {
     provider: Provider,
@@ -72,9 +75,20 @@ pub struct IdTokenVerifier {
     validation: Validation,
     http: reqwest::Client,
     min_refetch: Duration,
-    keys: RwLock<CachedKeys>,
-    /// One download at a time; concurrent callers wait and reuse its result.
+    keys: RwLock<KeyState>,
+    /// One download at a time; callers that waited for it use its outcome.
     fetching: Mutex<()>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    /// The last keys downloaded, used past their max-age while downloads fail.
+    cached: CachedKeys,
+    /// Downloads finished, successful or not: a caller that waited for the download lock
+    /// sees whether one ended meanwhile.
+    downloads: u64,
+    /// When the last download failed, unless one succeeded since.
+    failed_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -92,6 +106,29 @@ impl CachedKeys {
 
     fn fetched_within(&self, interval: Duration) -> bool {
         self.fetched_at.is_some_and(|at| at.elapsed() < interval)
+    }
+}
+
+impl KeyState {
+    fn fresh_key(&self, kid: &str) -> Option<DecodingKey> {
+        self.cached
+            .by_kid
+            .get(kid)
+            .filter(|_| self.cached.is_fresh())
+            .cloned()
+    }
+
+    /// The key for `kid` without downloading: fresh, or the last good one while downloads
+    /// fail (within a day of its download).
+    fn lookup(&self, kid: &str) -> Result<DecodingKey, IdTokenError> {
+        let usable = self.cached.fetched_within(MAX_KEYS_AGE);
+        match self.cached.by_kid.get(kid) {
+            Some(key) if usable => Ok(key.clone()),
+            _ if self.failed_at.is_some() => Err(IdTokenError::KeysUnavailable),
+            _ => Err(IdTokenError::Invalid(
+                "the ID token's signing key is unknown".to_owned(),
+            )),
+        }
     }
 }
 
@@ -117,7 +154,7 @@ impl IdTokenVerifier {
             validation,
             http,
             min_refetch,
-            keys: RwLock::new(CachedKeys::default()),
+            keys: RwLock::new(KeyState::default()),
             fetching: Mutex::new(()),
         })
     }
@@ -144,37 +181,50 @@ impl IdTokenVerifier {
     }
 
     /// The key for `kid`: from the cache while fresh; otherwise, or when `kid` is unknown
-    /// (the provider rotated keys), downloaded again, at most once per `min_refetch`.
+    /// (the provider rotated keys), downloaded again: one download at a time, shared by
+    /// every caller waiting for it, at most once per `min_refetch` for unknown kids, not again
+    /// soon after a failure. While downloads fail the last good keys still serve.
     async fn key(&self, kid: &str) -> Result<DecodingKey, IdTokenError> {
-        {
-            let keys = self.keys.read().await;
-            if keys.is_fresh()
-                && let Some(key) = keys.by_kid.get(kid)
-            {
-                return Ok(key.clone());
+        let seen = {
+            let state = self.keys.read().await;
+            if let Some(key) = state.fresh_key(kid) {
+                return Ok(key);
             }
-        }
+            if !self.may_download(&state) {
+                return state.lookup(kid);
+            }
+            state.downloads
+        };
         let _one_download = self.fetching.lock().await;
         {
-            // Another caller may have downloaded while we waited; and an unknown kid must not
-            // let anyone make us download on every request.
-            let keys = self.keys.read().await;
-            let known = keys.by_kid.get(kid).filter(|_| keys.is_fresh());
-            if known.is_some() || keys.fetched_within(self.min_refetch) {
-                return known
-                    .or_else(|| keys.by_kid.get(kid))
-                    .cloned()
-                    .ok_or_else(|| {
-                        IdTokenError::Invalid("the ID token's signing key is unknown".to_owned())
-                    });
+            let state = self.keys.read().await;
+            if state.downloads != seen || !self.may_download(&state) {
+                return state.lookup(kid);
             }
         }
-        let fetched = self.download().await?;
-        let mut keys = self.keys.write().await;
-        *keys = fetched;
-        keys.by_kid.get(kid).cloned().ok_or_else(|| {
-            IdTokenError::Invalid("the ID token's signing key is unknown".to_owned())
-        })
+        let downloaded = self.download().await;
+        let mut state = self.keys.write().await;
+        state.downloads += 1;
+        match downloaded {
+            Ok(keys) => {
+                state.cached = keys;
+                state.failed_at = None;
+            }
+            Err(_) => state.failed_at = Some(Instant::now()),
+        }
+        state.lookup(kid)
+    }
+
+    /// Not right after a failure, nor (for a kid the fresh keys lack) within `min_refetch`
+    /// of the last download: an unknown kid must not make us download on every request.
+    fn may_download(&self, state: &KeyState) -> bool {
+        let failure_memory = self.min_refetch.min(FAILURE_MEMORY);
+        let failed_recently = state
+            .failed_at
+            .is_some_and(|at| at.elapsed() < failure_memory);
+        let refetched_recently =
+            state.cached.is_fresh() && state.cached.fetched_within(self.min_refetch);
+        !failed_recently && !refetched_recently
     }
 
     async fn download(&self) -> Result<CachedKeys, IdTokenError> {

@@ -74,7 +74,8 @@ async fn stream_check(
             "count must be between 1 and {MAX_STREAM_CHECK_TICKS}"
         )));
     }
-    let resume_after = match input.last_event_id.as_deref().map(str::parse::<u32>) {
+    // Any whole number is a valid id to resume after (all ticks past it: none, for a huge one).
+    let resume_after = match input.last_event_id.as_deref().map(str::parse::<u64>) {
         None => 0,
         Some(Ok(seq)) => seq,
         Some(Err(_)) => {
@@ -83,18 +84,16 @@ async fn stream_check(
             ));
         }
     };
-    Ok(futures::stream::unfold(
-        resume_after + 1,
-        move |seq| async move {
-            if seq > count {
-                return None;
-            }
-            tokio::time::sleep(STREAM_CHECK_PACE).await;
-            let tick = StreamTick {
-                seq,
-                at: Utc::now().into(),
-            };
-            Some((Ok(Tracked::new(seq.to_string(), tick)), seq + 1))
-        },
-    ))
+    let first = u32::try_from(resume_after.saturating_add(1)).unwrap_or(u32::MAX);
+    Ok(futures::stream::unfold(first, move |seq| async move {
+        if seq > count {
+            return None;
+        }
+        tokio::time::sleep(STREAM_CHECK_PACE).await;
+        let tick = StreamTick {
+            seq,
+            at: Utc::now().into(),
+        };
+        Some((Ok(Tracked::new(seq.to_string(), tick)), seq + 1))
+    }))
 }

@@ -1,5 +1,7 @@
 //! Account fields parsed once at the edge: past here an `Email` is normalized and valid.
 
+use crate::text;
+
 /// A normalized email address: trimmed and lower-cased, so comparisons ignore case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
@@ -42,10 +44,10 @@ impl DisplayName {
         let length = name.chars().count();
         if length == 0 {
             Err("enter a name".to_owned())
-        } else if length > 100 || name.chars().any(char::is_control) {
-            Err("use at most 100 characters, without control characters".to_owned())
+        } else if length > 100 {
+            Err("use at most 100 characters".to_owned())
         } else {
-            Ok(Self(name.to_owned()))
+            text::check_single_line(name).map(|()| Self(name.to_owned()))
         }
     }
 
@@ -55,6 +57,7 @@ impl DisplayName {
 }
 
 pub fn parse_avatar_url(raw: &str) -> Result<String, String> {
+    text::check_single_line(raw)?;
     let valid = raw.len() <= 2048
         && reqwest::Url::parse(raw)
             .is_ok_and(|url| url.scheme() == "https" && url.host().is_some());
