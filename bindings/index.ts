@@ -84,7 +84,7 @@ export type AppRouter = TRPCBuiltRouter<
 export const AI_PROVIDERS = ["gemini", "openai", "anthropic"] as const;
 
 /** Every `AuditAction`, in declaration order. */
-export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed"] as const;
+export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited"] as const;
 
 /** Every `AuthProvider`, in declaration order. */
 export const AUTH_PROVIDERS = ["password", "google", "apple"] as const;
@@ -108,7 +108,7 @@ export const KEY_STATUSES = ["valid", "invalid", "unvalidated"] as const;
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
 /** Every `Reason`, in declaration order. */
-export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable"] as const;
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable"] as const;
 
 /** Every `Role`, in declaration order. */
 export const ROLES = ["user", "assistant", "tool"] as const;
@@ -138,7 +138,11 @@ export type AppleSignInInput = {
 	name?: string | null,
 };
 
-export type AuditAction = "sign_up" | "sign_in" | "sign_in_failed" | "refresh_token_reused" | "sign_out" | "session_revoked" | "account_deleted" | "api_key_set" | "api_key_validated" | "api_key_deleted" | "api_key_use_failed";
+export type AuditAction = "sign_up" | "sign_in" | "sign_in_failed" | "refresh_token_reused" | "sign_out" | "session_revoked" | "account_deleted" | "api_key_set" | "api_key_validated" | "api_key_deleted" | "api_key_use_failed" | 
+/**  `apiKeys.set` with a key the provider refused. */
+"api_key_rejected" | 
+/**  `apiKeys.set`/`validate` refused for checking too many keys (once per window). */
+"api_key_check_limited";
 
 export type AuditEvent = {
 	id: string,
@@ -387,7 +391,16 @@ export type Reason =
 /**  The saved key can no longer be opened (damaged or moved): ask the user to set it again. */
 "api_key_unreadable" | 
 /**  The key service (KMS) is unavailable: nothing is lost; try again shortly. */
-"key_service_unavailable";
+"key_service_unavailable" | 
+/**  Too many attempts of this action: wait `retryAfterSeconds`. */
+"rate_limited" | 
+/**  The database is saturated or locked for the moment: retry after `retryAfterSeconds`. */
+"database_busy" | 
+/**
+ *  The database cannot be reached or cannot write at the moment: retry after
+ *  `retryAfterSeconds`.
+ */
+"database_unavailable";
 
 export type RefreshInput = {
 	refreshToken: string,

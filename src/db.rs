@@ -3,15 +3,12 @@
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteError, SqliteJournalMode, SqliteSynchronous,
-};
-use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _, postgres::PgDatabaseError};
+use sea_orm::sqlx::sqlite::{SqliteError, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::{self, postgres::PgDatabaseError};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     DbErr, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
@@ -70,8 +67,9 @@ async fn connect(
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> anyhow::Result<DatabaseConnection> {
-    if let Some(path) = sqlite_path(url) {
-        prepare_sqlite_files(&path)?;
+    let path = sqlite_path(url);
+    if let Some(path) = &path {
+        prepare_sqlite_files(path)?;
     }
     let mut options = ConnectOptions::new(url);
     options
@@ -90,8 +88,12 @@ async fn connect(
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
         })
-        .map_sqlx_sqlite_pool_opts(|pool| {
-            pool.after_connect(|connection, _| Box::pin(refuse_read_only(connection)))
+        .map_sqlx_sqlite_pool_opts(move |pool| match path.clone() {
+            Some(path) => pool.after_connect(move |_, _| {
+                let checked = refuse_read_only(&path);
+                Box::pin(async move { checked })
+            }),
+            None => pool,
         });
     let db = Database::connect(options)
         .await
@@ -131,80 +133,70 @@ fn prepare_sqlite_files(path: &Path) -> anyhow::Result<()> {
         secret_file::create_private_dir(dir)?;
     }
     secret_file::create_private_file(path)?;
-    for suffix in ["-wal", "-shm"] {
-        let mut companion = path.as_os_str().to_owned();
-        companion.push(suffix);
-        secret_file::tighten(Path::new(&companion))?;
+    for file in companions(path) {
+        secret_file::tighten(&file)?;
     }
     Ok(())
 }
 
-/// A SQLite connection opened while its file could not be written stays read-only for life:
-/// every write through it fails long after the file is writable again. Refusing such a
-/// connection (the pool retries until its acquire timeout, then the caller is told to retry)
-/// keeps the pool to connections that can write, so it recovers by itself.
-async fn refuse_read_only(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql("PRAGMA busy_timeout = 0")
-        .execute(&mut *connection)
-        .await?;
-    let probe = probe_write(connection).await;
-    let restore = format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(restore))
-        .execute(&mut *connection)
-        .await?;
-    probe
+/// SQLite opens a file it cannot write read-only, without a word, and such a connection stays
+/// read-only for life: every write through it fails long after the file is writable again.
+/// So a new connection is kept only if its files can be opened for writing right after SQLite
+/// opened them (else the pool retries until its acquire timeout and the caller is told to
+/// retry): the pool holds connections that can write, and recovers by itself.
+fn refuse_read_only(path: &Path) -> Result<(), sqlx::Error> {
+    check_files_writable(path).map_err(|problem| {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            problem,
+        ))
+    })
 }
 
-/// Whether the connection can write, without waiting and without writing: `BEGIN IMMEDIATE`
-/// fails at once with SQLITE_READONLY on a read-only connection, and with SQLITE_BUSY (with a
-/// zero busy timeout) when another connection holds the write lock, which proves nothing
-/// against this one.
-async fn probe_write(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    match sqlx::raw_sql("BEGIN IMMEDIATE")
-        .execute(&mut *connection)
-        .await
-    {
-        Ok(_) => sqlx::raw_sql("ROLLBACK")
-            .execute(&mut *connection)
-            .await
-            .map(drop),
-        Err(error) if sqlite_code(&error).is_some_and(|code| code & 0xff == SQLITE_BUSY) => Ok(()),
-        Err(error) => Err(error),
+/// Whether this process can open the database file and its `-wal` and `-shm` companions
+/// (when present) for writing.
+fn check_files_writable(path: &Path) -> Result<(), String> {
+    for file in companions(path) {
+        match std::fs::OpenOptions::new().write(true).open(&file) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && file != path => {}
+            Err(error) => return Err(format!("{} cannot be written: {error}", file.display())),
+        }
     }
+    Ok(())
+}
+
+/// The database file, then its `-wal` and `-shm` files.
+fn companions(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
 }
 
 /// Whether the database can take writes now, for the readiness probe: `Err` says why not.
 /// SQLite: the file and its folder are writable by their mode (a read-only mode is a
-/// deliberate "no writes", even for a root process that could ignore it), and a new
-/// connection can begin a write. PostgreSQL: the session is not read-only (a standby).
+/// deliberate "no writes", even for a root process that could ignore it) and the files can
+/// be opened for writing. PostgreSQL: the session is not read-only (as on a standby).
 pub async fn check_writable(db: &DatabaseConnection, url: &str) -> Result<(), String> {
-    match sqlite_path(url) {
-        Some(path) => {
-            check_modes(&path)?;
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(|error| error.to_string())?
-                .busy_timeout(Duration::ZERO);
-            let mut connection = options.connect().await.map_err(|e| e.to_string())?;
-            let probe = probe_write(&mut connection).await;
-            connection.close().await.ok();
-            probe.map_err(|error| error.to_string())
-        }
-        None => {
-            let statement =
-                Statement::from_string(db.get_database_backend(), "SHOW transaction_read_only");
-            let row = db
-                .query_one_raw(statement)
-                .await
-                .map_err(|e| e.to_string())?;
-            let read_only: Option<String> = row
-                .map(|row| row.try_get_by_index(0))
-                .transpose()
-                .map_err(|e| e.to_string())?;
-            match read_only.as_deref() {
-                Some("off") => Ok(()),
-                _ => Err("the PostgreSQL session is read-only".to_owned()),
-            }
-        }
+    if let Some(path) = sqlite_path(url) {
+        check_modes(&path)?;
+        return check_files_writable(&path);
+    }
+    let statement = Statement::from_string(db.get_database_backend(), "SHOW transaction_read_only");
+    let row = db
+        .query_one_raw(statement)
+        .await
+        .map_err(|e| e.to_string())?;
+    let read_only: Option<String> = row
+        .map(|row| row.try_get_by_index(0))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    match read_only.as_deref() {
+        Some("off") => Ok(()),
+        _ => Err("the PostgreSQL session is read-only".to_owned()),
     }
 }
 

@@ -571,6 +571,15 @@ fn expects_continue(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// The server gave up waiting for the body (its connection layer's body timeout).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |error| error.source()).any(|error| {
+        error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|error| error.kind() == std::io::ErrorKind::TimedOut)
+    })
+}
+
 /// The client address: the socket peer, or with a trusted proxy the address it appended last
 /// to `X-Forwarded-For`. Earlier entries are whatever the client claimed, so they are never
 /// used: a last entry that is no address (`unknown`, garbage) means the socket peer.
@@ -602,15 +611,6 @@ fn forwarded_address(entry: &str) -> Option<IpAddr> {
         .strip_prefix('[')
         .and_then(|rest| rest.strip_suffix(']'))
         .and_then(|inner| inner.parse::<IpAddr>().ok())
-}
-
-/// The server gave up waiting for the body (its connection layer's body timeout).
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |error| error.source()).any(|error| {
-        error
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|error| error.kind() == std::io::ErrorKind::TimedOut)
-    })
 }
 
 /// A failure of the request as a whole: reported once per call of a batch, so a batching

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use alias_server::config::Config;
+use alias_server::context::App;
 use alias_server::rpc::{Router, RpcOptions, RpcService};
 use alias_server::startup::Application;
 use futures::StreamExt;
@@ -40,6 +41,29 @@ macro_rules! both_databases {
     };
 }
 
+/// Like `both_databases!`, for a `$test` (an `async fn(DbKind)`) that spawns its own server
+/// (with its own configuration).
+#[macro_export]
+macro_rules! each_database {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$test($crate::helpers::DbKind::Sqlite).await;
+            }
+
+            #[tokio::test]
+            #[cfg_attr(
+                not(alias_test_postgres),
+                ignore = "ALIAS_TEST_POSTGRES_URL is not set"
+            )]
+            async fn postgres() {
+                super::$test($crate::helpers::DbKind::Postgres).await;
+            }
+        }
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbKind {
     Sqlite,
@@ -49,6 +73,8 @@ pub enum DbKind {
 /// The application, running in this process on its own port and database.
 pub struct TestApp {
     pub client: TestClient,
+    /// The running server's shared state (its database pool, say).
+    pub state: App,
     pub db_kind: DbKind,
     pub database_url: String,
     pub data_dir: tempfile::TempDir,
@@ -85,9 +111,11 @@ impl TestApp {
             .expect("the application starts");
         let addr = app.local_addr().expect("bound address");
         let shutdown = app.shutdown_token();
+        let state = app.state();
         tokio::spawn(app.run_until_stopped());
         Self {
             client: TestClient::new(addr),
+            state,
             db_kind,
             database_url,
             data_dir,
