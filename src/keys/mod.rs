@@ -138,14 +138,7 @@ async fn set(ctx: Ctx, caller: SignedIn, input: SetApiKeyInput) -> Result<ApiKey
             KeyCheck::Valid => KeyStatus::Valid,
             KeyCheck::Rejected(message) => {
                 let metadata = json!({ "provider": provider.as_str() });
-                audit::record(
-                    &state.db,
-                    &ctx.request,
-                    Some(caller.user.id),
-                    AuditAction::ApiKeyRejected,
-                    metadata,
-                )
-                .await;
+                audit(&ctx, caller.user.id, AuditAction::ApiKeyRejected, metadata).await;
                 return Err(rejected(message));
             }
             KeyCheck::Unreachable(message) => return Err(unreachable(message)),
@@ -157,14 +150,7 @@ async fn set(ctx: Ctx, caller: SignedIn, input: SetApiKeyInput) -> Result<ApiKey
         .await
         .map_err(|error| key_error(error, "save an API key"))?;
     let metadata = json!({ "provider": provider.as_str(), "status": status.as_str() });
-    audit::record(
-        &state.db,
-        &ctx.request,
-        Some(caller.user.id),
-        AuditAction::ApiKeySet,
-        metadata,
-    )
-    .await;
+    audit(&ctx, caller.user.id, AuditAction::ApiKeySet, metadata).await;
     info(row).ok_or_else(RpcError::internal)
 }
 
@@ -192,14 +178,7 @@ async fn validate(
         .map_err(internal("record a key validation"))?;
     let valid = status == KeyStatus::Valid;
     let metadata = json!({ "provider": provider.as_str(), "valid": valid });
-    audit::record(
-        &state.db,
-        &ctx.request,
-        Some(caller.user.id),
-        AuditAction::ApiKeyValidated,
-        metadata,
-    )
-    .await;
+    audit(&ctx, caller.user.id, AuditAction::ApiKeyValidated, metadata).await;
     Ok(KeyValidation { valid, message })
 }
 
@@ -233,14 +212,7 @@ async fn limit_key_checks(ctx: &Ctx, user_id: Uuid, provider: AiProvider) -> Res
         .is_ok();
     if first_refusal {
         let metadata = json!({ "provider": provider.as_str(), "limitPerHour": budget });
-        audit::record(
-            &state.db,
-            &ctx.request,
-            Some(user_id),
-            AuditAction::ApiKeyCheckLimited,
-            metadata,
-        )
-        .await;
+        audit(ctx, user_id, AuditAction::ApiKeyCheckLimited, metadata).await;
     }
     Err(RpcError::new(
         ErrorCode::TooManyRequests,
@@ -248,6 +220,11 @@ async fn limit_key_checks(ctx: &Ctx, user_id: Uuid, provider: AiProvider) -> Res
     )
     .with_reason(Reason::RateLimited)
     .with_retry_after(retry.0))
+}
+
+/// Records what the caller did with their keys (never the key).
+async fn audit(ctx: &Ctx, user_id: Uuid, action: AuditAction, metadata: serde_json::Value) {
+    audit::record(&ctx.state.db, &ctx.request, Some(user_id), action, metadata).await;
 }
 
 /// `apiKeys.delete`
@@ -263,14 +240,7 @@ async fn delete(ctx: Ctx, caller: SignedIn, input: ProviderInput) -> Result<(), 
         )));
     }
     let metadata = json!({ "provider": provider.as_str() });
-    audit::record(
-        &ctx.state.db,
-        &ctx.request,
-        Some(caller.user.id),
-        AuditAction::ApiKeyDeleted,
-        metadata,
-    )
-    .await;
+    audit(&ctx, caller.user.id, AuditAction::ApiKeyDeleted, metadata).await;
     Ok(())
 }
 

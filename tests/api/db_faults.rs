@@ -11,9 +11,7 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::each_database;
-use crate::helpers::{DbKind, TestApp, error_code, error_reason, unique_email};
-
-const PASSWORD: &str = "correct horse battery";
+use crate::helpers::{DbKind, TestApp, error_code, error_reason};
 
 async fn app(db_kind: DbKind, pool: u32) -> TestApp {
     TestApp::spawn_with(db_kind, |config| {
@@ -21,14 +19,6 @@ async fn app(db_kind: DbKind, pool: u32) -> TestApp {
         config.db_acquire_timeout = Duration::from_millis(500);
     })
     .await
-}
-
-async fn token(app: &TestApp) -> String {
-    let session = app.register(&unique_email(), PASSWORD).await;
-    session["accessToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn assert_retry_later(status: StatusCode, body: &Value) {
@@ -66,7 +56,7 @@ async fn update_preferences(app: &TestApp, token: &str, temperature: f64) -> (St
 
 async fn an_exhausted_pool_is_service_unavailable_then_recovers(db_kind: DbKind) {
     let app = app(db_kind, 2).await;
-    let token = token(&app).await;
+    let token = app.new_user().await;
     let held = [
         app.state.db.begin().await.expect("hold a connection"),
         app.state.db.begin().await.expect("hold another"),
@@ -138,7 +128,7 @@ fn chattr(path: &Path, flag: &str) -> bool {
 #[tokio::test]
 async fn a_sqlite_file_made_read_only_then_writable_recovers_by_itself() {
     let app = app(DbKind::Sqlite, 6).await;
-    let token = token(&app).await;
+    let token = app.new_user().await;
     assert_eq!(ready(&app).await, StatusCode::OK);
 
     let read_only = ReadOnly::make(&app.data_dir.path().join("alias.db"));
@@ -204,7 +194,7 @@ async fn postgres_read_only(app: &TestApp, read_only: bool) {
 )]
 async fn a_postgres_that_cannot_write_is_not_ready_and_asks_to_retry() {
     let app = app(DbKind::Postgres, 4).await;
-    let token = token(&app).await;
+    let token = app.new_user().await;
     postgres_read_only(&app, true).await;
     // The pool notices its closed sessions; the new ones cannot write.
     let mut status = StatusCode::OK;

@@ -51,11 +51,7 @@ impl FakeProviders {
                 }),
             )
             .merge(chat_routes(&requests));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::helpers::serve_in_background(app).await;
         Self {
             base_url: format!("http://{addr}"),
             seen,

@@ -149,6 +149,17 @@ impl TestApp {
             .expect("connect to the test database")
     }
 
+    /// Registers a fresh account and returns its access token.
+    pub async fn new_user(&self) -> String {
+        let session = self
+            .register(&unique_email(), "correct horse battery")
+            .await;
+        session["accessToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// Registers a fresh account and returns its `AuthSession`.
     pub async fn register(&self, email: &str, password: &str) -> Value {
         let input =
@@ -164,6 +175,16 @@ impl std::ops::Deref for TestApp {
     fn deref(&self) -> &TestClient {
         &self.client
     }
+}
+
+/// Serves a stand-in for another service (a provider, a key server) on a free local port.
+pub async fn serve_in_background(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
 }
 
 /// A bare RPC service over a router built in the test, for testing the protocol layer itself.

@@ -10,14 +10,6 @@ use crate::helpers::{DbKind, SseStream, TestApp, data, error_code, error_reason,
 
 const PASSWORD: &str = "correct horse battery";
 
-async fn token(app: &TestApp) -> String {
-    let session = app.register(&unique_email(), PASSWORD).await;
-    session["accessToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn field_error<'a>(body: &'a Value, field: &str) -> &'a Value {
     &body["error"]["data"]["fieldErrors"][field]
 }
@@ -40,7 +32,7 @@ async fn subscription_error(app: &TestApp, token: &str, path: &str, input: &Valu
 }
 
 async fn control_characters_are_field_errors_on_every_stored_text(app: TestApp) {
-    let token = token(&app).await;
+    let token = app.new_user().await;
     let (_, created) = app.mutation_as(&token, "chat.sessions.create", None).await;
     let session_id = data(&created)["id"].clone();
     for bad in [
@@ -120,7 +112,7 @@ both_databases!(control_characters_are_field_errors_on_every_stored_text);
 #[tokio::test]
 async fn chat_send_checks_its_model_as_preferences_do() {
     let app = TestApp::spawn(DbKind::Sqlite).await;
-    let token = token(&app).await;
+    let token = app.new_user().await;
     let (_, created) = app.mutation_as(&token, "chat.sessions.create", None).await;
     for model in ["m".repeat(5000), "gemini 2.5".to_owned(), String::new()] {
         let input = json!({
@@ -231,7 +223,7 @@ async fn a_signed_out_call_with_malformed_input_is_unauthorized_first() {
         .unwrap_or_default();
     assert_eq!(error["data"]["code"], "UNAUTHORIZED", "{events:?}");
     // Signed in, the same input is a field error.
-    let token = token(&app).await;
+    let token = app.new_user().await;
     let (status, body) = app
         .query_as(
             &token,

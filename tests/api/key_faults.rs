@@ -15,17 +15,17 @@ use serde_json::{Value, json};
 
 use crate::each_database;
 use crate::fake_providers::FakeProviders;
-use crate::helpers::{DbKind, TestApp, data, error_code, error_reason, unique_email};
+use crate::helpers::{DbKind, TestApp, data, error_code, error_reason};
 
-const PASSWORD: &str = "correct horse battery";
 const CHECKS_PER_HOUR: u32 = 3;
 
-async fn user(app: &TestApp) -> String {
-    let session = app.register(&unique_email(), PASSWORD).await;
-    session["accessToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+async fn validate(app: &TestApp, token: &str) -> (StatusCode, Value) {
+    app.mutation_as(
+        token,
+        "apiKeys.validate",
+        Some(json!({ "provider": "gemini" })),
+    )
+    .await
 }
 
 /// Ten `apiKeys.set` calls in one batched request, as the oracle abuse sent them.
@@ -60,7 +60,7 @@ async fn key_checks_are_limited_per_user_and_audited(db_kind: DbKind) {
         config.api_key_checks_per_hour = CHECKS_PER_HOUR;
     })
     .await;
-    let token = user(&app).await;
+    let token = app.new_user().await;
 
     let answers = batch_of_sets(&app, &token, "AIza-rejected-key").await;
     let reasons: Vec<&str> = answers.iter().map(error_reason).collect();
@@ -88,13 +88,7 @@ async fn key_checks_are_limited_per_user_and_audited(db_kind: DbKind) {
             .is_some_and(|seconds| seconds > 0),
         "{limited_answer}"
     );
-    let (status, body) = app
-        .mutation_as(
-            &token,
-            "apiKeys.validate",
-            Some(json!({ "provider": "gemini" })),
-        )
-        .await;
+    let (status, body) = validate(&app, &token).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(error_reason(&body), "rate_limited");
 
@@ -121,7 +115,7 @@ async fn key_checks_are_limited_per_user_and_audited(db_kind: DbKind) {
         "once, not per refusal: {actions:?}"
     );
 
-    let other = user(&app).await;
+    let other = app.new_user().await;
     let (status, body) = app
         .mutation_as(
             &other,
@@ -175,11 +169,7 @@ impl KmsFront {
                 }
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::helpers::serve_in_background(app).await;
         Self {
             url: format!("http://{addr}"),
             mode,
@@ -288,7 +278,7 @@ async fn a_throttled_or_failing_kms_is_service_unavailable_after_bounded_retries
         };
     })
     .await;
-    let token = user(&app).await;
+    let token = app.new_user().await;
     let set = |provider: &str, api_key: &str| {
         app.mutation_as(
             &token,
@@ -305,13 +295,7 @@ async fn a_throttled_or_failing_kms_is_service_unavailable_after_bounded_retries
         KmsMode::BadGateway,
     ] {
         front.answer(mode);
-        let (status, body) = app
-            .mutation_as(
-                &token,
-                "apiKeys.validate",
-                Some(json!({ "provider": "gemini" })),
-            )
-            .await;
+        let (status, body) = validate(&app, &token).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{mode:?}: {body}");
         assert_eq!(error_reason(&body), "key_service_unavailable", "{mode:?}");
         let (status, body) = set("openai", "sk-valid-during-kms-trouble").await;
@@ -326,13 +310,7 @@ async fn a_throttled_or_failing_kms_is_service_unavailable_after_bounded_retries
     }
 
     front.answer(KmsMode::Pass);
-    let (status, body) = app
-        .mutation_as(
-            &token,
-            "apiKeys.validate",
-            Some(json!({ "provider": "gemini" })),
-        )
-        .await;
+    let (status, body) = validate(&app, &token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(data(&body)["valid"], true);
     let (_, listed) = app.query_as(&token, "apiKeys.list", None).await;
