@@ -35,9 +35,8 @@ struct State {
     /// When the headers of the next request started (the connection opened, or bytes arrived
     /// while no request was in flight).
     head_started: Option<Instant>,
-    /// When the last response ended.
-    idle_since: Instant,
-    /// When the connection last changed between waiting on its client and the server working.
+    /// When the connection last changed between waiting on its client and the server working
+    /// (with nothing in flight: when the last response ended, or the connection opened).
     since: Instant,
     /// A request body timed out: close once its answer is out, the rest cannot be read.
     doomed: bool,
@@ -51,7 +50,6 @@ impl Conn {
                 in_flight: 0,
                 reading_body: 0,
                 head_started: Some(now),
-                idle_since: now,
                 since: now,
                 doomed: false,
             }),
@@ -82,7 +80,7 @@ impl Conn {
         }
         Some(match state.head_started {
             Some(started) => started + limits.header_timeout,
-            None => state.idle_since + limits.idle_timeout,
+            None => state.since + limits.idle_timeout,
         })
     }
 
@@ -181,7 +179,6 @@ impl Drop for InFlight {
         self.0.update(|state, now| {
             state.in_flight = state.in_flight.saturating_sub(1);
             if state.in_flight == 0 {
-                state.idle_since = now;
                 state.since = now;
             }
         });
