@@ -107,7 +107,7 @@ pub(crate) type Parse<I> = fn(Option<&str>) -> Result<I, RpcError>;
 /// What a procedure runs on a call's raw input: a plain `async fn(ctx, input)`, whose input is
 /// parsed first, or a [`Guarded`] one.
 pub trait ProcedureFn<S, I, T>: Send + Sync + 'static {
-    #[doc(hidden)]
+    /// Runs the procedure on the call's raw input, read with `parse`.
     fn run(
         &self,
         ctx: Context<S>,
