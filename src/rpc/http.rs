@@ -496,9 +496,13 @@ enum BodyRead {
     TimedOut,
 }
 
-/// Reads at most `limit` bytes (`expected` of them, announced, reserved at once).
+/// What a body's announced length reserves before any of it arrives: enough for the usual
+/// call at once, never so much that many half-sent bodies (a slowloris) hold the memory.
+const UPFRONT_RESERVE_BYTES: usize = 64 * 1024;
+
+/// Reads at most `limit` bytes (`expected` of them announced; part reserved at once).
 async fn read_at_most(mut body: Body, limit: usize, expected: usize) -> BodyRead {
-    let mut bytes = Vec::with_capacity(expected.min(limit));
+    let mut bytes = Vec::with_capacity(expected.min(limit).min(UPFRONT_RESERVE_BYTES));
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(frame) => frame,
