@@ -37,7 +37,10 @@ pub struct LiveStream {
     length: watch::Sender<usize>,
     finished: AtomicBool,
     finished_at: Mutex<Option<Instant>>,
-    /// Cancelled by a stop request or shutdown: the task ends early and saves what it has.
+    /// What the stream is about was deleted: it ended at once, its task must write nothing.
+    revoked: AtomicBool,
+    /// Cancelled by a stop request or shutdown (the task ends early and saves what it has)
+    /// or by revocation (it ends without saving).
     pub stop: CancellationToken,
 }
 
@@ -50,6 +53,7 @@ impl LiveStream {
             length: watch::Sender::new(0),
             finished: AtomicBool::new(false),
             finished_at: Mutex::new(None),
+            revoked: AtomicBool::new(false),
             stop,
         }
     }
@@ -89,8 +93,25 @@ impl LiveStream {
         self.length.send_modify(|_| {});
     }
 
+    /// Ends the stream now (subscribers see a normal end) and stops its task, which must
+    /// then write nothing: what it worked for was deleted. Later events are dropped.
+    fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+        self.finish();
+    }
+
+    /// Whether the stream was revoked: its task must end without writing anything.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
+    }
+
     fn append(&self, entry: impl FnOnce(usize) -> Entry) {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        // Under the log's lock, so no event slips in after a revocation's end.
+        if self.is_revoked() {
+            return;
+        }
         let position = log.len() + 1;
         log.push(entry(position));
         self.length.send_replace(log.len());
@@ -190,6 +211,31 @@ impl Streams {
             .remove(&(scope, key));
     }
 
+    /// Revokes every stream of `scope` (a deleted chat session).
+    pub fn revoke_scope(&self, scope: Uuid) {
+        self.revoke_where(|(stream_scope, _), _| *stream_scope == scope);
+    }
+
+    /// Revokes every stream `owner` started (a deleted account).
+    pub fn revoke_owner(&self, owner: Uuid) {
+        self.revoke_where(|_, stream| stream.owner == owner);
+    }
+
+    /// Ends and forgets the matching streams: their subscribers see them end normally, their
+    /// tasks stop at once (dropping any provider request) and write nothing more, and
+    /// following them afterwards finds nothing in memory.
+    fn revoke_where(&self, doomed: impl Fn(&Key, &LiveStream) -> bool) {
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        by_key.retain(|key, stream| {
+            if doomed(key, stream) {
+                stream.revoke();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     /// The running stream producing `subject` for `owner`.
     pub fn running(&self, owner: Uuid, subject: Uuid) -> Option<Arc<LiveStream>> {
         self.producing(owner, subject).filter(|s| !s.is_finished())
@@ -261,6 +307,38 @@ mod tests {
                 ("2".to_owned(), r#""b""#.to_owned()),
                 ("3".to_owned(), r#""c""#.to_owned())
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn revoking_ends_streams_by_scope_or_owner_and_forgets_them() {
+        let streams = Streams::new(CancellationToken::new());
+        let (scope, other_scope, owner) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let reserve = |scope, owner| match streams.reserve(scope, Uuid::now_v7(), owner) {
+            Reservation::New(stream) => stream,
+            Reservation::Existing(_) => panic!("a new key"),
+        };
+        let (in_scope, elsewhere, other_owner) = (
+            reserve(scope, owner),
+            reserve(other_scope, owner),
+            reserve(other_scope, Uuid::now_v7()),
+        );
+        in_scope.push(&"a");
+        let followed = Arc::clone(&in_scope).subscribe::<String>(None);
+        streams.revoke_scope(scope);
+        assert!(in_scope.is_revoked() && in_scope.stop.is_cancelled());
+        in_scope.push(&"late");
+        assert_eq!(
+            followed.count().await,
+            1,
+            "ended, nothing after the revocation"
+        );
+        assert!(!elsewhere.is_revoked() && !other_owner.is_revoked());
+        streams.revoke_owner(owner);
+        assert!(elsewhere.is_revoked() && !other_owner.is_revoked());
+        assert_eq!(
+            streams.by_key.lock().map(|by_key| by_key.len()).ok(),
+            Some(1)
         );
     }
 }

@@ -22,6 +22,8 @@ pub struct Model {
     pub is_liked: bool,
     pub client_message_id: Option<Uuid>,
     pub reply_to: Option<Uuid>,
+    /// Why the reply failed (`status` "error"): `{ reason, message, retryAfterSeconds }`.
+    pub error: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     #[sea_orm(belongs_to, from = "session_id", to = "id")]

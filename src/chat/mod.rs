@@ -252,9 +252,12 @@ async fn update_session(
     Ok(updated.into())
 }
 
-/// `chat.sessions.delete`: the session and all its messages.
+/// `chat.sessions.delete`: the session and all its messages. A reply still being written
+/// stops at once (its provider request dropped, nothing more written) and its followers see
+/// their stream end.
 async fn delete_session(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<(), RpcError> {
     let session = owned_session(&ctx, &caller, input.id).await?;
+    ctx.state.streams.revoke_scope(session.id);
     store::delete_session(&ctx.state.db, session.id)
         .await
         .map_err(internal("delete a chat session"))
@@ -583,7 +586,7 @@ async fn start(
         user: caller.user,
         session,
         user_message,
-        assistant_id: assistant.id,
+        assistant,
         provider,
         model,
         api_key,

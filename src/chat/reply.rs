@@ -8,19 +8,20 @@ use chrono::Utc;
 use entity::{chat_messages, chat_sessions, users};
 use futures::StreamExt;
 use serde_json::json;
-use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::store::{self, NewMessage, Outcome};
 use super::tools::{self, ToolContext};
-use super::types::{ChatEvent, Message, MessageStatus, Role, ToolCallRecord, Usage};
+use super::types::{
+    ChatEvent, Message, MessageError, MessageErrorReason, MessageStatus, Role, ToolCallRecord,
+    Usage,
+};
 use crate::audit::{self, AuditAction};
 use crate::context::App;
 use crate::keys;
 use crate::preferences::Preferences;
 use crate::providers::{self, AiProvider, ChatRequest, ProviderError, Turn, Upstream};
-use crate::reason::Reason;
-use crate::rpc::{ErrorCode, RequestInfo, RpcError};
+use crate::rpc::RequestInfo;
 use crate::streams::LiveStream;
 
 /// Messages read for the history before the character budget trims them.
@@ -34,7 +35,8 @@ pub struct ReplyJob {
     pub user: users::Model,
     pub session: chat_sessions::Model,
     pub user_message: chat_messages::Model,
-    pub assistant_id: Uuid,
+    /// The reply's row as first saved (empty, streaming).
+    pub assistant: chat_messages::Model,
     pub provider: AiProvider,
     pub model: String,
     pub api_key: Zeroizing<String>,
@@ -68,6 +70,9 @@ impl Progress {
 
 /// Runs the reply to its end and records how it ended; never returns an error, because
 /// nobody may be listening: the outcome is in the generation's events and the database.
+/// Every ending, failures included, is a `done` whose message tells how it ended (the
+/// subscription itself never fails once the message is saved). A revoked generation (its
+/// chat or account deleted) ends without writing anything.
 pub async fn run(job: ReplyJob) {
     let mut progress = Progress {
         text: String::new(),
@@ -76,19 +81,29 @@ pub async fn run(job: ReplyJob) {
         saved_at: Instant::now(),
     };
     let result = write(&job, &mut progress).await;
-    let status = match &result {
-        Ok(Ending::Completed) => MessageStatus::Complete,
-        Ok(Ending::Stopped) => MessageStatus::Stopped,
-        Err(_) => MessageStatus::Error,
+    if job.generation.is_revoked() {
+        return;
+    }
+    let (status, error) = match result {
+        Ok(Ending::Completed) => (MessageStatus::Complete, None),
+        Ok(Ending::Stopped) => (MessageStatus::Stopped, None),
+        Err(error) => (MessageStatus::Error, Some(error)),
     };
     let outcome = Outcome {
         content: &progress.text,
         status,
         usage: progress.usage,
         tool_calls: &progress.tool_calls,
+        error: error.as_ref(),
     };
     let db = &job.state.db;
-    let saved = store::finish_reply(db, job.assistant_id, outcome).await;
+    let saved = match store::finish_reply(db, job.assistant.id, outcome).await {
+        Ok(saved) => Some(saved),
+        Err(error) => {
+            tracing::error!(%error, "could not save a finished reply");
+            None
+        }
+    };
     if let Err(error) = store::touch_session(db, job.session.id, 0).await {
         tracing::error!(%error, "could not update a chat session after a reply");
     }
@@ -98,32 +113,37 @@ pub async fn run(job: ReplyJob) {
     {
         tracing::error!(%error, "could not discard an unsaved conversation");
     }
-    match (result, saved) {
-        (Ok(ending), Ok(saved)) => {
-            if matches!(ending, Ending::Completed)
-                && job.first_exchange
-                && job.preferences.save_conversations
-            {
-                let title = title(&job, &progress.text).await;
-                if let Err(error) = store::set_title(db, job.session.id, &title).await {
-                    tracing::error!(%error, "could not save a chat title");
-                }
-                job.generation.push(&ChatEvent::Title { title });
-            }
-            job.generation.push(&ChatEvent::Done {
-                message: saved.into(),
-            });
-            job.generation.finish();
+    let message = match saved {
+        Some(saved) => saved,
+        // As it stands in memory, so the app still learns how the reply ended.
+        None => chat_messages::Model {
+            content: progress.text.clone(),
+            status: MessageStatus::Error.as_str().to_owned(),
+            error: serde_json::to_value(internal_error()).ok(),
+            ..job.assistant.clone()
+        },
+    };
+    if status == MessageStatus::Complete
+        && message.status == status.as_str()
+        && job.first_exchange
+        && job.preferences.save_conversations
+    {
+        let title = title(&job, &progress.text).await;
+        if job.generation.is_revoked() {
+            return;
         }
-        (Err(error), _) => job.generation.fail(error),
-        (Ok(_), Err(error)) => {
-            tracing::error!(%error, "could not save a finished reply");
-            job.generation.fail(RpcError::internal());
+        if let Err(error) = store::set_title(db, job.session.id, &title).await {
+            tracing::error!(%error, "could not save a chat title");
         }
+        job.generation.push(&ChatEvent::Title { title });
     }
+    job.generation.push(&ChatEvent::Done {
+        message: message.into(),
+    });
+    job.generation.finish();
 }
 
-async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, RpcError> {
+async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, MessageError> {
     let state = &job.state;
     let max_rounds = state.config.chat.max_tool_rounds;
     let mut turns = history(job).await?;
@@ -204,7 +224,7 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, RpcErr
 async fn run_tool(
     job: &ReplyJob,
     call: &providers::ToolCallRequest,
-) -> Result<serde_json::Value, RpcError> {
+) -> Result<serde_json::Value, MessageError> {
     job.generation.push(&ChatEvent::ToolCall {
         name: call.name.clone(),
         arguments: call.arguments.clone(),
@@ -238,6 +258,10 @@ async fn run_tool(
         tool_calls: Some(json!([record])),
     };
     let db = &job.state.db;
+    // A tool may take a while: its chat may have been deleted meanwhile.
+    if job.generation.is_revoked() {
+        return Ok(result);
+    }
     store::insert_message(db, message)
         .await
         .map_err(saving_failed)?;
@@ -247,9 +271,17 @@ async fn run_tool(
     Ok(result)
 }
 
-fn saving_failed(error: sea_orm::DbErr) -> RpcError {
+fn saving_failed(error: sea_orm::DbErr) -> MessageError {
     tracing::error!(%error, "could not save part of a reply");
-    RpcError::internal()
+    internal_error()
+}
+
+fn internal_error() -> MessageError {
+    MessageError {
+        reason: MessageErrorReason::Internal,
+        message: "The reply could not be saved. Send your message again.".to_owned(),
+        retry_after_seconds: None,
+    }
 }
 
 /// Saves the growing text at most once per flush interval, so a crash loses little and the
@@ -259,7 +291,7 @@ async fn save_progress(job: &ReplyJob, progress: &mut Progress) {
         return;
     }
     progress.saved_at = Instant::now();
-    if let Err(error) = store::save_progress(&job.state.db, job.assistant_id, &progress.text).await
+    if let Err(error) = store::save_progress(&job.state.db, job.assistant.id, &progress.text).await
     {
         tracing::warn!(%error, "could not save a streaming reply's progress");
     }
@@ -267,7 +299,7 @@ async fn save_progress(job: &ReplyJob, progress: &mut Progress) {
 
 /// The conversation for the provider: the newest messages that fit the character budget,
 /// oldest first, consecutive messages of one role merged (providers want alternation).
-async fn history(job: &ReplyJob) -> Result<Vec<Turn>, RpcError> {
+async fn history(job: &ReplyJob) -> Result<Vec<Turn>, MessageError> {
     let rows = store::recent_messages(&job.state.db, job.session.id, HISTORY_MESSAGES)
         .await
         .map_err(saving_failed)?;
@@ -275,7 +307,7 @@ async fn history(job: &ReplyJob) -> Result<Vec<Turn>, RpcError> {
     let mut kept: Vec<(Role, String)> = Vec::new();
     for row in rows {
         let message = Message::from(row);
-        if message.id == job.assistant_id || message.content.trim().is_empty() {
+        if message.id == job.assistant.id || message.content.trim().is_empty() {
             continue;
         }
         let length = message.content.chars().count();
@@ -336,7 +368,8 @@ fn system_prompt(job: &ReplyJob) -> String {
     )
 }
 
-/// A short title from the same provider; on any failure, the first words of the message.
+/// A short title from the same provider; on any failure, or when the reply is stopped (or the
+/// server shuts down) meanwhile, the first words of the message, at once.
 async fn title(job: &ReplyJob, reply: &str) -> String {
     let fallback = first_words(&job.user_message.content);
     let request = ChatRequest {
@@ -364,7 +397,12 @@ async fn title(job: &ReplyJob, reply: &str) -> String {
         provider: job.provider,
         api_key: &job.api_key,
     };
-    match providers::complete_chat(&upstream, &request).await {
+    let generated = tokio::select! {
+        biased;
+        () = job.generation.stop.cancelled() => return fallback,
+        generated = providers::complete_chat(&upstream, &request) => generated,
+    };
+    match generated {
         Ok(text) => clean_title(&text).unwrap_or(fallback),
         Err(error) => {
             tracing::info!(%error, "title generation failed; using the first words");
@@ -395,41 +433,52 @@ fn first_words(text: &str) -> String {
     }
 }
 
-/// Turns a provider failure into the subscription's error, and a refused key into an
-/// invalid key the app can show.
-fn provider_failure(job: &ReplyJob, error: ProviderError) -> RpcError {
+/// Why the reply failed, in words the app can show; a refused key is also marked invalid.
+fn provider_failure(job: &ReplyJob, error: ProviderError) -> MessageError {
     let name = job.provider.display_name();
-    match error {
+    let (reason, message, retry_after_seconds) = match error {
         ProviderError::KeyRejected => {
             mark_key_invalid(job);
-            RpcError::new(
-                ErrorCode::PreconditionFailed,
+            (
+                MessageErrorReason::ApiKeyRejected,
                 format!("{name} refused your API key. Update it in settings."),
+                None,
             )
-            .with_reason(Reason::ApiKeyRejected)
         }
         ProviderError::RateLimited {
             retry_after_seconds,
-        } => RpcError::new(
-            ErrorCode::TooManyRequests,
+        } => (
+            MessageErrorReason::ProviderRateLimited,
             format!(
                 "{name} is rate limiting your key. Try again in {retry_after_seconds} seconds."
             ),
-        )
-        .with_retry_after(retry_after_seconds),
-        ProviderError::Timeout => RpcError::new(
-            ErrorCode::BadGateway,
-            format!("{name} did not answer in time."),
-        )
-        .with_reason(Reason::ProviderUnreachable),
+            Some(retry_after_seconds),
+        ),
+        ProviderError::Overloaded {
+            retry_after_seconds,
+        } => (
+            MessageErrorReason::ProviderOverloaded,
+            format!("{name} is overloaded. Try again in {retry_after_seconds} seconds."),
+            Some(retry_after_seconds),
+        ),
+        ProviderError::Timeout => (
+            MessageErrorReason::ProviderTimeout,
+            format!("{name} did not answer in time. Try again."),
+            None,
+        ),
         ProviderError::Upstream(detail) => {
             tracing::warn!(provider = job.provider.as_str(), %detail, "provider failed during a reply");
-            RpcError::new(
-                ErrorCode::BadGateway,
-                format!("{name} failed while writing the reply."),
+            (
+                MessageErrorReason::ProviderError,
+                format!("{name} failed while writing the reply. Try again."),
+                None,
             )
-            .with_reason(Reason::ProviderUnreachable)
         }
+    };
+    MessageError {
+        reason,
+        message,
+        retry_after_seconds,
     }
 }
 

@@ -399,7 +399,11 @@ mod tests {
         use chrono::Duration;
         use entity::{chat_messages, chat_sessions, users};
         use migration::{Migrator, MigratorTrait};
-        use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, Database, EntityTrait};
+        use sea_orm::{
+            ActiveModelTrait,
+            ActiveValue::{NotSet, Set},
+            ConnectionTrait, Database, EntityTrait,
+        };
 
         /// A freshly migrated database, removed when dropped (even when the test panics).
         struct TestDb {
@@ -582,7 +586,7 @@ mod tests {
         ) -> Uuid {
             let id = Uuid::now_v7();
             let now = Utc::now();
-            chat_messages::ActiveModel {
+            let row = chat_messages::ActiveModel {
                 id: Set(id),
                 session_id: Set(session_id),
                 user_id: Set(user_id),
@@ -597,12 +601,15 @@ mod tests {
                 is_liked: Set(false),
                 client_message_id: Set(None),
                 reply_to: Set(None),
+                // Not set nor read back: later migrations may be reverted by the test.
+                error: NotSet,
                 created_at: Set(now),
                 updated_at: Set(now),
-            }
-            .insert(db)
-            .await
-            .expect("insert message");
+            };
+            chat_messages::Entity::insert(row)
+                .exec_without_returning(db)
+                .await
+                .expect("insert message");
             id
         }
 
@@ -978,7 +985,13 @@ mod tests {
         async fn migration_indexes_existing_rows_and_reverts(test_db: &TestDb) {
             let db = &test_db.db;
             let alice = user(db).await;
-            Migrator::down(db, Some(1)).await.expect("revert search");
+            // The search migration and every later one.
+            let reverted = Migrator::migrations()
+                .iter()
+                .rev()
+                .position(|m| m.name() == "m20261122_000004_chat_search")
+                .and_then(|later| u32::try_from(later + 1).ok());
+            Migrator::down(db, reverted).await.expect("revert search");
             assert!(
                 search_messages(db, alice, "anything", 10).await.is_err(),
                 "search objects removed"

@@ -11,7 +11,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::types::{MessageStatus, Role, ToolCallRecord, Usage};
+use super::types::{MessageError, MessageErrorReason, MessageStatus, Role, ToolCallRecord, Usage};
 use crate::pagination::{Cursor, PageRequest};
 
 pub const DEFAULT_TITLE: &str = "New chat";
@@ -254,6 +254,7 @@ pub async fn insert_message(
         is_liked: Set(false),
         client_message_id: Set(message.client_message_id),
         reply_to: Set(message.reply_to),
+        error: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -325,6 +326,8 @@ pub struct Outcome<'a> {
     pub status: MessageStatus,
     pub usage: Option<Usage>,
     pub tool_calls: &'a [ToolCallRecord],
+    /// Why it failed, with status "error".
+    pub error: Option<&'a MessageError>,
 }
 
 pub async fn finish_reply(
@@ -347,6 +350,9 @@ pub async fn finish_reply(
         input_tokens: Set(tokens(|usage| usage.input_tokens)),
         output_tokens: Set(tokens(|usage| usage.output_tokens)),
         tool_calls: Set(tool_calls),
+        error: Set(outcome
+            .error
+            .and_then(|error| serde_json::to_value(error).ok())),
         updated_at: Set(Utc::now()),
         ..Default::default()
     };
@@ -399,10 +405,19 @@ pub async fn delete_exchange(
 
 /// At start-up: replies that were streaming when the process died will never finish.
 pub async fn fail_interrupted_replies(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    let interrupted = MessageError {
+        reason: MessageErrorReason::Interrupted,
+        message: "The server stopped while writing this reply. Send your message again.".to_owned(),
+        retry_after_seconds: None,
+    };
     chat_messages::Entity::update_many()
         .col_expr(
             chat_messages::Column::Status,
             Expr::value(MessageStatus::Error.as_str()),
+        )
+        .col_expr(
+            chat_messages::Column::Error,
+            Expr::value(serde_json::to_value(interrupted).unwrap_or_default()),
         )
         .col_expr(chat_messages::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(chat_messages::Column::Status.eq(MessageStatus::Streaming.as_str()))

@@ -126,6 +126,9 @@ pub struct Message {
     pub tool_calls: Vec<ToolCallRecord>,
     pub is_liked: bool,
     pub created_at: Timestamp,
+    /// Why the reply failed, when `status` is "error" (null otherwise, and for replies that
+    /// failed before the server kept reasons).
+    pub error: Option<MessageError>,
 }
 
 impl From<chat_messages::Model> for Message {
@@ -152,8 +155,43 @@ impl From<chat_messages::Model> for Message {
                 .unwrap_or_default(),
             is_liked: row.is_liked,
             created_at: row.created_at.into(),
+            error: row
+                .error
+                .and_then(|error| serde_json::from_value(error).ok()),
         }
     }
+}
+
+/// Why a reply failed: the app shows `message` and may switch on `reason`; with
+/// `retryAfterSeconds`, sending again before then fails the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageError {
+    pub reason: MessageErrorReason,
+    pub message: String,
+    pub retry_after_seconds: Option<u32>,
+}
+
+/// The closed set of reasons a reply fails after the user's message was saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageErrorReason {
+    /// The provider refused the API key (now marked invalid): the user must update it.
+    ApiKeyRejected,
+    /// The provider is rate limiting the key (quota, requests per minute): retry after
+    /// `retryAfterSeconds`.
+    ProviderRateLimited,
+    /// The provider is overloaded: retry after `retryAfterSeconds`.
+    ProviderOverloaded,
+    /// The provider did not start, or stopped sending, within the configured time.
+    ProviderTimeout,
+    /// The provider failed otherwise: an error status or an error inside the stream, a broken
+    /// or malformed stream, or no connection at all.
+    ProviderError,
+    /// The server stopped (a crash) before the reply ended; the text so far is kept.
+    Interrupted,
+    /// The server could not save the reply.
+    Internal,
 }
 
 /// One event of a reply (`chat.follow`), tagged by `type`.

@@ -103,13 +103,9 @@ fn tool(tool: &ToolSpec) -> Value {
     })
 }
 
-/// Whether an error body says Anthropic is overloaded or rate limiting (529 and 429): both
-/// mean "try again later", as the same errors do mid-stream.
+/// Whether an error body says Anthropic is overloaded (its 529), whatever the status.
 fn is_overloaded(body: &Value) -> bool {
-    matches!(
-        body["error"]["type"].as_str(),
-        Some("overloaded_error" | "rate_limit_error")
-    )
+    body["error"]["type"].as_str() == Some("overloaded_error")
 }
 
 /// The streamed events; any other type is an error (as asked of every provider here).
@@ -195,8 +191,10 @@ struct ApiError {
 
 impl ApiError {
     fn into_provider_error(self) -> ProviderError {
-        if matches!(self.kind.as_str(), "overloaded_error" | "rate_limit_error") {
-            return wire::rate_limited();
+        match self.kind.as_str() {
+            "overloaded_error" => return wire::overloaded(),
+            "rate_limit_error" => return wire::rate_limited(),
+            _ => {}
         }
         wire::reported_error(AiProvider::Anthropic, self.message.as_deref())
     }
@@ -564,18 +562,18 @@ data: {"type":"message_stop"}
         let overloaded = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
         assert_eq!(
             decode_all(overloaded, StreamDecoder::default).await,
-            vec![Err(ProviderError::RateLimited {
+            vec![Err(ProviderError::Overloaded {
                 retry_after_seconds: 30
             })]
         );
     }
 
     #[test]
-    fn overload_and_rate_limit_bodies_are_recognised() {
+    fn overload_bodies_are_recognised() {
         let body =
             |kind: &str| json!({ "type": "error", "error": { "type": kind, "message": "x" } });
         assert!(is_overloaded(&body("overloaded_error")));
-        assert!(is_overloaded(&body("rate_limit_error")));
+        assert!(!is_overloaded(&body("rate_limit_error")));
         assert!(!is_overloaded(&body("invalid_request_error")));
     }
 

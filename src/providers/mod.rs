@@ -13,6 +13,9 @@ pub use types::{
     ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 
+use futures::StreamExt;
+use zeroize::Zeroizing;
+
 use self::anthropic::Anthropic;
 use self::gemini::Gemini;
 use self::openai::OpenAi;
@@ -27,17 +30,23 @@ fn chat_provider(provider: AiProvider) -> &'static dyn ChatProvider {
     }
 }
 
-/// Streams a reply from `upstream.provider`.
+/// Streams a reply from `upstream.provider`. Every error, before or inside the stream, is
+/// `scrubbed`.
 pub async fn stream_chat(
     upstream: &Upstream<'_>,
     request: &ChatRequest,
 ) -> Result<EventStream, ProviderError> {
-    chat_provider(upstream.provider)
+    let api_key = Zeroizing::new(upstream.api_key.to_owned());
+    let events = chat_provider(upstream.provider)
         .stream(upstream, request)
         .await
+        .map_err(|error| scrubbed(error, &api_key))?;
+    Ok(events
+        .map(move |event| event.map_err(|error| scrubbed(error, &api_key)))
+        .boxed())
 }
 
-/// A whole reply from `upstream.provider`, without streaming.
+/// A whole reply from `upstream.provider`, without streaming; its error is `scrubbed`.
 pub async fn complete_chat(
     upstream: &Upstream<'_>,
     request: &ChatRequest,
@@ -45,6 +54,25 @@ pub async fn complete_chat(
     chat_provider(upstream.provider)
         .complete(upstream, request)
         .await
+        .map_err(|error| scrubbed(error, upstream.api_key))
+}
+
+/// Provider texts are logged and may be shown: enough to diagnose, no more.
+const MAX_ERROR_MESSAGE_CHARS: usize = 250;
+
+/// The one place provider texts (error bodies, error events) leave the provider modules: the
+/// caller's key, should the provider echo it, is replaced before the text is shortened (so no
+/// part of it survives at the cut).
+fn scrubbed(error: ProviderError, api_key: &str) -> ProviderError {
+    let ProviderError::Upstream(text) = error else {
+        return error;
+    };
+    let text = if api_key.is_empty() {
+        text
+    } else {
+        text.replace(api_key, "[key]")
+    };
+    ProviderError::Upstream(text.chars().take(MAX_ERROR_MESSAGE_CHARS).collect())
 }
 
 /// What the provider said about a key.
@@ -126,13 +154,14 @@ mod tests {
             api_key: "sk-secret-key",
         };
         let status = StatusCode::from_u16(status).expect("a status");
-        wire::classify_status(
+        let error = wire::classify_status(
             chat_provider(provider),
             &upstream,
             status,
             retry_after,
             body,
-        )
+        );
+        scrubbed(error, upstream.api_key)
     }
 
     #[test]
@@ -182,8 +211,14 @@ mod tests {
         let overloaded = json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } });
         assert_eq!(
             classify(AiProvider::Anthropic, 529, None, &overloaded),
-            ProviderError::RateLimited {
+            ProviderError::Overloaded {
                 retry_after_seconds: 30
+            }
+        );
+        assert_eq!(
+            classify(AiProvider::Openai, 503, Some(5), &Value::Null),
+            ProviderError::Overloaded {
+                retry_after_seconds: 5
             }
         );
     }
@@ -197,7 +232,14 @@ mod tests {
         };
         assert!(message.starts_with("OpenAI answered 404 Not Found: Key [key] cannot use xxx"));
         assert!(!message.contains("sk-secret-key"));
-        assert!(message.len() < 250);
+        assert_eq!(message.chars().count(), MAX_ERROR_MESSAGE_CHARS);
+        // A key straddling the cut is scrubbed whole before it.
+        let long = format!("{}sk-secret-key", "x".repeat(MAX_ERROR_MESSAGE_CHARS - 5));
+        let ProviderError::Upstream(cut) = scrubbed(ProviderError::Upstream(long), "sk-secret-key")
+        else {
+            panic!("an upstream error");
+        };
+        assert!(cut.ends_with("xxxxx[key]"), "{cut}");
         assert_eq!(
             classify(AiProvider::Gemini, 500, None, &Value::Null),
             ProviderError::Upstream("Gemini answered 500 Internal Server Error".to_owned())

@@ -146,10 +146,14 @@ pub enum ProviderError {
     KeyRejected,
     #[error("the provider is rate limiting this key")]
     RateLimited { retry_after_seconds: u32 },
+    /// 503, Anthropic's 529 or an `overloaded_error`: the provider is busy for everyone.
+    #[error("the provider is overloaded")]
+    Overloaded { retry_after_seconds: u32 },
     /// No first byte, or no event, within the configured time.
     #[error("the provider did not answer in time")]
     Timeout,
-    /// Anything else: an error status, an error event, or a malformed or unknown event.
+    /// Anything else: an error status, an error event, or a malformed or unknown event. The
+    /// text may quote the provider; `stream_chat` and `complete_chat` scrub the key from it.
     #[error("the provider failed: {0}")]
     Upstream(String),
 }
@@ -191,7 +195,7 @@ pub trait ChatProvider: Send + Sync {
         None
     }
 
-    /// Whether an error body says the provider is overloaded (treated as a rate limit).
+    /// Whether an error body says the provider is overloaded.
     fn is_overloaded(&self, _body: &Value) -> bool {
         false
     }

@@ -12,9 +12,6 @@ use super::types::{AiProvider, ChatProvider, EventStream, ProviderError, Upstrea
 /// What a 429 without a usable Retry-After asks to wait.
 const DEFAULT_RETRY_AFTER_SECONDS: u32 = 30;
 
-/// Upstream error messages are shown to users and logged: enough to diagnose, no more.
-const MAX_ERROR_MESSAGE_CHARS: usize = 200;
-
 /// POSTs `body` as JSON, waiting at most `first_byte_timeout` for the response headers.
 /// Answers only a successful response; error statuses become `ProviderError`s.
 pub(super) async fn post(
@@ -112,34 +109,33 @@ pub(super) fn classify_status(
     retry_after: Option<u32>,
     body: &Value,
 ) -> ProviderError {
-    let rate_limited = || ProviderError::RateLimited {
-        retry_after_seconds: retry_after
-            .or_else(|| dialect.retry_delay(body))
-            .unwrap_or(DEFAULT_RETRY_AFTER_SECONDS),
-    };
+    let retry_after_seconds = retry_after
+        .or_else(|| dialect.retry_delay(body))
+        .unwrap_or(DEFAULT_RETRY_AFTER_SECONDS);
     match status.as_u16() {
         401 | 403 => ProviderError::KeyRejected,
         400 if dialect.rejects_key(body) => ProviderError::KeyRejected,
-        429 => rate_limited(),
-        _ if dialect.is_overloaded(body) => rate_limited(),
-        _ => ProviderError::Upstream(describe_status(upstream, status, body)),
+        429 => ProviderError::RateLimited {
+            retry_after_seconds,
+        },
+        503 | 529 => ProviderError::Overloaded {
+            retry_after_seconds,
+        },
+        _ if dialect.is_overloaded(body) => ProviderError::Overloaded {
+            retry_after_seconds,
+        },
+        _ => ProviderError::Upstream(describe_status(upstream.provider, status, body)),
     }
 }
 
-/// "OpenAI answered 404 Not Found: The model `x` does not exist", with the key scrubbed should
-/// the provider echo it.
-fn describe_status(upstream: &Upstream<'_>, status: reqwest::StatusCode, body: &Value) -> String {
-    let name = upstream.provider.display_name();
-    let Some(message) = body["error"]["message"].as_str() else {
-        return format!("{name} answered {status}");
-    };
-    // Scrubbed before truncating, so no part of the key survives at the cut.
-    let message = if upstream.api_key.is_empty() {
-        truncated(message)
-    } else {
-        truncated(&message.replace(upstream.api_key, "[key]"))
-    };
-    format!("{name} answered {status}: {message}")
+/// "OpenAI answered 404 Not Found: The model `x` does not exist" (the key scrubbed and the
+/// text shortened at the providers' boundary, `super::scrubbed`).
+fn describe_status(provider: AiProvider, status: reqwest::StatusCode, body: &Value) -> String {
+    let name = provider.display_name();
+    match body["error"]["message"].as_str() {
+        Some(message) => format!("{name} answered {status}: {message}"),
+        None => format!("{name} answered {status}"),
+    }
 }
 
 /// Retry-After in seconds (the HTTP-date form is rare enough from these APIs to default).
@@ -153,9 +149,16 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u32> {
         .ok()
 }
 
-/// The default wait for a rate limit or overload reported inside a stream.
+/// The default wait for a rate limit reported inside a stream.
 pub(super) fn rate_limited() -> ProviderError {
     ProviderError::RateLimited {
+        retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS,
+    }
+}
+
+/// The default wait for an overload reported inside a stream.
+pub(super) fn overloaded() -> ProviderError {
+    ProviderError::Overloaded {
         retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS,
     }
 }
@@ -213,10 +216,10 @@ impl Default for CallIds {
 
 /// An error the provider reported in its own words.
 pub(super) fn reported_error(provider: AiProvider, message: Option<&str>) -> ProviderError {
-    let message = truncated(message.unwrap_or("no details"));
     ProviderError::Upstream(format!(
-        "{} reported an error: {message}",
-        provider.display_name()
+        "{} reported an error: {}",
+        provider.display_name(),
+        message.unwrap_or("no details")
     ))
 }
 
@@ -237,10 +240,6 @@ pub(super) fn non_empty_reply(provider: AiProvider, text: String) -> Result<Stri
         )));
     }
     Ok(text)
-}
-
-fn truncated(message: &str) -> String {
-    message.chars().take(MAX_ERROR_MESSAGE_CHARS).collect()
 }
 
 #[cfg(test)]

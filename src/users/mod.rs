@@ -144,6 +144,8 @@ async fn delete(ctx: Ctx, caller: SignedIn, input: DeleteUserInput) -> Result<()
             );
         }
     }
+    // Its running chat replies stop first: none may call a provider with its key again.
+    ctx.state.streams.revoke_owner(user.id);
     users::Entity::delete_by_id(user.id)
         .exec(&ctx.state.db)
         .await

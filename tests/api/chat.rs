@@ -325,14 +325,18 @@ async fn an_upstream_failure_mid_stream_keeps_the_text_so_far() {
         .await
         .collect()
         .await;
-    let error = last_error(&events);
-    assert_eq!(error["data"]["code"], "BAD_GATEWAY", "{events:?}");
-    assert_eq!(error["data"]["reason"], "provider_unreachable");
+    assert_eq!(last_error(&events), Value::Null, "{events:?}");
+    let done = payloads(&events).last().cloned().expect("done");
+    assert_eq!(
+        done["message"]["error"]["reason"], "provider_error",
+        "{done}"
+    );
     let partial = text_of(&payloads(&events));
     assert!(!partial.is_empty());
     let reply = &chat.messages().await[1];
     assert_eq!(reply["status"], "error");
     assert_eq!(reply["content"], partial);
+    assert_eq!(reply, &done["message"]);
 }
 
 #[tokio::test]
@@ -346,9 +350,9 @@ async fn a_slow_first_byte_times_out() {
         .await
         .collect()
         .await;
+    let done = payloads(&events).last().cloned().expect("done");
     assert_eq!(
-        last_error(&events)["data"]["code"],
-        "BAD_GATEWAY",
+        done["message"]["error"]["reason"], "provider_timeout",
         "{events:?}"
     );
     assert_eq!(chat.messages().await[1]["status"], "error");
@@ -362,9 +366,9 @@ async fn a_provider_rate_limit_says_when_to_retry() {
         .await
         .collect()
         .await;
-    let error = last_error(&events);
-    assert_eq!(error["data"]["code"], "TOO_MANY_REQUESTS", "{events:?}");
-    assert_eq!(error["data"]["retryAfterSeconds"], 7);
+    let error = &payloads(&events).last().cloned().expect("done")["message"]["error"];
+    assert_eq!(error["reason"], "provider_rate_limited", "{events:?}");
+    assert_eq!(error["retryAfterSeconds"], 7);
 }
 
 /// The connection drops mid-reply; reconnecting with the last event id resumes without
@@ -539,6 +543,7 @@ async fn replies_cut_off_by_a_crash_become_errors_at_start_up() {
         is_liked: Set(false),
         client_message_id: Set(None),
         reply_to: Set(None),
+        error: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     };
@@ -553,7 +558,7 @@ async fn replies_cut_off_by_a_crash_become_errors_at_start_up() {
 }
 
 #[tokio::test]
-async fn a_missing_or_refused_key_ends_the_stream_with_a_precondition() {
+async fn a_missing_key_is_a_precondition_and_a_refused_one_ends_the_reply() {
     let chat = Chat::start(DbKind::Sqlite, "gemini").await;
     let missing = json!({ "sessionId": chat.session_id, "content": "hi", "clientMessageId": new_id(), "provider": "openai" });
     let events = chat.send(&missing, None).await.collect().await;
@@ -570,9 +575,9 @@ async fn a_missing_or_refused_key_ends_the_stream_with_a_precondition() {
     chat.set_key("anthropic", "key-rejected-1111").await;
     let refused = json!({ "sessionId": chat.session_id, "content": "hi", "clientMessageId": new_id(), "provider": "anthropic" });
     let events = chat.send(&refused, None).await.collect().await;
-    let error = last_error(&events);
-    assert_eq!(error["data"]["code"], "PRECONDITION_FAILED", "{events:?}");
-    assert_eq!(error["data"]["reason"], "api_key_rejected");
+    let done = payloads(&events).last().cloned().expect("done");
+    assert_eq!(done["message"]["status"], "error", "{events:?}");
+    assert_eq!(done["message"]["error"]["reason"], "api_key_rejected");
     // The key is marked invalid beside the reply's end: give it a moment under load.
     let mut status = Value::Null;
     for _ in 0..50 {

@@ -3,8 +3,10 @@
 //! provider refuses), `…forbidden…` gets 403, `…slow…` answers after 3 s, `…broken…` gets 500.
 //!
 //! Chat completions (streamed and whole) follow a script chosen by the last user message: see
-//! `Reply`. Every chat request is recorded for tests to check the wire format.
+//! `Reply`. Every chat request is recorded for tests to check the wire format, and streamed
+//! replies still being sent are counted (`open_streams`), so tests see when one is dropped.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,12 +29,14 @@ pub struct FakeProviders {
     pub base_url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     requests: Requests,
+    open_streams: Arc<AtomicUsize>,
 }
 
 impl FakeProviders {
     pub async fn start() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let requests = Requests::default();
+        let open_streams = Arc::new(AtomicUsize::new(0));
         let (gemini, openai, anthropic) = (Arc::clone(&seen), Arc::clone(&seen), Arc::clone(&seen));
         let app = axum::Router::new()
             .route(
@@ -50,13 +54,20 @@ impl FakeProviders {
                     openai_or_anthropic_models(headers, seen)
                 }),
             )
-            .merge(chat_routes(&requests));
+            .merge(chat_routes(&requests, &open_streams));
         let addr = crate::helpers::serve_in_background(app).await;
         Self {
             base_url: format!("http://{addr}"),
             seen,
             requests,
+            open_streams,
         }
+    }
+
+    /// Streamed replies whose body is still being sent: one the server stops reading is
+    /// dropped (and no longer counted) at the next frame it cannot send.
+    pub fn open_streams(&self) -> usize {
+        self.open_streams.load(Ordering::SeqCst)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -176,12 +187,19 @@ impl FakeProviders {
 /// What a whole (non-streamed) reply says: the app asks for those only for titles.
 pub const TITLE: &str = "Test Chat Title";
 
-fn chat_routes(requests: &Requests) -> axum::Router {
+fn chat_routes(requests: &Requests, open_streams: &Arc<AtomicUsize>) -> axum::Router {
     let route = |provider: AiProvider| {
         let requests = Arc::clone(requests);
+        let open_streams = Arc::clone(open_streams);
         post(
             move |uri: Uri, headers: HeaderMap, body: axum::Json<Value>| {
-                chat(provider, uri, headers, body.0, requests)
+                let call = Call {
+                    provider,
+                    uri,
+                    api_key: chat_key(provider, &headers),
+                    body: body.0,
+                };
+                chat(call, headers, requests, open_streams)
             },
         )
     };
@@ -191,14 +209,26 @@ fn chat_routes(requests: &Requests) -> axum::Router {
         .route("/v1/messages", route(AiProvider::Anthropic))
 }
 
-async fn chat(
+/// A chat request as the fake's routes received it.
+struct Call {
     provider: AiProvider,
     uri: Uri,
-    headers: HeaderMap,
+    api_key: String,
     body: Value,
+}
+
+async fn chat(
+    call: Call,
+    headers: HeaderMap,
     requests: Requests,
+    open_streams: Arc<AtomicUsize>,
 ) -> Response {
-    let api_key = chat_key(provider, &headers);
+    let Call {
+        provider,
+        ref uri,
+        ref api_key,
+        ref body,
+    } = call;
     if let Ok(mut requests) = requests.lock() {
         requests.push(ChatCall {
             provider,
@@ -213,14 +243,14 @@ async fn chat(
     if provider == AiProvider::Anthropic && header(&headers, "anthropic-version").is_empty() {
         return StatusCode::BAD_REQUEST.into_response();
     }
-    match verdict(&api_key).await {
+    match verdict(api_key).await {
         Some(StatusCode::UNAUTHORIZED) if provider == AiProvider::Gemini => gemini_invalid_key(),
         Some(status) => (
             status,
             axum::Json(json!({ "error": { "message": "invalid key" } })),
         )
             .into_response(),
-        None => chat_reply(provider, &uri, &body).await,
+        None => chat_reply(&call, open_streams).await,
     }
 }
 
@@ -235,12 +265,23 @@ fn chat_key(provider: AiProvider, headers: &HeaderMap) -> String {
     }
 }
 
-async fn chat_reply(provider: AiProvider, uri: &Uri, body: &Value) -> Response {
+async fn chat_reply(call: &Call, open_streams: Arc<AtomicUsize>) -> Response {
+    let Call {
+        provider,
+        uri,
+        api_key,
+        body,
+    } = call;
+    let provider = *provider;
     let streaming = match provider {
         AiProvider::Gemini => uri.path().ends_with(":streamGenerateContent"),
         AiProvider::Openai | AiProvider::Anthropic => body["stream"] == true,
     };
     if !streaming {
+        // A title for a conversation that asked for a slow one takes a minute.
+        if body.to_string().contains("slow title") {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
         return axum::Json(whole_reply(provider, TITLE)).into_response();
     }
     // Without `alt=sse` Gemini streams a JSON array instead, which nothing here speaks.
@@ -251,11 +292,15 @@ async fn chat_reply(provider: AiProvider, uri: &Uri, body: &Value) -> Response {
     if said.text.contains("rate limit") {
         return rate_limited(provider);
     }
+    if said.text.contains("overloaded") {
+        return overloaded(provider);
+    }
     if said.text.contains("slow start") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let usage = provider != AiProvider::Openai || body["stream_options"]["include_usage"] == true;
-    sse_response(frames(provider, &Reply::to(provider, &said), usage))
+    let reply = Reply::to(provider, &said, api_key);
+    sse_response(frames(provider, &reply, usage), open_streams)
 }
 
 /// The end of the conversation in a request: the last user text, and whether a tool's result
@@ -304,23 +349,35 @@ impl LastSaid {
 }
 
 /// The scripted replies, by the last user message: "use a tool" calls `get_current_time` and,
-/// given its result, says "The time is known."; "fail midway" breaks after two words; "long
-/// reply" is 50 words at 50 ms each; "slow start" waits 3 s before answering; "rate limit" is
-/// a 429 with Retry-After: 7; anything else is "Hello from <provider>." at 20 ms a word.
+/// given its result, says "The time is known."; "fail midway" breaks after two words; "error
+/// event" says two words, then reports an error (in the provider's own error event) quoting
+/// the request's API key; "long reply" is 50 words at 50 ms each; "keep streaming" is a word
+/// every 50 ms for a minute; "slow start" waits 3 s before answering; "rate limit" is a 429
+/// with Retry-After: 7; "overloaded" is a 503 (Anthropic: 529) with Retry-After: 11; "slow
+/// title" makes the title (a whole reply) take a minute; anything else is "Hello from
+/// <provider>." at 20 ms a word.
 enum Reply {
     Words { words: Vec<String>, pause: Duration },
     ToolCall,
     FailMidway,
+    ErrorEvent { message: String },
 }
 
 impl Reply {
-    fn to(provider: AiProvider, said: &LastSaid) -> Self {
+    fn to(provider: AiProvider, said: &LastSaid, api_key: &str) -> Self {
         let words = |text: &str, millis| Self::Words {
             words: words(text),
             pause: Duration::from_millis(millis),
         };
         if said.text.contains("fail midway") {
             Self::FailMidway
+        } else if said.text.contains("error event") {
+            Self::ErrorEvent {
+                message: format!("Quota check failed for API key {api_key}; contact support"),
+            }
+        } else if said.text.contains("keep streaming") {
+            let text: Vec<String> = (1..=1200).map(|n| format!("word{n}")).collect();
+            words(&text.join(" "), 50)
         } else if said.text.contains("use a tool") && !said.tool_answered {
             Self::ToolCall
         } else if said.text.contains("use a tool") {
@@ -361,13 +418,27 @@ fn now(text: String) -> Frame {
     }
 }
 
-fn sse_response(frames: Vec<Frame>) -> Response {
-    let body = futures::stream::iter(frames).then(|frame| async move {
-        tokio::time::sleep(frame.pause).await;
-        frame
-            .text
-            .map(Bytes::from)
-            .ok_or_else(|| std::io::Error::other("cut off"))
+/// Counts a streamed reply as open until its body is dropped (sent whole, or cut).
+struct OpenStream(Arc<AtomicUsize>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn sse_response(frames: Vec<Frame>, open_streams: Arc<AtomicUsize>) -> Response {
+    open_streams.fetch_add(1, Ordering::SeqCst);
+    let open = OpenStream(open_streams);
+    let body = futures::stream::iter(frames).then(move |frame| {
+        let _counted = &open;
+        async move {
+            tokio::time::sleep(frame.pause).await;
+            frame
+                .text
+                .map(Bytes::from)
+                .ok_or_else(|| std::io::Error::other("cut off"))
+        }
     });
     (
         [(header::CONTENT_TYPE, "text/event-stream")],
@@ -396,7 +467,7 @@ fn word_frames(reply: &Reply, event: impl Fn(&str) -> String) -> Vec<Frame> {
                 text: Some(event(word)),
             })
             .collect(),
-        Reply::FailMidway => words("Hello from")
+        Reply::FailMidway | Reply::ErrorEvent { .. } => words("Hello from")
             .iter()
             .map(|word| now(event(word)))
             .collect(),
@@ -418,12 +489,23 @@ fn gemini_frames(reply: &Reply) -> Vec<Frame> {
         Reply::ToolCall => {
             json!([{ "functionCall": { "name": "get_current_time", "args": {} }, "thoughtSignature": GEMINI_THOUGHT_SIGNATURE }])
         }
-        Reply::Words { .. } | Reply::FailMidway => json!([{ "text": "" }]),
+        Reply::Words { .. } | Reply::FailMidway | Reply::ErrorEvent { .. } => {
+            json!([{ "text": "" }])
+        }
     };
     let mut frames = word_frames(reply, text);
-    if let Reply::FailMidway = reply {
-        frames.extend([now("data: {\r\n\r\n".to_owned()), cut()]);
-        return frames;
+    match reply {
+        Reply::FailMidway => {
+            frames.extend([now("data: {\r\n\r\n".to_owned()), cut()]);
+            return frames;
+        }
+        Reply::ErrorEvent { message } => {
+            let error =
+                json!({ "error": { "code": 500, "message": message, "status": "INTERNAL" } });
+            frames.push(data(error));
+            return frames;
+        }
+        Reply::Words { .. } | Reply::ToolCall => {}
     }
     frames.push(data(json!({
         "candidates": [{ "content": { "role": "model", "parts": last_parts }, "finishReason": "STOP", "index": 0 }],
@@ -452,6 +534,12 @@ fn openai_frames(reply: &Reply, usage: bool) -> Vec<Frame> {
     let finish = match reply {
         Reply::FailMidway => {
             frames.extend([now("data: {\n\n".to_owned()), cut()]);
+            return frames;
+        }
+        Reply::ErrorEvent { message } => {
+            let error =
+                json!({ "error": { "message": message, "type": "server_error", "code": null } });
+            frames.push(data(error));
             return frames;
         }
         Reply::ToolCall => {
@@ -498,7 +586,9 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
         Reply::ToolCall => {
             json!({ "type": "tool_use", "id": TIME_CALL_ID, "name": "get_current_time", "input": {} })
         }
-        Reply::Words { .. } | Reply::FailMidway => json!({ "type": "text", "text": "" }),
+        Reply::Words { .. } | Reply::FailMidway | Reply::ErrorEvent { .. } => {
+            json!({ "type": "text", "text": "" })
+        }
     };
     frames.push(now(event(
         json!({ "type": "content_block_start", "index": 0, "content_block": block }),
@@ -510,6 +600,12 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
     let stop_reason = match reply {
         Reply::FailMidway => {
             let error = json!({ "type": "error", "error": { "type": "api_error", "message": "Internal server error" } });
+            frames.push(now(event(error)));
+            return frames;
+        }
+        Reply::ErrorEvent { message } => {
+            let error =
+                json!({ "type": "error", "error": { "type": "api_error", "message": message } });
             frames.push(now(event(error)));
             return frames;
         }
@@ -566,6 +662,20 @@ fn whole_reply(provider: AiProvider, text: &str) -> Value {
             "usage": { "input_tokens": 12, "output_tokens": 3 },
         }),
     }
+}
+
+fn overloaded(provider: AiProvider) -> Response {
+    let (status, body) = match provider {
+        AiProvider::Anthropic => (
+            StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } }),
+        ),
+        AiProvider::Gemini | AiProvider::Openai => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": { "code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE" } }),
+        ),
+    };
+    (status, [(header::RETRY_AFTER, "11")], axum::Json(body)).into_response()
 }
 
 fn rate_limited(provider: AiProvider) -> Response {

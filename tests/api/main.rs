@@ -11,6 +11,7 @@ mod auth;
 mod bindings;
 mod body_limit;
 mod chat;
+mod chat_failures;
 mod chat_follow;
 mod db_faults;
 mod id_token_outage;
