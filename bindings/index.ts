@@ -104,6 +104,9 @@ export const HEALTH_STATUSES = ["ok"] as const;
 /** Every `KeyStatus`, in declaration order. */
 export const KEY_STATUSES = ["valid", "invalid", "unvalidated"] as const;
 
+/** Every `MessageErrorReason`, in declaration order. */
+export const MESSAGE_ERROR_REASONS = ["api_key_rejected", "provider_rate_limited", "provider_overloaded", "provider_timeout", "provider_error", "interrupted", "internal"] as const;
+
 /** Every `MessageStatus`, in declaration order. */
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
@@ -318,7 +321,45 @@ export type Message = {
 	toolCalls: ToolCallRecord[],
 	isLiked: boolean,
 	createdAt: string,
+	/**
+	 *  Why the reply failed, when `status` is "error" (null otherwise, and for replies that
+	 *  failed before the server kept reasons).
+	 */
+	error: MessageError | null,
 };
+
+/**
+ *  Why a reply failed: the app shows `message` and may switch on `reason`; with
+ *  `retryAfterSeconds`, sending again before then fails the same way.
+ */
+export type MessageError = {
+	reason: MessageErrorReason,
+	message: string,
+	retryAfterSeconds: number | null,
+};
+
+/**  The closed set of reasons a reply fails after the user's message was saved. */
+export type MessageErrorReason = 
+/**  The provider refused the API key (now marked invalid): the user must update it. */
+"api_key_rejected" | 
+/**
+ *  The provider is rate limiting the key (quota, requests per minute): retry after
+ *  `retryAfterSeconds`.
+ */
+"provider_rate_limited" | 
+/**  The provider is overloaded: retry after `retryAfterSeconds`. */
+"provider_overloaded" | 
+/**  The provider did not start, or stopped sending, within the configured time. */
+"provider_timeout" | 
+/**
+ *  The provider failed otherwise: an error status or an error inside the stream, a broken
+ *  or malformed stream, or no connection at all.
+ */
+"provider_error" | 
+/**  The server stopped (a crash) before the reply ended; the text so far is kept. */
+"interrupted" | 
+/**  The server could not save the reply. */
+"internal";
 
 export type MessagePage = {
 	/**  Oldest first within the page, in either direction. */

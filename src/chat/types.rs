@@ -72,6 +72,7 @@ pub enum MessageStatus {
     Streaming,
     /// Stopped by the user or a server shutdown; the text so far is kept.
     Stopped,
+    /// Failed: the message's `error` says why; the text so far is kept.
     Error,
 }
 
@@ -221,6 +222,7 @@ pub enum ChatEvent {
     },
     /// The session's new title, after its first reply.
     Title { title: String },
-    /// The reply as saved (its status tells complete, stopped or error); the last event.
+    /// The reply as saved (its status tells complete, stopped or error, and `error` why it
+    /// failed); the last event, however the reply ends.
     Done { message: Message },
 }

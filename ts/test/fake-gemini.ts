@@ -17,6 +17,9 @@ export type ProviderCall = {
   body: unknown;
 };
 
+/** An error answer instead of a streamed reply: status, JSON body and optional Retry-After. */
+export type Failure = { status: number; body: unknown; retryAfter?: string };
+
 export type FakeGeminiOptions = {
   /** The only key it accepts. */
   apiKey: string;
@@ -24,6 +27,8 @@ export type FakeGeminiOptions = {
   reply(said: string): string[];
   /** What `generateContent` answers (the chat's title). */
   title: string;
+  /** Given the last thing the user said, an error to answer instead of streaming (none by default). */
+  failure(said: string): Failure | undefined;
 };
 
 type GeminiRequest = { contents?: { role?: string; parts?: { text?: string }[] }[] };
@@ -39,7 +44,7 @@ export class FakeGemini {
 
   /** Without options: accepts `API_KEY`, streams `CHUNKS`, titles `TITLE`. */
   constructor(options: Partial<FakeGeminiOptions> = {}) {
-    this.options = { apiKey: API_KEY, reply: () => CHUNKS, title: TITLE, ...options };
+    this.options = { apiKey: API_KEY, reply: () => CHUNKS, title: TITLE, failure: () => undefined, ...options };
     this.server = createServer((request, response) => void this.handle(request, response));
   }
 
@@ -100,6 +105,11 @@ export class FakeGemini {
       return json(response, 400, { error: { code: 400, message: "expected alt=sse" } });
     }
     const said = body?.contents?.at(-1)?.parts?.map((part) => part.text ?? "").join("") ?? "";
+    const failure = this.options.failure(said);
+    if (failure !== undefined) {
+      if (failure.retryAfter !== undefined) response.setHeader("retry-after", failure.retryAfter);
+      return json(response, failure.status, failure.body);
+    }
     await streamReply(response, this.options.reply(said));
   }
 }

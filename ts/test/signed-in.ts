@@ -33,8 +33,9 @@ export async function signUp(url: string): Promise<string> {
   return session.accessToken;
 }
 
-/** What `httpSubscriptionLink` needs to send the bearer header through the ponyfill. */
-export function subscriptionLink(url: string, token: string) {
+/** What `httpSubscriptionLink` needs to send the bearer header through the ponyfill (and
+ * `doFetch`, e.g. one that counts the requests). */
+export function subscriptionLink(url: string, token: string, doFetch: typeof fetch = fetch) {
   const authorization = `Bearer ${token}`;
   return httpSubscriptionLink({
     url,
@@ -43,7 +44,7 @@ export function subscriptionLink(url: string, token: string) {
       fetch: (input: string | URL, init: RequestInit) => {
         const headers = new Headers(init.headers);
         headers.set("authorization", authorization);
-        return fetch(input, { ...init, headers });
+        return doFetch(input, { ...init, headers });
       },
     },
   });
