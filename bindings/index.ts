@@ -201,7 +201,10 @@ export type ChatEvent =
 { type: "delta"; text: string } | { type: "toolCall"; name: string; arguments: JsonValue } | { type: "toolResult"; name: string; result: JsonValue } | 
 /**  The session's new title, after its first reply. */
 { type: "title"; title: string } | 
-/**  The reply as saved (its status tells complete, stopped or error); the last event. */
+/**
+ *  The reply as saved (its status tells complete, stopped or error, and `error` why it
+ *  failed); the last event, however the reply ends.
+ */
 { type: "done"; message: Message };
 
 export type ChatSession = {
@@ -375,7 +378,9 @@ export type MessageStatus = "complete" |
 /**  Being written: the text grows until the reply ends. */
 "streaming" | 
 /**  Stopped by the user or a server shutdown; the text so far is kept. */
-"stopped" | "error";
+"stopped" | 
+/**  Failed: the message's `error` says why; the text so far is kept. */
+"error";
 
 /**  An input with no fields (`{}`), which may also be left out. */
 export type NoInput = Record<string, never>;
