@@ -554,6 +554,7 @@ async fn replies_cut_off_by_a_crash_become_errors_at_start_up() {
     let _restarted = chat.app.spawn_beside(|_| {}).await;
     let messages = chat.messages().await;
     assert_eq!(messages[0]["status"], "error");
+    assert_eq!(messages[0]["error"]["reason"], "interrupted");
     assert_eq!(messages[0]["content"], "half a sente", "the text is kept");
 }
 

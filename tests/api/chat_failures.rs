@@ -154,7 +154,7 @@ async fn each_failure_ends_with_done_and_its_saved_reason(db: DbKind) {
             .await
             .collect()
             .await;
-        assert_eq!(payloads(&resumed), [done.clone()], "{said}");
+        assert_eq!(payloads(&resumed), std::slice::from_ref(&done), "{said}");
         failed.push((reply, done));
     }
     for (reply, done) in &failed {
