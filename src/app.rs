@@ -13,4 +13,5 @@ pub fn router() -> rpc::Router<App> {
         .nest("preferences", crate::preferences::router())
         .nest("audit", crate::audit::router())
         .nest("chat", crate::chat::router())
+        .nest("files", crate::files::router())
 }

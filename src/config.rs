@@ -49,6 +49,47 @@ pub struct Config {
     pub api_key_checks_per_hour: u32,
     pub ai: AiConfig,
     pub chat: ChatConfig,
+    pub storage: StorageConfig,
+    pub files: FilesConfig,
+}
+
+/// Where files' bytes live (`ALIAS_STORAGE`), and how links to them are signed.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub location: StorageLocation,
+    /// Signs the links this server answers (downloads, local uploads); generated into the data
+    /// directory when unset.
+    pub url_key: Option<MasterKey>,
+    /// The address clients reach this server at, for the links it signs; else taken from each
+    /// request's `Host`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageLocation {
+    /// A folder on this machine.
+    Local(PathBuf),
+    /// An S3-compatible bucket; endpoint, region and credentials from the `AWS_*` variables
+    /// (`ALIAS_S3_ENDPOINT` overrides the endpoint).
+    S3 {
+        bucket: String,
+        prefix: String,
+        endpoint: Option<String>,
+        virtual_hosted_style: bool,
+    },
+}
+
+/// Limits on users' files.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    pub max_image_bytes: u64,
+    pub max_file_bytes: u64,
+    /// Bytes each user may keep (pending uploads count).
+    pub quota_bytes: u64,
+    /// Lifetime of a download link.
+    pub url_ttl: Duration,
+    /// Lifetime of an upload link (`files.createUpload`).
+    pub upload_url_ttl: Duration,
 }
 
 /// Bounds on client connections, so slow or idle clients cannot hold the server.
@@ -162,7 +203,9 @@ impl Config {
             Some(url) => parse_database_url(&url)?,
             None => default_sqlite_url(&data_dir),
         };
+        let storage = storage_config(&env, &data_dir)?;
         Ok(Self {
+            storage,
             bind: env.parse(
                 "ALIAS_BIND",
                 "127.0.0.1:8080",
@@ -215,6 +258,13 @@ impl Config {
                 ),
                 max_tool_rounds: env.parse("ALIAS_CHAT_MAX_TOOL_ROUNDS", "3", "a whole number")?,
             },
+            files: FilesConfig {
+                max_image_bytes: env.parse_positive("ALIAS_MAX_IMAGE_BYTES", 10 * 1024 * 1024)?,
+                max_file_bytes: env.parse_positive("ALIAS_MAX_FILE_BYTES", 50 * 1024 * 1024)?,
+                quota_bytes: env.parse_positive("ALIAS_STORAGE_QUOTA_BYTES", 1 << 30)?,
+                url_ttl: env.seconds("ALIAS_FILE_URL_SECONDS", 900)?,
+                upload_url_ttl: env.seconds("ALIAS_UPLOAD_URL_SECONDS", 900)?,
+            },
             ai: AiConfig {
                 gemini_base_url: env.url(
                     "ALIAS_GEMINI_BASE_URL",
@@ -235,6 +285,60 @@ impl Config {
             },
         })
     }
+}
+
+fn storage_config(env: &Env<'_>, data_dir: &std::path::Path) -> Result<StorageConfig, ConfigError> {
+    let location = match env.get("ALIAS_STORAGE").as_deref() {
+        None | Some("local") => StorageLocation::Local(data_dir.join("files")),
+        Some(url) => {
+            let invalid = || ConfigError {
+                var: "ALIAS_STORAGE",
+                message: format!("expected `local` or `s3://bucket/prefix`, got {url:?}"),
+            };
+            let rest = url.strip_prefix("s3://").ok_or_else(invalid)?;
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid());
+            }
+            let endpoint = match env.get("ALIAS_S3_ENDPOINT") {
+                Some(_) => Some(env.url("ALIAS_S3_ENDPOINT", "")?),
+                None => None,
+            };
+            StorageLocation::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+                endpoint,
+                virtual_hosted_style: env.parse_with(
+                    "ALIAS_S3_VIRTUAL_HOSTED_STYLE",
+                    false,
+                    parse_bool,
+                    "`true` or `false`",
+                )?,
+            }
+        }
+    };
+    let url_key = env
+        .get("ALIAS_STORAGE_URL_KEY")
+        .map(|text| {
+            MasterKey::from_base64(&text).map_err(|problem| ConfigError {
+                var: "ALIAS_STORAGE_URL_KEY",
+                message: format!("expected 32 random bytes in base64 ({problem})"),
+            })
+        })
+        .transpose()?;
+    let public_url = match env.get("ALIAS_PUBLIC_URL") {
+        Some(_) => Some(
+            env.url("ALIAS_PUBLIC_URL", "")?
+                .trim_end_matches('/')
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok(StorageConfig {
+        location,
+        url_key,
+        public_url,
+    })
 }
 
 fn key_vault_config(env: &Env<'_>) -> Result<KeyVaultConfig, ConfigError> {
@@ -476,6 +580,20 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://data/alias.db?mode=rwc");
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.cors_origins, CorsOrigins::None);
+        assert_eq!(
+            config.storage.location,
+            StorageLocation::Local(PathBuf::from("data/files"))
+        );
+    }
+
+    #[test]
+    fn s3_storage_reads_bucket_and_prefix() {
+        let config = config(&[("ALIAS_STORAGE", "s3://media/alias/files/")]).expect("valid");
+        assert!(matches!(
+            config.storage.location,
+            StorageLocation::S3 { ref bucket, ref prefix, endpoint: None, virtual_hosted_style: false }
+                if bucket == "media" && prefix == "alias/files"
+        ));
     }
 
     #[test]
@@ -500,6 +618,11 @@ mod tests {
             ("ALIAS_MAX_CONNECTIONS", "0"),
             ("ALIAS_DB_ACQUIRE_TIMEOUT_SECONDS", "0"),
             ("ALIAS_API_KEY_CHECKS_PER_HOUR", "0"),
+            ("ALIAS_STORAGE", "ftp://bucket"),
+            ("ALIAS_STORAGE", "s3:///prefix"),
+            ("ALIAS_MAX_IMAGE_BYTES", "0"),
+            ("ALIAS_STORAGE_URL_KEY", "c2hvcnQ="),
+            ("ALIAS_PUBLIC_URL", "example.com"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);

@@ -14,6 +14,7 @@ use crate::crypto::{self, KeyVault};
 use crate::db::Backend;
 use crate::rpc;
 use crate::security::Auth;
+use crate::storage::Storage;
 use crate::streams::Streams;
 
 pub struct AppState {
@@ -28,6 +29,8 @@ pub struct AppState {
     pub streams: Streams,
     /// For calls to other services (identity providers' keys, AI providers).
     pub http: reqwest::Client,
+    /// Files' bytes (`ALIAS_STORAGE`).
+    pub storage: Arc<Storage>,
 }
 
 pub type App = Arc<AppState>;
@@ -56,6 +59,8 @@ impl AppState {
         )
         .await?;
         tracing::info!(vault = vault.describe(), "API keys are sealed with");
+        let storage = Arc::new(Storage::open(&config.storage, &config.data_dir)?);
+        tracing::info!(storage = storage.describe(), "files are stored in");
         Ok(Arc::new(Self {
             backend: Backend::of(&db),
             db,
@@ -64,6 +69,7 @@ impl AppState {
             streams: Streams::new(shutdown.clone()),
             config,
             http,
+            storage,
         }))
     }
 }

@@ -45,6 +45,18 @@ pub enum Reason {
     /// The database cannot be reached or cannot write at the moment: retry after
     /// `retryAfterSeconds`.
     DatabaseUnavailable,
+    /// The file is larger than allowed for its type (images and other files have their own
+    /// limits).
+    FileTooLarge,
+    /// That kind of file is not accepted (allowed: JPEG, PNG, WebP, GIF, PDF, plain text,
+    /// Markdown, CSV); HEIC/HEIF photos too, until the server can convert them.
+    FileTypeNotAllowed,
+    /// The bytes are not what was declared: another type, size or SHA-256.
+    FileContentMismatch,
+    /// The user's storage is full: delete files first.
+    StorageQuotaExceeded,
+    /// `files.complete` before the upload link received the bytes: upload, then complete.
+    UploadIncomplete,
 }
 
 impl ErrorReason for Reason {
@@ -68,6 +80,11 @@ impl ErrorReason for Reason {
             Self::RateLimited => "rate_limited",
             Self::DatabaseBusy => "database_busy",
             Self::DatabaseUnavailable => "database_unavailable",
+            Self::FileTooLarge => "file_too_large",
+            Self::FileTypeNotAllowed => "file_type_not_allowed",
+            Self::FileContentMismatch => "file_content_mismatch",
+            Self::StorageQuotaExceeded => "storage_quota_exceeded",
+            Self::UploadIncomplete => "upload_incomplete",
         }
     }
 }
@@ -99,6 +116,11 @@ mod tests {
             RateLimited,
             DatabaseBusy,
             DatabaseUnavailable,
+            FileTooLarge,
+            FileTypeNotAllowed,
+            FileContentMismatch,
+            StorageQuotaExceeded,
+            UploadIncomplete,
         ];
         for reason in all {
             assert_eq!(

@@ -16,11 +16,13 @@ use crate::chat;
 use crate::config::{Config, ConnectionConfig, CorsOrigins};
 use crate::context::{App, AppState};
 use crate::db;
+use crate::files;
 use crate::health;
 use crate::rpc::{self, RpcOptions, RpcService};
 use crate::secret_file;
 use crate::security;
 use crate::server;
+use crate::storage;
 
 pub struct Application {
     listener: TcpListener,
@@ -59,6 +61,10 @@ impl Application {
         let cors = cors_layer(&config.cors_origins);
         let connections = config.connections.clone();
         let state = AppState::new(config, db, &shutdown).await?;
+        tokio::spawn(files::sweep_periodically(
+            Arc::clone(&state),
+            shutdown.clone(),
+        ));
         let rpc = RpcService::new(
             app::router(),
             Arc::clone(&state),
@@ -68,7 +74,8 @@ impl Application {
         let mut router = rpc
             .into_axum()
             .merge(health::routes(Arc::clone(&state)))
-            .merge(auth::routes(Arc::clone(&state)));
+            .merge(auth::routes(Arc::clone(&state)))
+            .merge(storage::routes(Arc::clone(&state.storage)));
         if let Some(cors) = cors {
             router = router.layer(cors);
         }

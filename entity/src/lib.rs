@@ -5,6 +5,7 @@ pub mod audit_events;
 pub mod auth_sessions;
 pub mod chat_messages;
 pub mod chat_sessions;
+pub mod files;
 pub mod preferences;
 pub mod refresh_tokens;
 pub mod user_identities;

@@ -9,7 +9,10 @@ pub struct Model {
     #[sea_orm(unique)]
     pub email: String,
     pub name: String,
+    /// A picture from Google or Apple sign-in (shown when no avatar was uploaded).
     pub avatar_url: Option<String>,
+    /// The uploaded avatar (a file of purpose `avatar`).
+    pub avatar_file_id: Option<Uuid>,
     /// argon2id PHC string; `None` for accounts that only sign in with Google or Apple.
     pub password_hash: Option<String>,
     pub created_at: DateTimeUtc,

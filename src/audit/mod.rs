@@ -34,6 +34,11 @@ pub enum AuditAction {
     ApiKeyRejected,
     /// `apiKeys.set`/`validate` refused for checking too many keys (once per window).
     ApiKeyCheckLimited,
+    /// A file stored (`files.upload`, or `files.complete` after an upload link).
+    FileUploaded,
+    /// An upload refused after its bytes arrived (wrong type, size or checksum).
+    FileRejected,
+    FileDeleted,
 }
 
 impl AuditAction {
@@ -52,6 +57,9 @@ impl AuditAction {
             Self::ApiKeyUseFailed => "api_key_use_failed",
             Self::ApiKeyRejected => "api_key_rejected",
             Self::ApiKeyCheckLimited => "api_key_check_limited",
+            Self::FileUploaded => "file_uploaded",
+            Self::FileRejected => "file_rejected",
+            Self::FileDeleted => "file_deleted",
         }
     }
 }

@@ -191,6 +191,7 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
         email: Set(email.into_string()),
         name: Set(name.into_string()),
         avatar_url: Set(None),
+        avatar_file_id: Set(None),
         password_hash: Set(Some(password_hash)),
         created_at: Set(now),
         updated_at: Set(now),
@@ -409,6 +410,7 @@ async fn find_or_create_identity_user(
                 email: Set(email.into_string()),
                 name: Set(name),
                 avatar_url: Set(claims.picture.filter(|url| parse_avatar_url(url).is_ok())),
+                avatar_file_id: Set(None),
                 password_hash: Set(None),
                 created_at: Set(now),
                 updated_at: Set(now),
@@ -457,7 +459,7 @@ async fn begin_session(
             tracing::error!(%error, method, "could not start a session");
             RpcError::internal()
         })?;
-    let user = view(&ctx.state.db, user).await?;
+    let user = view(ctx, user).await?;
     Ok(auth_session(user, tokens))
 }
 
@@ -492,7 +494,7 @@ async fn refresh(ctx: Ctx, input: RefreshInput) -> Result<AuthSession, RpcError>
         .await
         .map_err(internal("load a user"))?
         .ok_or_else(|| unauthorized(Reason::SessionRevoked, "This account no longer exists."))?;
-    Ok(auth_session(view(&state.db, user).await?, tokens))
+    Ok(auth_session(view(&ctx, user).await?, tokens))
 }
 
 /// `auth.logout`: ends the calling session.

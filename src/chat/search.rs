@@ -546,6 +546,7 @@ mod tests {
                 email: Set(format!("{}@example.com", id.simple())),
                 name: Set("Test".to_owned()),
                 avatar_url: Set(None),
+                avatar_file_id: Set(None),
                 password_hash: Set(None),
                 created_at: Set(now),
                 updated_at: Set(now),

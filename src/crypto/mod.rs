@@ -232,26 +232,27 @@ pub async fn vault_from_config(
                     "NO ALIAS_MASTER_KEY OR ALIAS_KMS_KEY_ID: user API keys are sealed with a master key stored beside the data. Set ALIAS_KMS_KEY_ID (or ALIAS_MASTER_KEY from a secret store) in production."
                 );
             }
-            load_or_generate_master_key(&path)?
+            load_or_generate_key(&path, "a master key for API keys")?
         }
     };
     Ok(Arc::new(LocalVault::new(master_key, previous)))
 }
 
-fn load_or_generate_master_key(path: &Path) -> anyhow::Result<MasterKey> {
+/// Reads the 32-byte key at `path` (base64), or generates it there (a private file) the first
+/// time; `what` names it in the log.
+pub fn load_or_generate_key(path: &Path, what: &str) -> anyhow::Result<MasterKey> {
     if path.exists() {
         crate::secret_file::tighten(path)?;
         let text = Zeroizing::new(
             std::fs::read_to_string(path)
                 .with_context(|| format!("could not read {}", path.display()))?,
         );
-        return MasterKey::from_base64(&text).map_err(|problem| {
-            anyhow::anyhow!("{} is not a master key: {problem}", path.display())
-        });
+        return MasterKey::from_base64(&text)
+            .map_err(|problem| anyhow::anyhow!("{} is not {what}: {problem}", path.display()));
     }
     let key = MasterKey::generate();
     crate::secret_file::write_new(path, key.to_base64().as_bytes())?;
-    tracing::info!(path = %path.display(), "generated a master key for API keys");
+    tracing::info!(path = %path.display(), "generated {what}");
     Ok(key)
 }
 

@@ -20,8 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::error::{ErrorCode, RpcError};
+use super::form::{FormBody, timed_out};
 use super::jsonl::{self, PendingCall};
-use super::router::{BoxFuture, Context, Handler, Kind, RequestInfo, Router, SubscribeFn, UnaryFn};
+use super::router::{
+    BoxFuture, Context, FormFn, Handler, Kind, RequestInfo, Router, SubscribeFn, UnaryFn,
+};
 use super::sse::{self, SseOptions};
 
 /// Limits and behaviour of the endpoint, from configuration.
@@ -105,6 +108,7 @@ enum Target<'a, S> {
         kind: Kind,
     },
     Subscribe(&'a Arc<SubscribeFn<S>>),
+    Form(&'a Arc<FormFn<S>>),
 }
 
 async fn handle<S: Clone + Send + Sync + 'static>(
@@ -183,6 +187,33 @@ async fn handle<S: Clone + Send + Sync + 'static>(
         return sse::response(setup, (*path).to_owned(), &service.sse);
     }
 
+    if let [
+        Call {
+            path,
+            target: Ok(Target::Form(form)),
+        },
+    ] = calls.as_slice()
+        && !query.batch
+    {
+        let ctx = Context {
+            state: service.state.clone(),
+            request: Arc::clone(&info),
+        };
+        let (form_body, leftover) = FormBody::new(body, &info.headers);
+        let result = run_guarded(path, Kind::Mutation.as_str(), form(ctx, form_body)).await;
+        let close_connection = match leftover.unread() {
+            Some(body) => !finish_unread(body, &info.headers, declared_length(&info.headers)).await,
+            None => leftover.stopped_early(),
+        };
+        let mut response = json_response(&paths, &[result], false);
+        if close_connection {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return response;
+    }
+
     let input_text = if is_get {
         query.input
     } else {
@@ -243,6 +274,7 @@ fn resolve<'a, S>(
         | (Handler::Unary(handler), kind @ Kind::Mutation, false) => {
             Ok(Target::Unary { handler, kind })
         }
+        (Handler::Form(form), _, false) => Ok(Target::Form(form)),
         _ => match (&procedure.legacy_subscription, is_get) {
             (Some(subscribe), true) => Ok(Target::Subscribe(subscribe)),
             _ => {
@@ -272,6 +304,14 @@ fn start_call<S: Clone + Send + Sync + 'static>(
         Ok(Target::Subscribe(_)) => {
             let error = RpcError::bad_request(format!(
                 "\"{}\" is a subscription and cannot be batched; use httpSubscriptionLink",
+                call.path
+            ));
+            return Box::pin(std::future::ready(Err(error)));
+        }
+        // A lone form call was answered on its own: this one is in a batch.
+        Ok(Target::Form(_)) => {
+            let error = RpcError::bad_request(format!(
+                "\"{}\" takes FormData and cannot be batched; send it with httpLink (splitLink with isNonJsonSerializable)",
                 call.path
             ));
             return Box::pin(std::future::ready(Err(error)));
@@ -433,10 +473,7 @@ async fn read_body(
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Option<String>, BodyRefusal> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
+    let declared = declared_length(headers);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
@@ -500,6 +537,13 @@ enum BodyRead {
 /// call at once, never so much that many half-sent bodies (a slowloris) hold the memory.
 const UPFRONT_RESERVE_BYTES: usize = 64 * 1024;
 
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok())
+}
+
 /// Reads at most `limit` bytes (`expected` of them announced; part reserved at once).
 async fn read_at_most(mut body: Body, limit: usize, expected: usize) -> BodyRead {
     let mut bytes = Vec::with_capacity(expected.min(limit).min(UPFRONT_RESERVE_BYTES));
@@ -556,16 +600,21 @@ async fn refuse_unread(
     declared: Option<usize>,
     error: RpcError,
 ) -> BodyRefusal {
-    let close_connection = if expects_continue(headers) {
-        false
-    } else if declared.is_some_and(|length| length > DISCARD_BYTES) {
-        true
-    } else {
-        !discard(body, DISCARD_BYTES).await
-    };
     BodyRefusal {
         error,
-        close_connection,
+        close_connection: !finish_unread(body, headers, declared).await,
+    }
+}
+
+/// Ends the exchange over a body that will not be used: true when the connection can stay
+/// open (nothing more is coming, or the rest was cheap enough to read and drop).
+async fn finish_unread(body: Body, headers: &HeaderMap, declared: Option<usize>) -> bool {
+    if expects_continue(headers) {
+        true
+    } else if declared.is_some_and(|length| length > DISCARD_BYTES) {
+        false
+    } else {
+        discard(body, DISCARD_BYTES).await
     }
 }
 
@@ -573,15 +622,6 @@ fn expects_continue(headers: &HeaderMap) -> bool {
     headers
         .get(header::EXPECT)
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
-/// The server gave up waiting for the body (its connection layer's body timeout).
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |error| error.source()).any(|error| {
-        error
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|error| error.kind() == std::io::ErrorKind::TimedOut)
-    })
 }
 
 /// The client address: the socket peer, or with a trusted proxy the address it appended last

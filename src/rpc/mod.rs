@@ -4,6 +4,7 @@
 //! Shared infrastructure: nothing in here knows about users, keys or chats.
 
 mod error;
+mod form;
 mod http;
 mod input;
 mod json;
@@ -16,6 +17,7 @@ pub mod typescript;
 pub use error::{
     ErrorCode, ErrorReason, FieldErrors, RpcError, TransientCheck, internal, recognise_transient,
 };
+pub use form::{FormBody, FormData, FormLimits, FormPart};
 pub use http::{RpcOptions, RpcService};
 pub use json::{JsonValue, Serialized};
 pub use router::{Context, Guarded, Kind, ProcedureFn, RequestInfo, Resumed, Router, Tracked};

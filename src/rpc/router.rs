@@ -15,6 +15,7 @@ use specta::Type;
 use specta::datatype::DataType;
 
 use super::error::RpcError;
+use super::form::FormBody;
 use super::input::parse_input;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -100,34 +101,30 @@ pub(crate) type UnaryFn<S> =
     dyn Fn(Context<S>, Option<&str>) -> BoxFuture<Result<String, RpcError>> + Send + Sync;
 pub(crate) type SubscribeFn<S> =
     dyn Fn(Context<S>, Option<&str>) -> BoxFuture<Result<EventStream, RpcError>> + Send + Sync;
+/// A mutation whose input is a `FormData` body, handed over unread (see [`FormBody`]).
+pub(crate) type FormFn<S> =
+    dyn Fn(Context<S>, FormBody) -> BoxFuture<Result<String, RpcError>> + Send + Sync;
 
-/// How a procedure's input is read from the call's raw JSON text.
-pub(crate) type Parse<I> = fn(Option<&str>) -> Result<I, RpcError>;
+/// The raw JSON text of a call's input (`None` when the client sent none).
+pub type RawJson = Option<String>;
 
-/// What a procedure runs on a call's raw input: a plain `async fn(ctx, input)`, whose input is
-/// parsed first, or a [`Guarded`] one.
-pub trait ProcedureFn<S, I, T>: Send + Sync + 'static {
+/// How a procedure's input is read from the call's raw input (JSON text, or a form body).
+pub(crate) type Parse<R, I> = fn(R) -> Result<I, RpcError>;
+
+/// What a procedure runs on a call's raw input `R` (JSON text unless said otherwise): a plain
+/// `async fn(ctx, input)`, whose input is parsed first, or a [`Guarded`] one.
+pub trait ProcedureFn<S, I, T, R = RawJson>: Send + Sync + 'static {
     /// Runs the procedure on the call's raw input, read with `parse`.
-    fn run(
-        &self,
-        ctx: Context<S>,
-        raw: Option<&str>,
-        parse: Parse<I>,
-    ) -> BoxFuture<Result<T, RpcError>>;
+    fn run(&self, ctx: Context<S>, raw: R, parse: Parse<R, I>) -> BoxFuture<Result<T, RpcError>>;
 }
 
-impl<S, I, T, F, Fut> ProcedureFn<S, I, T> for F
+impl<S, I, T, R, F, Fut> ProcedureFn<S, I, T, R> for F
 where
     T: Send + 'static,
     F: Fn(Context<S>, I) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T, RpcError>> + Send + 'static,
 {
-    fn run(
-        &self,
-        ctx: Context<S>,
-        raw: Option<&str>,
-        parse: Parse<I>,
-    ) -> BoxFuture<Result<T, RpcError>> {
+    fn run(&self, ctx: Context<S>, raw: R, parse: Parse<R, I>) -> BoxFuture<Result<T, RpcError>> {
         match parse(raw) {
             Ok(input) => Box::pin(self(ctx, input)),
             Err(error) => Box::pin(std::future::ready(Err(error))),
@@ -152,27 +149,22 @@ impl<G, H> Guarded<G, H> {
     }
 }
 
-impl<S, C, I, T, G, GuardFut, H, HandlerFut> ProcedureFn<S, I, T> for Guarded<G, H>
+impl<S, C, I, T, R, G, GuardFut, H, HandlerFut> ProcedureFn<S, I, T, R> for Guarded<G, H>
 where
     S: Clone + Send + 'static,
     I: 'static,
+    R: Send + 'static,
     G: Fn(Context<S>) -> GuardFut + Send + Sync + 'static,
     GuardFut: Future<Output = Result<C, RpcError>> + Send + 'static,
     H: Fn(Context<S>, C, I) -> HandlerFut + Send + Sync + 'static,
     HandlerFut: Future<Output = Result<T, RpcError>> + Send + 'static,
 {
-    fn run(
-        &self,
-        ctx: Context<S>,
-        raw: Option<&str>,
-        parse: Parse<I>,
-    ) -> BoxFuture<Result<T, RpcError>> {
+    fn run(&self, ctx: Context<S>, raw: R, parse: Parse<R, I>) -> BoxFuture<Result<T, RpcError>> {
         let guarded = (self.guard)(ctx.clone());
         let handler = Arc::clone(&self.handler);
-        let raw = raw.map(str::to_owned);
         Box::pin(async move {
             let passed = guarded.await?;
-            let input = parse(raw.as_deref())?;
+            let input = parse(raw)?;
             handler(ctx, passed, input).await
         })
     }
@@ -181,6 +173,7 @@ where
 pub(crate) enum Handler<S> {
     Unary(Arc<UnaryFn<S>>),
     Subscribe(Arc<SubscribeFn<S>>),
+    Form(Arc<FormFn<S>>),
 }
 
 /// The input of a mutation that GET answers as a subscription (see
@@ -199,6 +192,8 @@ pub(crate) struct Signature {
     pub input_is_unit: bool,
     /// The input also accepts "nothing" (every field optional), so the argument may be omitted.
     pub input_is_optional: bool,
+    /// The input is a `FormData` (the TypeScript type, not a declared one).
+    pub input_is_form: bool,
 }
 
 impl Signature {
@@ -208,6 +203,17 @@ impl Signature {
             output: O::definition,
             input_is_unit: TypeId::of::<I>() == TypeId::of::<()>(),
             input_is_optional: parse_input::<I>(None).is_ok(),
+            input_is_form: false,
+        }
+    }
+
+    fn form<O: Type>() -> Self {
+        Self {
+            input: <()>::definition,
+            output: O::definition,
+            input_is_unit: false,
+            input_is_optional: false,
+            input_is_form: true,
         }
     }
 }
@@ -261,6 +267,26 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         )
     }
 
+    /// A mutation whose input is a `FormData` (tRPC v11's non-JSON input: the client posts it as
+    /// `multipart/form-data` through `httpLink`). The procedure receives the body unread, after
+    /// its guard, and reads it with [`FormBody::read`] within limits of its choosing.
+    pub fn form_mutation<O, P>(self, path: &str, procedure: P) -> Self
+    where
+        O: Serialize + Type + 'static,
+        P: ProcedureFn<S, FormBody, O, FormBody>,
+    {
+        let handler: Arc<FormFn<S>> = Arc::new(move |ctx, body| {
+            let output = procedure.run(ctx, body, Ok);
+            Box::pin(async move { serialize_output(&output.await?) })
+        });
+        self.add(
+            path,
+            Kind::Mutation,
+            Handler::Form(handler),
+            Signature::form::<O>(),
+        )
+    }
+
     /// A subscription streams tracked events over SSE until its stream ends (the client sees
     /// `return`) or yields an error (the client sees `serialized-error`).
     pub fn subscription<I, O, P, St>(self, path: &str, procedure: P) -> Self
@@ -273,7 +299,7 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         self.add(
             path,
             Kind::Subscription,
-            Handler::Subscribe(subscriber(parse_input::<I>, procedure)),
+            Handler::Subscribe(subscriber(parse_json::<I>, procedure)),
             Signature::of::<I, O>(),
         )
     }
@@ -356,13 +382,13 @@ where
     P: ProcedureFn<S, I, O>,
 {
     Handler::Unary(Arc::new(move |ctx, raw| {
-        let output = procedure.run(ctx, raw, parse_input::<I>);
+        let output = procedure.run(ctx, raw.map(str::to_owned), parse_json::<I>);
         Box::pin(async move { serialize_output(&output.await?) })
     }))
 }
 
 /// A subscription procedure with its input parser.
-fn subscriber<S, I, O, P, St>(parse: Parse<I>, procedure: P) -> Arc<SubscribeFn<S>>
+fn subscriber<S, I, O, P, St>(parse: Parse<RawJson, I>, procedure: P) -> Arc<SubscribeFn<S>>
 where
     I: 'static,
     O: Serialize + 'static,
@@ -370,14 +396,20 @@ where
     St: Stream<Item = Result<Tracked<O>, RpcError>> + Send + 'static,
 {
     Arc::new(move |ctx, raw| {
-        let events = procedure.run(ctx, raw, parse);
+        let events = procedure.run(ctx, raw.map(str::to_owned), parse);
         Box::pin(async move { Ok(Box::pin(events.await?.map(serialize_event)) as EventStream) })
     })
 }
 
+/// Parses a call's JSON input as `I`.
+fn parse_json<I: DeserializeOwned>(raw: RawJson) -> Result<I, RpcError> {
+    parse_input(raw.as_deref())
+}
+
 /// Takes tRPC's `lastEventId` out of an input object, then parses the rest as `I` (which
 /// still refuses unknown fields).
-fn parse_resumed<I: DeserializeOwned>(raw: Option<&str>) -> Result<Resumed<I>, RpcError> {
+fn parse_resumed<I: DeserializeOwned>(raw: RawJson) -> Result<Resumed<I>, RpcError> {
+    let raw = raw.as_deref();
     let parsed = raw.map(serde_json::from_str::<serde_json::Value>);
     let Some(Ok(serde_json::Value::Object(mut object))) = parsed else {
         // Not an object: parsing it as `I` reports the problem (or accepts "nothing").

@@ -54,6 +54,7 @@ pub fn render<S: Clone + Send + Sync + 'static, R: Type>(
     let mut tree = Tree::default();
     for (path, kind, input, output, signature) in &signatures {
         let input = match (signature.input_is_unit, signature.input_is_optional) {
+            _ if signature.input_is_form => "FormData".to_owned(),
             (true, _) => "void".to_owned(),
             (false, true) => format!("{} | void", reference(input)?),
             (false, false) => reference(input)?,

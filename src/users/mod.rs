@@ -4,7 +4,7 @@ mod fields;
 
 use chrono::Utc;
 use entity::users;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Set};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
@@ -12,6 +12,7 @@ pub use fields::{DisplayName, Email, parse_avatar_url};
 
 use crate::audit::{self, AuditAction};
 use crate::context::{App, Ctx};
+use crate::files;
 use crate::guard::{SignedIn, signed_in};
 use crate::reason::Reason;
 use crate::rpc::Timestamp;
@@ -38,12 +39,17 @@ pub struct User {
 }
 
 impl User {
-    pub fn new(user: users::Model, auth_providers: Vec<AuthProvider>) -> Self {
+    /// The client's view of an account; `ctx` signs the avatar's link.
+    pub fn new(ctx: &Ctx, user: users::Model, auth_providers: Vec<AuthProvider>) -> Self {
+        let avatar_url = match user.avatar_file_id {
+            Some(file_id) => Some(files::avatar_url(ctx, user.id, file_id)),
+            None => user.avatar_url,
+        };
         Self {
             id: user.id,
             email: user.email,
             name: user.name,
-            avatar_url: user.avatar_url,
+            avatar_url,
             auth_providers,
             created_at: user.created_at.into(),
         }
@@ -51,16 +57,16 @@ impl User {
 }
 
 /// The client's view of an account (one query for its sign-in identities).
-pub async fn view(db: &impl ConnectionTrait, user: users::Model) -> Result<User, RpcError> {
-    let providers = auth_providers(db, &user)
+pub async fn view(ctx: &Ctx, user: users::Model) -> Result<User, RpcError> {
+    let providers = auth_providers(&ctx.state.db, &user)
         .await
         .map_err(internal("load sign-in identities"))?;
-    Ok(User::new(user, providers))
+    Ok(User::new(ctx, user, providers))
 }
 
 /// `users.me`
-async fn me(_: Ctx, caller: SignedIn, _: ()) -> Result<User, RpcError> {
-    Ok(User::new(caller.user, caller.auth_providers))
+async fn me(ctx: Ctx, caller: SignedIn, _: ()) -> Result<User, RpcError> {
+    Ok(User::new(&ctx, caller.user, caller.auth_providers))
 }
 
 #[derive(Deserialize, specta::Type)]
@@ -68,10 +74,11 @@ async fn me(_: Ctx, caller: SignedIn, _: ()) -> Result<User, RpcError> {
 pub struct UpdateUserInput {
     #[serde(default)]
     name: Option<String>,
-    /// An https URL; `null` removes the avatar, leaving it out keeps it.
+    /// A ready file uploaded with purpose `avatar` becomes the picture (the previous one is
+    /// deleted); `null` removes the picture, leaving it out keeps it.
     #[serde(default, deserialize_with = "present")]
-    #[specta(type = Option<String>, optional)]
-    avatar_url: Option<Option<String>>,
+    #[specta(type = Option<Uuid>, optional)]
+    avatar_file_id: Option<Option<Uuid>>,
 }
 
 /// Tells "absent" (`None`, via `default`) from "null" (`Some(None)`).
@@ -87,18 +94,21 @@ async fn update(ctx: Ctx, caller: SignedIn, input: UpdateUserInput) -> Result<Us
     let name = input
         .name
         .map(|name| errors.check("name", DisplayName::parse(&name)));
-    let avatar_url = input
-        .avatar_url
-        .map(|url| url.map(|url| errors.check("avatarUrl", parse_avatar_url(&url))));
     if !errors.is_empty() {
         return Err(errors.into_error());
     }
+    let user_id = caller.user.id;
+    if let Some(Some(file_id)) = input.avatar_file_id {
+        files::find_avatar(&ctx, user_id, file_id).await?;
+    }
+    let previous_avatar = caller.user.avatar_file_id;
     let mut user = caller.user.into_active_model();
     if let Some(Some(name)) = name {
         user.name = Set(name.into_string());
     }
-    if let Some(avatar_url) = avatar_url {
-        user.avatar_url = Set(avatar_url.flatten());
+    if let Some(avatar_file_id) = input.avatar_file_id {
+        user.avatar_file_id = Set(avatar_file_id);
+        user.avatar_url = Set(None);
     }
     user.updated_at = Set(Utc::now());
     let user = user
@@ -106,7 +116,13 @@ async fn update(ctx: Ctx, caller: SignedIn, input: UpdateUserInput) -> Result<Us
         .await
         .map_err(internal("update a user"))?;
     ctx.state.auth.session_cache.forget_user(user.id);
-    Ok(User::new(user, caller.auth_providers))
+    if let Some(previous) = previous_avatar
+        && input.avatar_file_id.is_some()
+        && user.avatar_file_id != Some(previous)
+    {
+        files::remove_avatar(&ctx, user_id, previous).await?;
+    }
+    Ok(User::new(&ctx, user, caller.auth_providers))
 }
 
 #[derive(Deserialize, specta::Type)]

@@ -14,6 +14,8 @@ mod chat;
 mod chat_failures;
 mod chat_follow;
 mod db_faults;
+mod files;
+mod files_images;
 mod id_token_outage;
 mod input_hygiene;
 mod key_faults;
