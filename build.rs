@@ -1,10 +1,11 @@
-//! Tests that need an optional service (PostgreSQL, a KMS server) are compiled as ignored when
+//! Tests that need an optional service (PostgreSQL, a KMS server, an S3 server) are compiled as ignored when
 //! its variable is unset, so a run without the service reports them skipped, never passed.
 
 fn main() {
     for (variable, cfg) in [
         ("ALIAS_TEST_POSTGRES_URL", "alias_test_postgres"),
         ("ALIAS_TEST_KMS_ENDPOINT", "alias_test_kms"),
+        ("ALIAS_TEST_S3_ENDPOINT", "alias_test_s3"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         println!("cargo::rerun-if-env-changed={variable}");

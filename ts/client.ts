@@ -7,6 +7,8 @@
 import {
   createTRPCClient,
   httpBatchLink,
+  httpLink,
+  isNonJsonSerializable,
   splitLink,
   type TRPCClient,
   type TRPCLink,
@@ -87,17 +89,22 @@ export function createAliasClient(options: AliasClientOptions): AliasClient {
           EventSource: options.EventSource,
           fetch: options.fetch,
         }),
-        false: httpBatchLink({
-          url,
-          fetch: trpcFetch,
-          maxItems: options.maxItems ?? DEFAULT_MAX_ITEMS,
-          maxURLLength: options.maxURLLength ?? DEFAULT_MAX_URL_LENGTH,
-          // Calls batched together started together, so they normally carry the same token; if
-          // a refresh landed in between, the last one read the newer token.
-          headers: ({ opList }) => {
-            const op = opList[opList.length - 1] ?? opList[0];
-            return op === undefined ? {} : bearerHeaders(op);
-          },
+        false: splitLink({
+          // FormData (`files.upload`) cannot be batched: it goes alone, as tRPC documents.
+          condition: (op) => isNonJsonSerializable(op.input),
+          true: httpLink({ url, fetch: trpcFetch, headers: ({ op }) => bearerHeaders(op) }),
+          false: httpBatchLink({
+            url,
+            fetch: trpcFetch,
+            maxItems: options.maxItems ?? DEFAULT_MAX_ITEMS,
+            maxURLLength: options.maxURLLength ?? DEFAULT_MAX_URL_LENGTH,
+            // Calls batched together started together, so they normally carry the same token;
+            // if a refresh landed in between, the last one read the newer token.
+            headers: ({ opList }) => {
+              const op = opList[opList.length - 1] ?? opList[0];
+              return op === undefined ? {} : bearerHeaders(op);
+            },
+          }),
         }),
       }),
     ],

@@ -262,21 +262,26 @@ async fn create_upload(
         + chrono::Duration::from_std(config.upload_url_ttl)
             .unwrap_or(chrono::Duration::minutes(15));
     let links = links(&ctx);
-    let url = ctx.state.storage.upload_url(
-        &links.base,
-        &Upload {
-            key: &row.object_key,
-            content_type: &input.mime_type,
-            size: input.size_bytes,
-            sha256: &input.sha256,
-            expires_at,
-        },
-    );
+    let link = ctx
+        .state
+        .storage
+        .upload_url(
+            &links.base,
+            &Upload {
+                key: &row.object_key,
+                content_type: &input.mime_type,
+                size: input.size_bytes,
+                sha256: &input.sha256,
+                expires_at,
+            },
+        )
+        .await
+        .map_err(|error| storage_unavailable(&error))?;
     Ok(UploadTarget {
         file_id: row.id,
-        url,
+        url: link.url,
         method: UploadMethod::Put,
-        headers: [("Content-Type".to_owned(), input.mime_type)].into(),
+        headers: link.headers,
         expires_at: expires_at.into(),
     })
 }

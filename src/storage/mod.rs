@@ -8,6 +8,7 @@
 //! disposition and caching that fit the link, and uploads that must match a declared type,
 //! size and SHA-256.
 
+mod presign;
 mod routes;
 mod signing;
 
@@ -55,6 +56,8 @@ pub struct StoredObject {
 
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// Upload links straight to the bucket (S3); else this server answers them.
+    presigner: Option<S3Presigner>,
     signer: UrlSigner,
     public_url: Option<String>,
     description: String,
@@ -63,6 +66,7 @@ pub struct Storage {
 impl Storage {
     /// Opens the configured store (creating the local folder, private, if needed).
     pub fn open(config: &StorageConfig, data_dir: &FsPath) -> anyhow::Result<Self> {
+        let mut presigner = None;
         let (store, description): (Arc<dyn ObjectStore>, String) = match &config.location {
             StorageLocation::Local(root) => {
                 crate::secret_file::create_private_dir(root)?;
@@ -85,9 +89,24 @@ impl Storage {
                         .with_allow_http(endpoint.starts_with("http://"))
                         .with_endpoint(endpoint);
                 }
+                let region = builder
+                    .get_config_value(&object_store::aws::AmazonS3ConfigKey::Region)
+                    .unwrap_or_else(|| "us-east-1".to_owned());
                 let store = builder
                     .build()
                     .context("could not configure S3 storage (ALIAS_STORAGE, AWS_*)")?;
+                presigner = Some(S3Presigner {
+                    credentials: Arc::clone(store.credentials()),
+                    endpoint: endpoint
+                        .clone()
+                        .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))
+                        .trim_end_matches('/')
+                        .to_owned(),
+                    region,
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                    virtual_hosted_style: *virtual_hosted_style,
+                });
                 let description = format!("s3://{bucket}/{prefix}");
                 let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
                     Arc::new(store)
@@ -109,6 +128,7 @@ impl Storage {
         };
         Ok(Self {
             store,
+            presigner,
             signer: UrlSigner::new(&url_key),
             public_url: config.public_url.clone(),
             description,
@@ -180,8 +200,19 @@ impl Storage {
         format!("{base}{}", self.signer.download_path(download))
     }
 
-    /// A link to upload exactly the declared bytes to `key` (see [`Upload`]).
-    pub fn upload_url(&self, base: &str, upload: &Upload<'_>) -> String {
-        format!("{base}{}", self.signer.upload_path(upload))
+    /// A link to upload exactly the declared bytes to `key` (see [`Upload`]): presigned
+    /// straight to the bucket on S3, else answered by this server (`base`).
+    pub async fn upload_url(
+        &self,
+        base: &str,
+        upload: &Upload<'_>,
+    ) -> Result<PresignedPut, StorageError> {
+        match &self.presigner {
+            Some(presigner) => presigner.presign_put(upload, Utc::now()).await,
+            None => Ok(PresignedPut {
+                url: format!("{base}{}", self.signer.upload_path(upload)),
+                headers: [("Content-Type".to_owned(), upload.content_type.to_owned())].into(),
+            }),
+        }
     }
 }

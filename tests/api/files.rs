@@ -104,7 +104,7 @@ async fn audited(app: &TestApp, action: &str) -> usize {
         .len()
 }
 
-async fn form_upload_is_sniffed_stored_and_served(app: TestApp) {
+pub async fn form_upload_is_sniffed_stored_and_served(app: TestApp) {
     let token = app.new_user().await;
     let bytes = png();
     let file = upload_ok(
@@ -165,7 +165,7 @@ async fn form_upload_is_sniffed_stored_and_served(app: TestApp) {
 }
 both_databases!(form_upload_is_sniffed_stored_and_served);
 
-async fn form_uploads_are_checked(app: TestApp) {
+pub async fn form_uploads_are_checked(app: TestApp) {
     let token = app.new_user().await;
     let bytes = png();
     let (status, body) = upload(
@@ -319,10 +319,24 @@ async fn create_upload(
     data(&body).clone()
 }
 
+/// PUTs `bytes` to an upload link with the headers it asks for, `Content-Type` replaced.
 async fn put(app: &TestApp, target: &Value, content_type: &str, bytes: Vec<u8>) -> StatusCode {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in target["headers"].as_object().expect("headers") {
+        let name = reqwest::header::HeaderName::try_from(name.as_str()).expect("a header name");
+        let value = value
+            .as_str()
+            .and_then(|value| value.parse().ok())
+            .expect("a header value");
+        headers.insert(name, value);
+    }
+    headers.insert(
+        "content-type",
+        content_type.parse().expect("a content type"),
+    );
     app.http
         .put(target["url"].as_str().expect("url"))
-        .header("content-type", content_type)
+        .headers(headers)
         .body(bytes)
         .send()
         .await
@@ -330,7 +344,7 @@ async fn put(app: &TestApp, target: &Value, content_type: &str, bytes: Vec<u8>) 
         .status()
 }
 
-async fn upload_links_take_exactly_the_declared_bytes(app: TestApp) {
+pub async fn upload_links_take_exactly_the_declared_bytes(app: TestApp) {
     let token = app.new_user().await;
     let bytes = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n".to_vec();
     let target = create_upload(&app, &token, "report.pdf", "application/pdf", &bytes).await;
@@ -438,7 +452,7 @@ async fn expired_upload_links_are_refused(db_kind: DbKind) {
 }
 each_database!(expired_upload_links_are_refused);
 
-async fn files_are_private_listed_and_deleted(app: TestApp) {
+pub async fn files_are_private_listed_and_deleted(app: TestApp) {
     let owner = app.new_user().await;
     let other = app.new_user().await;
     let mut ids = Vec::new();

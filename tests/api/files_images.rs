@@ -77,7 +77,7 @@ async fn fetch(app: &TestApp, url: &Value) -> reqwest::Response {
     response
 }
 
-async fn images_are_oriented_stripped_and_thumbnailed(app: TestApp) {
+pub async fn images_are_oriented_stripped_and_thumbnailed(app: TestApp) {
     let token = app.new_user().await;
     let jpeg = jpeg_with_exif(8, 4);
     assert!(jpeg.windows(4).any(|w| w == b"Exif"));
@@ -133,7 +133,7 @@ async fn images_are_oriented_stripped_and_thumbnailed(app: TestApp) {
 }
 both_databases!(images_are_oriented_stripped_and_thumbnailed);
 
-async fn bombs_broken_images_and_heic_are_refused(app: TestApp) {
+pub async fn bombs_broken_images_and_heic_are_refused(app: TestApp) {
     let token = app.new_user().await;
     let (status, body) = upload(
         &app,
@@ -174,7 +174,7 @@ async fn bombs_broken_images_and_heic_are_refused(app: TestApp) {
 }
 both_databases!(bombs_broken_images_and_heic_are_refused);
 
-async fn avatars_are_uploaded_files_with_stable_links(app: TestApp) {
+pub async fn avatars_are_uploaded_files_with_stable_links(app: TestApp) {
     let token = app.new_user().await;
     let first = upload_ok(
         &app,
@@ -276,7 +276,7 @@ async fn avatars_are_uploaded_files_with_stable_links(app: TestApp) {
 }
 both_databases!(avatars_are_uploaded_files_with_stable_links);
 
-async fn the_sweep_removes_abandoned_uploads_and_orphans(app: TestApp) {
+pub async fn the_sweep_removes_abandoned_uploads_and_orphans(app: TestApp) {
     let token = app.new_user().await;
     let kept = upload_ok(
         &app,

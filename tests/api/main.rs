@@ -16,6 +16,7 @@ mod chat_follow;
 mod db_faults;
 mod files;
 mod files_images;
+mod files_s3;
 mod id_token_outage;
 mod input_hygiene;
 mod key_faults;
