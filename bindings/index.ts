@@ -64,6 +64,14 @@ export type AppRouter = TRPCBuiltRouter<
 			};
 			stop: TRPCMutationProcedure<{ meta: object; input: StopInput; output: null }>;
 		};
+		files: {
+			complete: TRPCMutationProcedure<{ meta: object; input: FileIdInput; output: File }>;
+			createUpload: TRPCMutationProcedure<{ meta: object; input: CreateUploadInput; output: UploadTarget }>;
+			delete: TRPCMutationProcedure<{ meta: object; input: FileRefInput; output: null }>;
+			get: TRPCQueryProcedure<{ meta: object; input: FileRefInput; output: File }>;
+			list: TRPCQueryProcedure<{ meta: object; input: ListFilesInput | void; output: FilePage }>;
+			upload: TRPCMutationProcedure<{ meta: object; input: FormData; output: File }>;
+		};
 		preferences: {
 			get: TRPCQueryProcedure<{ meta: object; input: void; output: Preferences }>;
 			update: TRPCMutationProcedure<{ meta: object; input: UpdatePreferencesInput | void; output: Preferences }>;
@@ -84,7 +92,7 @@ export type AppRouter = TRPCBuiltRouter<
 export const AI_PROVIDERS = ["gemini", "openai", "anthropic"] as const;
 
 /** Every `AuditAction`, in declaration order. */
-export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited"] as const;
+export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited", "file_uploaded", "file_rejected", "file_deleted"] as const;
 
 /** Every `AuthProvider`, in declaration order. */
 export const AUTH_PROVIDERS = ["password", "google", "apple"] as const;
@@ -97,6 +105,12 @@ export const DIRECTIONS = ["forward", "backward"] as const;
 
 /** Every `ErrorCode`, in declaration order. */
 export const ERROR_CODES = ["PARSE_ERROR", "BAD_REQUEST", "UNAUTHORIZED", "PAYMENT_REQUIRED", "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_SUPPORTED", "TIMEOUT", "CONFLICT", "PRECONDITION_FAILED", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "UNPROCESSABLE_CONTENT", "PRECONDITION_REQUIRED", "TOO_MANY_REQUESTS", "CLIENT_CLOSED_REQUEST", "INTERNAL_SERVER_ERROR", "NOT_IMPLEMENTED", "BAD_GATEWAY", "SERVICE_UNAVAILABLE", "GATEWAY_TIMEOUT"] as const;
+
+/** Every `FilePurpose`, in declaration order. */
+export const FILE_PURPOSES = ["attachment", "avatar"] as const;
+
+/** Every `FileStatus`, in declaration order. */
+export const FILE_STATUSES = ["ready", "pending", "rejected"] as const;
 
 /** Every `HealthStatus`, in declaration order. */
 export const HEALTH_STATUSES = ["ok"] as const;
@@ -111,7 +125,7 @@ export const MESSAGE_ERROR_REASONS = ["api_key_rejected", "provider_rate_limited
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
 /** Every `Reason`, in declaration order. */
-export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable"] as const;
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete"] as const;
 
 /** Every `Role`, in declaration order. */
 export const ROLES = ["user", "assistant", "tool"] as const;
@@ -121,6 +135,9 @@ export const THEMES = ["light", "dark", "system"] as const;
 
 /** Every `TokenType`, in declaration order. */
 export const TOKEN_TYPES = ["Bearer"] as const;
+
+/** Every `UploadMethod`, in declaration order. */
+export const UPLOAD_METHODS = ["PUT"] as const;
 
 export type AiProvider = "gemini" | "openai" | "anthropic";
 
@@ -145,7 +162,11 @@ export type AuditAction = "sign_up" | "sign_in" | "sign_in_failed" | "refresh_to
 /**  `apiKeys.set` with a key the provider refused. */
 "api_key_rejected" | 
 /**  `apiKeys.set`/`validate` refused for checking too many keys (once per window). */
-"api_key_check_limited";
+"api_key_check_limited" | 
+/**  A file stored (`files.upload`, or `files.complete` after an upload link). */
+"file_uploaded" | 
+/**  An upload refused after its bytes arrived (wrong type, size or checksum). */
+"file_rejected" | "file_deleted";
 
 export type AuditEvent = {
 	id: string,
@@ -223,6 +244,16 @@ export type CreateSessionInput = {
 	title?: string | null,
 };
 
+export type CreateUploadInput = {
+	filename: string,
+	mimeType: string,
+	sizeBytes: number,
+	/**  SHA-256 of the bytes, base64 (what S3 calls `x-amz-checksum-sha256`). */
+	sha256: string,
+	purpose?: FilePurpose | null,
+	sessionId?: string | null,
+};
+
 export type DeleteUserInput = {
 	/**  Required for accounts that have a password. */
 	password?: string | null,
@@ -237,6 +268,55 @@ export type Direction =
 
 /**  tRPC's error codes (`TRPC_ERROR_CODES_BY_KEY`), with their HTTP statuses and JSON-RPC numbers. */
 export type ErrorCode = "PARSE_ERROR" | "BAD_REQUEST" | "UNAUTHORIZED" | "PAYMENT_REQUIRED" | "FORBIDDEN" | "NOT_FOUND" | "METHOD_NOT_SUPPORTED" | "TIMEOUT" | "CONFLICT" | "PRECONDITION_FAILED" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "UNPROCESSABLE_CONTENT" | "PRECONDITION_REQUIRED" | "TOO_MANY_REQUESTS" | "CLIENT_CLOSED_REQUEST" | "INTERNAL_SERVER_ERROR" | "NOT_IMPLEMENTED" | "BAD_GATEWAY" | "SERVICE_UNAVAILABLE" | "GATEWAY_TIMEOUT";
+
+export type File = {
+	id: string,
+	filename: string,
+	/**  The type found in the bytes (declared, while pending). */
+	mimeType: string,
+	sizeBytes: number,
+	purpose: FilePurpose,
+	status: FileStatus,
+	width: number | null,
+	height: number | null,
+	/**  A tiny placeholder to show while the image loads (base64 ThumbHash). */
+	thumbhash: string | null,
+	/**
+	 *  A signed, short-lived link to the bytes (`ALIAS_FILE_URL_SECONDS`; an avatar's never
+	 *  expires and stays the same for the same picture). Null unless ready.
+	 */
+	url: string | null,
+	/**  The same for a thumbnail (longest side at most 320 px), for images. */
+	thumbnailUrl: string | null,
+	sessionId: string | null,
+	createdAt: string,
+};
+
+export type FileIdInput = {
+	fileId: string,
+};
+
+export type FilePage = {
+	/**  Newest first. */
+	files: File[],
+	nextCursor: string | null,
+};
+
+export type FilePurpose = 
+/**  For a chat (`sessionId`) or to send with messages. */
+"attachment" | 
+/**  A profile picture (`users.update { avatarFileId }`); images only. */
+"avatar";
+
+export type FileRefInput = {
+	id: string,
+};
+
+export type FileStatus = "ready" | 
+/**  An upload link was handed out; `files.complete` has not succeeded yet. */
+"pending" | 
+/**  The uploaded bytes were refused (type, size or checksum); nothing is kept. */
+"rejected";
 
 export type FollowInput = {
 	/**  The reply: `replyMessageId` from `chat.send`. */
@@ -272,6 +352,17 @@ export type KeyValidation = {
 	valid: boolean,
 	/**  Why, in words for the user. */
 	message: string,
+};
+
+export type ListFilesInput = {
+	/**  1 to 100 (default 50). */
+	limit?: number | null,
+	/**  The `nextCursor` of a previous page; absent or null for the first page. */
+	cursor?: string | null,
+	/**  `forward` (default): older files than the cursor; `backward`: newer ones. */
+	direction?: Direction | null,
+	purpose?: FilePurpose | null,
+	sessionId?: string | null,
 };
 
 export type ListMessagesInput = {
@@ -446,7 +537,23 @@ export type Reason =
  *  The database cannot be reached or cannot write at the moment: retry after
  *  `retryAfterSeconds`.
  */
-"database_unavailable";
+"database_unavailable" | 
+/**
+ *  The file is larger than allowed for its type (images and other files have their own
+ *  limits).
+ */
+"file_too_large" | 
+/**
+ *  That kind of file is not accepted (allowed: JPEG, PNG, WebP, GIF, PDF, plain text,
+ *  Markdown, CSV); HEIC/HEIF photos too, until the server can convert them.
+ */
+"file_type_not_allowed" | 
+/**  The bytes are not what was declared: another type, size or SHA-256. */
+"file_content_mismatch" | 
+/**  The user's storage is full: delete files first. */
+"storage_quota_exceeded" | 
+/**  `files.complete` before the upload link received the bytes: upload, then complete. */
+"upload_incomplete";
 
 export type RefreshInput = {
 	refreshToken: string,
@@ -594,8 +701,22 @@ export type UpdateSessionInput = {
 
 export type UpdateUserInput = {
 	name?: string | null,
-	/**  An https URL; `null` removes the avatar, leaving it out keeps it. */
-	avatarUrl?: string | null,
+	/**
+	 *  A ready file uploaded with purpose `avatar` becomes the picture (the previous one is
+	 *  deleted); `null` removes the picture, leaving it out keeps it.
+	 */
+	avatarFileId?: string | null,
+};
+
+export type UploadMethod = "PUT";
+
+export type UploadTarget = {
+	fileId: string,
+	/**  Send the bytes here, with `method` and exactly `headers`; then call `files.complete`. */
+	url: string,
+	method: UploadMethod,
+	headers: { [key in string]: string },
+	expiresAt: string,
 };
 
 export type Usage = {

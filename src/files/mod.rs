@@ -19,7 +19,8 @@ pub use types::{File, FilePurpose, FileStatus, Links};
 
 use self::ingest::Incoming;
 use self::types::{
-    CreateUploadInput, FileIdInput, FilePage, IdInput, ListFilesInput, UploadMethod, UploadTarget,
+    CreateUploadInput, FileIdInput, FilePage, FileRefInput, ListFilesInput, UploadMethod,
+    UploadTarget,
 };
 use crate::audit::{self, AuditAction};
 use crate::context::{App, Ctx};
@@ -237,7 +238,7 @@ async fn create_upload(
         return Err(errors.into_error());
     }
     kinds::check_declared(&input.mime_type)?;
-    if input.size_bytes > kinds::max_bytes(config, &input.mime_type) {
+    if u64::from(input.size_bytes) > kinds::max_bytes(config, &input.mime_type) {
         return Err(kinds::too_large(config, &input.mime_type));
     }
     let purpose = input.purpose.unwrap_or_default();
@@ -253,7 +254,7 @@ async fn create_upload(
             status: FileStatus::Pending,
             filename,
             mime_type: input.mime_type.clone(),
-            size_bytes: input.size_bytes,
+            size_bytes: u64::from(input.size_bytes),
             sha256: Some(input.sha256.clone()),
         },
     )
@@ -270,7 +271,7 @@ async fn create_upload(
             &Upload {
                 key: &row.object_key,
                 content_type: &input.mime_type,
-                size: input.size_bytes,
+                size: u64::from(input.size_bytes),
                 sha256: &input.sha256,
                 expires_at,
             },
@@ -352,7 +353,7 @@ async fn list(ctx: Ctx, caller: SignedIn, input: ListFilesInput) -> Result<FileP
 }
 
 /// `files.get`
-async fn get(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<File, RpcError> {
+async fn get(ctx: Ctx, caller: SignedIn, input: FileRefInput) -> Result<File, RpcError> {
     let row = store::find_owned(&ctx.state.db, caller.user.id, input.id)
         .await
         .map_err(internal("load a file"))?
@@ -362,7 +363,7 @@ async fn get(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<File, RpcErro
 
 /// `files.delete`: the row, then the bytes (a failure there leaves them to the sweep, which
 /// removes objects without rows).
-async fn delete(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<(), RpcError> {
+async fn delete(ctx: Ctx, caller: SignedIn, input: FileRefInput) -> Result<(), RpcError> {
     let row = store::find_owned(&ctx.state.db, caller.user.id, input.id)
         .await
         .map_err(internal("load a file"))?

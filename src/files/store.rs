@@ -67,7 +67,11 @@ struct Total {
 pub async fn used_bytes(db: &impl ConnectionTrait, user_id: Uuid) -> Result<u64, DbErr> {
     let total = files::Entity::find()
         .select_only()
-        .column_as(files::Column::SizeBytes.sum(), "total")
+        // PostgreSQL sums BIGINT as NUMERIC: back to BIGINT for both databases.
+        .column_as(
+            sea_orm::sea_query::Expr::cust("CAST(SUM(size_bytes) AS BIGINT)"),
+            "total",
+        )
         .filter(files::Column::UserId.eq(user_id))
         .filter(files::Column::Status.ne(FileStatus::Rejected.as_str()))
         .into_model::<Total>()

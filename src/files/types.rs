@@ -153,7 +153,7 @@ impl Links<'_> {
 pub struct CreateUploadInput {
     pub filename: String,
     pub mime_type: String,
-    pub size_bytes: u64,
+    pub size_bytes: u32,
     /// SHA-256 of the bytes, base64 (what S3 calls `x-amz-checksum-sha256`).
     pub sha256: String,
     #[serde(default)]
@@ -187,7 +187,7 @@ pub struct FileIdInput {
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IdInput {
+pub struct FileRefInput {
     pub id: Uuid,
 }
 

@@ -24,6 +24,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::config::{StorageConfig, StorageLocation};
 
+pub use presign::PresignedPut;
+use presign::S3Presigner;
 pub use routes::routes;
 use signing::UrlSigner;
 pub use signing::{Download, Expiry, Upload};
