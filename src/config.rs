@@ -116,6 +116,8 @@ pub struct ChatConfig {
     pub flush_interval: Duration,
     /// Tool-call rounds allowed per reply.
     pub max_tool_rounds: u32,
+    /// Searches (`chat.search`, `chat.sessions.list` with `search`) per user per minute.
+    pub search_limit_per_minute: u32,
 }
 
 /// Where the data keys that seal users' API keys come from.
@@ -257,6 +259,8 @@ impl Config {
                     env.parse_positive("ALIAS_CHAT_FLUSH_MS", 250)?,
                 ),
                 max_tool_rounds: env.parse("ALIAS_CHAT_MAX_TOOL_ROUNDS", "3", "a whole number")?,
+                search_limit_per_minute: env
+                    .parse_positive("ALIAS_CHAT_SEARCH_LIMIT_PER_MINUTE", 60)?,
             },
             files: FilesConfig {
                 max_image_bytes: env.parse_positive("ALIAS_MAX_IMAGE_BYTES", 10 * 1024 * 1024)?,
@@ -623,6 +627,7 @@ mod tests {
             ("ALIAS_MAX_IMAGE_BYTES", "0"),
             ("ALIAS_STORAGE_URL_KEY", "c2hvcnQ="),
             ("ALIAS_PUBLIC_URL", "example.com"),
+            ("ALIAS_CHAT_SEARCH_LIMIT_PER_MINUTE", "0"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);

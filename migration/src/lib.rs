@@ -7,6 +7,7 @@ mod m20261122_000002_keys_and_preferences;
 mod m20261122_000003_chat;
 mod m20261122_000004_chat_search;
 mod m20261202_01_message_errors;
+mod m20261202_02_search_per_user;
 mod m20261202_04_files;
 
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_chat::Migration),
             Box::new(m20261122_000004_chat_search::Migration),
             Box::new(m20261202_01_message_errors::Migration),
+            Box::new(m20261202_02_search_per_user::Migration),
             Box::new(m20261202_04_files::Migration),
         ]
     }

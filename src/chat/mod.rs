@@ -2,12 +2,15 @@
 
 mod reply;
 pub mod search;
+#[cfg(test)]
+mod search_tests;
 mod store;
 mod tools;
 mod types;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -26,8 +29,9 @@ use crate::keys;
 use crate::pagination::{Direction, PageRequest, PageSize};
 use crate::preferences;
 use crate::providers::AiProvider;
+use crate::reason::Reason;
 use crate::rpc::{
-    FieldErrors, Resumed, Router, RpcError, Serialized, Timestamp, Tracked, internal,
+    ErrorCode, FieldErrors, Resumed, Router, RpcError, Serialized, Timestamp, Tracked, internal,
 };
 use crate::streams::{LiveStream, Reservation};
 use crate::text;
@@ -152,11 +156,12 @@ async fn list_sessions(
         .map(str::trim)
         .filter(|q| !q.is_empty())
     {
-        Some(query) => Some(
+        Some(query) => Some({
+            limit_searches(&ctx, &caller).await?;
             search::matching_session_ids(db, caller.user.id, query, SEARCH_SESSIONS)
                 .await
-                .map_err(internal("search chat sessions"))?,
-        ),
+                .map_err(internal("search chat sessions"))?
+        }),
         None => None,
     };
     let query = SessionQuery {
@@ -700,6 +705,33 @@ pub struct SearchResults {
     hits: Vec<SearchHit>,
 }
 
+const SEARCH_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts a search against the caller's budget (`ALIAS_CHAT_SEARCH_LIMIT_PER_MINUTE`), each
+/// call of a batch on its own: a search reads only the caller's rows, but thousands of them
+/// back to back would still hold the database for everyone. (The assistant's own search tool
+/// is bounded by the tool rounds of a reply instead.)
+async fn limit_searches(ctx: &Ctx, caller: &SignedIn) -> Result<(), RpcError> {
+    let state = &ctx.state;
+    state
+        .auth
+        .rate_limits
+        .hit(
+            &format!("chat_search:{}", caller.user.id),
+            state.config.chat.search_limit_per_minute,
+            SEARCH_WINDOW,
+        )
+        .await
+        .map_err(|retry| {
+            RpcError::new(
+                ErrorCode::TooManyRequests,
+                format!("Too many searches. Try again in {} seconds.", retry.0),
+            )
+            .with_reason(Reason::RateLimited)
+            .with_retry_after(retry.0)
+        })
+}
+
 /// `chat.search`: any text is a valid query.
 async fn search_chats(
     ctx: Ctx,
@@ -710,6 +742,7 @@ async fn search_chats(
     let Some(limit) = SEARCH_HITS.parse(&mut errors, input.limit) else {
         return Err(errors.into_error());
     };
+    limit_searches(&ctx, &caller).await?;
     let hits = search::search_messages(&ctx.state.db, caller.user.id, &input.query, limit)
         .await
         .map_err(internal("search chats"))?;

@@ -1,5 +1,6 @@
 //! Queries for chat sessions and messages. Every read is scoped to its owner, so another
-//! user's id finds nothing.
+//! user's id finds nothing. Every write of a title or a message's text updates the search
+//! index in the same transaction.
 
 use chrono::{DateTime, Utc};
 use entity::{chat_messages, chat_sessions};
@@ -11,7 +12,9 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::search;
 use super::types::{MessageError, MessageErrorReason, MessageStatus, Role, ToolCallRecord, Usage};
+use crate::db::begin_write;
 use crate::pagination::{Cursor, PageRequest};
 
 pub const DEFAULT_TITLE: &str = "New chat";
@@ -22,7 +25,8 @@ pub async fn create_session(
     title: &str,
 ) -> Result<chat_sessions::Model, DbErr> {
     let now = Utc::now();
-    chat_sessions::ActiveModel {
+    let transaction = begin_write(db).await?;
+    let session = chat_sessions::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user_id),
         title: Set(title.to_owned()),
@@ -34,8 +38,11 @@ pub async fn create_session(
         updated_at: Set(now),
         last_message_at: Set(now),
     }
-    .insert(db)
-    .await
+    .insert(&transaction)
+    .await?;
+    search::index_session(&transaction, &session).await?;
+    transaction.commit().await?;
+    Ok(session)
 }
 
 pub async fn find_session(
@@ -166,6 +173,7 @@ pub async fn update_session(
     changes: SessionChanges,
 ) -> Result<chat_sessions::Model, DbErr> {
     let mut row: chat_sessions::ActiveModel = session.into();
+    let retitled = changes.title.is_some();
     if let Some(title) = changes.title {
         row.title = Set(title);
     }
@@ -176,7 +184,13 @@ pub async fn update_session(
         row.is_archived = Set(archived);
     }
     row.updated_at = Set(Utc::now());
-    row.update(db).await
+    let transaction = begin_write(db).await?;
+    let session = row.update(&transaction).await?;
+    if retitled {
+        search::index_session(&transaction, &session).await?;
+    }
+    transaction.commit().await?;
+    Ok(session)
 }
 
 pub async fn set_title(
@@ -184,13 +198,15 @@ pub async fn set_title(
     session_id: Uuid,
     title: &str,
 ) -> Result<(), DbErr> {
+    let transaction = begin_write(db).await?;
     chat_sessions::Entity::update_many()
         .col_expr(chat_sessions::Column::Title, Expr::value(title))
         .col_expr(chat_sessions::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(chat_sessions::Column::Id.eq(session_id))
-        .exec(db)
-        .await
-        .map(drop)
+        .exec(&transaction)
+        .await?;
+    search::reindex_session(&transaction, session_id).await?;
+    transaction.commit().await
 }
 
 /// Counts `added` messages (negative when removed) and marks the session active now.
@@ -234,12 +250,14 @@ pub struct NewMessage<'a> {
     pub tool_calls: Option<Value>,
 }
 
+/// Searchable messages (user, assistant) are indexed too: insert them in a transaction, so
+/// that both happen or neither.
 pub async fn insert_message(
     db: &impl ConnectionTrait,
     message: NewMessage<'_>,
 ) -> Result<chat_messages::Model, DbErr> {
     let now = Utc::now();
-    chat_messages::ActiveModel {
+    let row = chat_messages::ActiveModel {
         id: Set(Uuid::now_v7()),
         session_id: Set(message.session_id),
         user_id: Set(message.user_id),
@@ -259,7 +277,9 @@ pub async fn insert_message(
         updated_at: Set(now),
     }
     .insert(db)
-    .await
+    .await?;
+    search::index_message(db, &row).await?;
+    Ok(row)
 }
 
 pub async fn find_message(
@@ -311,13 +331,15 @@ pub async fn list_messages(
 
 /// Saves a streaming reply's text so far (a crash loses at most the last moments).
 pub async fn save_progress(db: &DatabaseConnection, id: Uuid, content: &str) -> Result<(), DbErr> {
+    let transaction = begin_write(db).await?;
     chat_messages::Entity::update_many()
         .col_expr(chat_messages::Column::Content, Expr::value(content))
         .col_expr(chat_messages::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(chat_messages::Column::Id.eq(id))
-        .exec(db)
-        .await
-        .map(drop)
+        .exec(&transaction)
+        .await?;
+    search::reindex_message(&transaction, id).await?;
+    transaction.commit().await
 }
 
 /// The reply's final state.
@@ -356,7 +378,11 @@ pub async fn finish_reply(
         updated_at: Set(Utc::now()),
         ..Default::default()
     };
-    row.update(db).await
+    let transaction = begin_write(db).await?;
+    let saved = row.update(&transaction).await?;
+    search::index_message(&transaction, &saved).await?;
+    transaction.commit().await?;
+    Ok(saved)
 }
 
 /// Recent messages of a session for the provider, newest first.

@@ -13,6 +13,7 @@ mod body_limit;
 mod chat;
 mod chat_failures;
 mod chat_follow;
+mod chat_search;
 mod db_faults;
 mod files;
 mod files_images;
