@@ -14,12 +14,6 @@ pub trait RateLimitStore: Send + Sync {
     /// Counts one attempt for `key`; refuses it when `limit` attempts were already counted in
     /// the current `window`.
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter>;
-
-    /// Refuses when `key` already has `limit` attempts in the current window, without counting.
-    async fn check(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter>;
-
-    /// Forgets the attempts of `key` (after a successful sign-in, say).
-    async fn reset(&self, key: &str);
 }
 
 /// Keys beyond which expired windows are swept before a new key is added, so a flood of
@@ -96,24 +90,6 @@ impl RateLimitStore for InMemoryRateLimits {
             Ok(())
         })
     }
-
-    async fn check(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter> {
-        self.with_window(key, window, |w, now| {
-            if w.count >= limit {
-                Err(w.retry_after(now))
-            } else {
-                Ok(())
-            }
-        })
-    }
-
-    async fn reset(&self, key: &str) {
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        windows.remove(key);
-    }
 }
 
 #[cfg(test)]
@@ -129,19 +105,8 @@ mod tests {
         }
         let refused = limits.hit("k", 3, window).await;
         assert_eq!(refused, Err(RetryAfter(1)));
-        assert!(limits.check("k", 3, window).await.is_err());
         assert!(limits.hit("other", 3, window).await.is_ok());
         tokio::time::sleep(window).await;
         assert!(limits.hit("k", 3, window).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn reset_forgets_attempts() {
-        let limits = InMemoryRateLimits::default();
-        let window = Duration::from_secs(60);
-        assert!(limits.hit("k", 1, window).await.is_ok());
-        assert!(limits.check("k", 1, window).await.is_err());
-        limits.reset("k").await;
-        assert!(limits.check("k", 1, window).await.is_ok());
     }
 }

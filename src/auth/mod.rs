@@ -18,15 +18,14 @@ use self::sessions::{IssuedTokens, RefreshError};
 use crate::audit::{self, AuditAction};
 use crate::context::{App, AppState, Ctx};
 use crate::guard::{SignedIn, signed_in};
-use crate::rate_limit::RetryAfter;
 use crate::reason::Reason;
 use crate::rpc::Timestamp;
 use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
 use crate::security::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
-use crate::users::{DisplayName, Email, User, parse_avatar_url, view};
+use crate::users::{
+    DisplayName, Email, User, check_password, parse_avatar_url, too_many_attempts, view,
+};
 
-/// Failed password sign-ins allowed per account per `ALIAS_LOGIN_LOCK_SECONDS`.
-const FAILED_LOGINS_PER_ACCOUNT: u32 = 5;
 const IP_WINDOW: Duration = Duration::from_secs(60);
 
 pub fn router() -> Router<App> {
@@ -136,14 +135,6 @@ fn unauthorized(reason: Reason, message: &'static str) -> RpcError {
     RpcError::new(ErrorCode::Unauthorized, message).with_reason(reason)
 }
 
-fn too_many(retry: RetryAfter) -> RpcError {
-    RpcError::new(
-        ErrorCode::TooManyRequests,
-        format!("Too many attempts. Try again in {} seconds.", retry.0),
-    )
-    .with_retry_after(retry.0)
-}
-
 /// Counts an attempt of `action` from the caller's IP against the per-minute limit.
 async fn limit_ip(state: &AppState, request: &RequestInfo, action: &str) -> Result<(), RpcError> {
     let key = format!("ip:{action}:{}", request.client_ip);
@@ -152,7 +143,7 @@ async fn limit_ip(state: &AppState, request: &RequestInfo, action: &str) -> Resu
         .rate_limits
         .hit(&key, state.config.auth.ip_limit_per_minute, IP_WINDOW)
         .await
-        .map_err(too_many)
+        .map_err(too_many_attempts)
 }
 
 fn parse_password(raw: &str) -> Result<String, String> {
@@ -182,7 +173,7 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
         .state
         .auth
         .passwords
-        .hash(password)
+        .hash(&format!("ip:{}", ctx.request.client_ip), password)
         .await
         .map_err(internal("hash a password"))?;
     let now = Utc::now();
@@ -234,7 +225,8 @@ async fn find_by_email(
 }
 
 /// `auth.login`: an unknown email and a wrong password get the same answer in about the
-/// same time, and an account locks after repeated failures.
+/// same time, and an account locks after repeated failures. Every verification is audited
+/// (`sign_in` or `sign_in_failed`).
 async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
     let state = &ctx.state;
     limit_ip(state, &ctx.request, "login").await?;
@@ -247,24 +239,13 @@ async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
     let Ok(email) = Email::parse(&input.email) else {
         return Err(invalid());
     };
-    let failures_key = format!("login-failures:{}", email.as_str());
-    let limits = &state.auth.rate_limits;
-    let lock = state.config.auth.login_lock;
-    limits
-        .check(&failures_key, FAILED_LOGINS_PER_ACCOUNT, lock)
-        .await
-        .map_err(too_many)?;
     let user = find_by_email(&state.db, &email).await?;
     let stored = user.as_ref().and_then(|user| user.password_hash.clone());
-    let matches = state
-        .auth
-        .passwords
-        .verify(input.password, stored)
-        .await
-        .map_err(internal("verify a password"))?;
+    // Reserves one of the account's attempts first (whether or not it exists, so the lock
+    // does not reveal it); refused past them.
+    let matches = check_password(state, email.as_str(), input.password, stored).await?;
     match user {
         Some(user) if matches => {
-            limits.reset(&failures_key).await;
             audit::record(
                 &state.db,
                 &ctx.request,
@@ -276,10 +257,6 @@ async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
             begin_session(&ctx, user, "password").await
         }
         user => {
-            // Counted whether or not the account exists, so the lock does not reveal it.
-            let _ = limits
-                .hit(&failures_key, FAILED_LOGINS_PER_ACCOUNT, lock)
-                .await;
             let user_id = user.map(|user| user.id);
             audit::record(
                 &state.db,

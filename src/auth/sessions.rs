@@ -12,7 +12,6 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, Set,
 };
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::audit;
@@ -273,8 +272,5 @@ async fn insert_refresh_token(
 }
 
 fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::security::sha256_hex(token)
 }

@@ -5,17 +5,25 @@
 mod access_token;
 mod id_token;
 mod password;
+mod password_attempts;
 mod session_cache;
 
 use std::sync::Arc;
 
 pub use access_token::{AccessTokens, TokenError, VerifiedToken, install_crypto_provider};
 pub use id_token::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
-pub use password::Passwords;
+pub use password::{CheckError, Passwords};
 pub use session_cache::{AuthProvider, KnownSession, SessionCache, auth_providers};
 
 use crate::config::Config;
+use sha2::{Digest as _, Sha256};
+
+use self::password_attempts::AttemptBudget;
 use crate::rate_limit::{InMemoryRateLimits, RateLimitStore};
+
+/// Password verifications allowed per account per `ALIAS_LOGIN_LOCK_SECONDS` (wrong ones:
+/// a right one gives its attempt back).
+pub const PASSWORD_ATTEMPTS_PER_ACCOUNT: u32 = 5;
 
 /// Everything signing in and checking callers needs, built once at start-up.
 pub struct Auth {
@@ -40,11 +48,22 @@ impl Auth {
         };
         Ok(Self {
             access_tokens: AccessTokens::load(auth, &config.data_dir)?,
-            passwords: Passwords::new()?,
+            passwords: Passwords::new(AttemptBudget {
+                limit: PASSWORD_ATTEMPTS_PER_ACCOUNT,
+                window: auth.login_lock,
+            })?,
             google: verifier(Provider::Google, &auth.google),
             apple: verifier(Provider::Apple, &auth.apple),
             rate_limits: Arc::new(InMemoryRateLimits::default()),
             session_cache: SessionCache::new(auth.session_cache_ttl),
         })
     }
+}
+
+/// Hex SHA-256, how tokens and account keys are stored (never the token itself).
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }

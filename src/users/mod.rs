@@ -1,6 +1,7 @@
 //! `users.*`: the signed-in user's account.
 
 mod fields;
+mod password;
 
 use chrono::Utc;
 use entity::users;
@@ -9,14 +10,16 @@ use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 pub use fields::{DisplayName, Email, parse_avatar_url};
+pub use password::{check_password, too_many_attempts};
+
+use password::require_password;
 
 use crate::audit::{self, AuditAction};
 use crate::context::{App, Ctx};
 use crate::files;
 use crate::guard::{SignedIn, signed_in};
-use crate::reason::Reason;
 use crate::rpc::Timestamp;
-use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError, internal};
+use crate::rpc::{FieldErrors, Router, RpcError, internal};
 use crate::security::{AuthProvider, auth_providers};
 
 pub fn router() -> Router<App> {
@@ -134,7 +137,7 @@ pub struct DeleteUserInput {
 }
 
 /// `users.delete`: the account and everything it owns (sessions, identities, audit rows)
-/// go in one cascade.
+/// go in one cascade. The password is checked like a sign-in (shared attempts, audited).
 async fn delete(ctx: Ctx, caller: SignedIn, input: DeleteUserInput) -> Result<(), RpcError> {
     let user = caller.user;
     if let Some(hash) = user.password_hash.clone() {
@@ -146,19 +149,7 @@ async fn delete(ctx: Ctx, caller: SignedIn, input: DeleteUserInput) -> Result<()
             );
             errors.into_error()
         })?;
-        let matches = ctx
-            .state
-            .auth
-            .passwords
-            .verify(password, Some(hash))
-            .await
-            .map_err(internal("verify a password"))?;
-        if !matches {
-            return Err(
-                RpcError::new(ErrorCode::Unauthorized, "The password is not correct.")
-                    .with_reason(Reason::InvalidCredentials),
-            );
-        }
+        require_password(&ctx, &user, password, hash, "users.delete").await?;
     }
     // Its running chat replies stop first: none may call a provider with its key again.
     ctx.state.streams.revoke_owner(user.id);

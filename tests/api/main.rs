@@ -6,6 +6,7 @@ mod helpers;
 mod id_provider;
 mod tcp_proxy;
 
+mod account_lock;
 mod audit_log;
 mod auth;
 mod bindings;
