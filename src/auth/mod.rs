@@ -1,14 +1,16 @@
 //! `auth.*`: signing in (password, Google, Apple), keeping sessions alive with rotating
 //! refresh tokens, and signing out.
 
+mod identity;
 pub mod sessions;
 
 use std::time::Duration;
 
 use chrono::Utc;
-use entity::{user_identities, users};
+use entity::users;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, SqlErr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    Set, SqlErr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,10 +23,7 @@ use crate::guard::{SignedIn, signed_in};
 use crate::reason::Reason;
 use crate::rpc::Timestamp;
 use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
-use crate::security::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
-use crate::users::{
-    DisplayName, Email, User, check_password, parse_avatar_url, too_many_attempts, view,
-};
+use crate::users::{DisplayName, Email, User, check_password, too_many_attempts, view};
 
 const IP_WINDOW: Duration = Duration::from_secs(60);
 
@@ -32,8 +31,8 @@ pub fn router() -> Router<App> {
     Router::new()
         .mutation("register", register)
         .mutation("login", login)
-        .mutation("google", google)
-        .mutation("apple", apple)
+        .mutation("google", identity::google)
+        .mutation("apple", identity::apple)
         .mutation("refresh", refresh)
         .mutation("logout", signed_in(logout))
         .query("sessions.list", signed_in(list_sessions))
@@ -85,21 +84,6 @@ pub struct RegisterInput {
 pub struct LoginInput {
     email: String,
     password: String,
-}
-
-#[derive(Deserialize, specta::Type)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GoogleSignInInput {
-    id_token: String,
-}
-
-#[derive(Deserialize, specta::Type)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AppleSignInInput {
-    id_token: String,
-    /// Apple sends the name only on the first sign-in; pass it then.
-    #[serde(default)]
-    name: Option<String>,
 }
 
 #[derive(Deserialize, specta::Type)]
@@ -176,6 +160,11 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
         .hash(&format!("ip:{}", ctx.request.client_ip), password)
         .await
         .map_err(internal("hash a password"))?;
+    // The account, its audit row and its first session are written together: a failure
+    // anywhere leaves no account behind (registering again then works).
+    let transaction = crate::db::begin_write(db)
+        .await
+        .map_err(internal("begin a transaction"))?;
     let now = Utc::now();
     let user = users::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -187,7 +176,7 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(db)
+    .insert(&transaction)
     .await
     .map_err(|error| match error.sql_err() {
         // Registered concurrently with the same email.
@@ -195,14 +184,19 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
         _ => internal("create a user")(error),
     })?;
     audit::record(
-        db,
+        &transaction,
         &ctx.request,
         Some(user.id),
         AuditAction::SignUp,
         json!({ "method": "password" }),
     )
     .await;
-    begin_session(&ctx, user, "password").await
+    let session = session_in(&ctx, &transaction, user).await?;
+    transaction
+        .commit()
+        .await
+        .map_err(internal("commit a registration"))?;
+    Ok(session)
 }
 
 fn email_taken() -> RpcError {
@@ -254,7 +248,7 @@ async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
                 json!({ "method": "password" }),
             )
             .await;
-            begin_session(&ctx, user, "password").await
+            begin_session(&ctx, user).await
         }
         user => {
             let user_id = user.map(|user| user.id);
@@ -271,172 +265,28 @@ async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
     }
 }
 
-/// `auth.google`
-async fn google(ctx: Ctx, input: GoogleSignInInput) -> Result<AuthSession, RpcError> {
-    let verifier = ctx.state.auth.google.as_ref();
-    sign_in_with_id_token(&ctx, verifier, &input.id_token, None).await
-}
-
-/// `auth.apple`
-async fn apple(ctx: Ctx, input: AppleSignInInput) -> Result<AuthSession, RpcError> {
-    let verifier = ctx.state.auth.apple.as_ref();
-    sign_in_with_id_token(&ctx, verifier, &input.id_token, input.name).await
-}
-
-async fn sign_in_with_id_token(
-    ctx: &Ctx,
-    verifier: Option<&IdTokenVerifier>,
-    id_token: &str,
-    name_from_app: Option<String>,
-) -> Result<AuthSession, RpcError> {
-    limit_ip(&ctx.state, &ctx.request, "login").await?;
-    let verifier = verifier.ok_or_else(|| {
-        RpcError::new(
-            ErrorCode::PreconditionFailed,
-            "This sign-in method is not enabled on this server.",
-        )
-        .with_reason(Reason::ProviderNotConfigured)
-    })?;
-    let provider = verifier.provider();
-    let claims = verifier
-        .verify(id_token)
-        .await
-        .map_err(|error| match error {
-            IdTokenError::Invalid(detail) => {
-                tracing::info!(provider = provider.as_str(), %detail, "ID token rejected");
-                unauthorized(
-                    Reason::InvalidToken,
-                    "The sign-in could not be verified. Please try again.",
-                )
-            }
-            IdTokenError::KeysUnavailable => RpcError::new(
-                ErrorCode::ServiceUnavailable,
-                format!(
-                    "{} could not be reached to verify the sign-in. Please try again.",
-                    provider.display_name()
-                ),
-            ),
-        })?;
-    let user = find_or_create_identity_user(ctx, provider, claims, name_from_app).await?;
-    audit::record(
-        &ctx.state.db,
-        &ctx.request,
-        Some(user.id),
-        AuditAction::SignIn,
-        json!({ "method": provider.as_str() }),
-    )
-    .await;
-    begin_session(ctx, user, provider.as_str()).await
-}
-
-/// The account an ID token signs in to: the one linked to it; else the one with its email,
-/// linked now if the provider verified that email; else a new one.
-async fn find_or_create_identity_user(
-    ctx: &Ctx,
-    provider: Provider,
-    claims: IdClaims,
-    name_from_app: Option<String>,
-) -> Result<users::Model, RpcError> {
-    let db = &ctx.state.db;
-    let linked = user_identities::Entity::find()
-        .filter(user_identities::Column::Provider.eq(provider.as_str()))
-        .filter(user_identities::Column::Subject.eq(&claims.sub))
-        .find_also_related(users::Entity)
-        .one(db)
-        .await
-        .map_err(internal("look up a sign-in identity"))?;
-    if let Some((_, Some(user))) = linked {
-        return Ok(user);
-    }
-    let email = claims
-        .email
-        .as_deref()
-        .and_then(|email| Email::parse(email).ok())
-        .ok_or_else(|| RpcError::bad_request("The sign-in did not include an email address."))?;
-    let existing = find_by_email(db, &email).await?;
-    let transaction = crate::db::begin_write(db)
+async fn begin_session(ctx: &Ctx, user: users::Model) -> Result<AuthSession, RpcError> {
+    let transaction = crate::db::begin_write(&ctx.state.db)
         .await
         .map_err(internal("begin a transaction"))?;
-    let user = match existing {
-        Some(_) if !claims.email_verified => {
-            return Err(RpcError::new(
-                ErrorCode::Conflict,
-                "An account with this email exists, but the provider has not verified the email. Sign in with your password.",
-            )
-            .with_reason(Reason::EmailNotVerified));
-        }
-        Some(user) => user,
-        None => {
-            let name = name_from_app
-                .or(claims.name)
-                .and_then(|name| DisplayName::parse(&name).ok())
-                .map_or_else(
-                    || {
-                        email
-                            .as_str()
-                            .split('@')
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned()
-                    },
-                    DisplayName::into_string,
-                );
-            let now = Utc::now();
-            let user = users::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                email: Set(email.into_string()),
-                name: Set(name),
-                avatar_url: Set(claims.picture.filter(|url| parse_avatar_url(url).is_ok())),
-                avatar_file_id: Set(None),
-                password_hash: Set(None),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-            .insert(&transaction)
-            .await
-            .map_err(internal("create a user"))?;
-            audit::record(
-                &transaction,
-                &ctx.request,
-                Some(user.id),
-                AuditAction::SignUp,
-                json!({ "method": provider.as_str() }),
-            )
-            .await;
-            user
-        }
-    };
-    user_identities::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        user_id: Set(user.id),
-        provider: Set(provider.as_str().to_owned()),
-        subject: Set(claims.sub),
-        created_at: Set(Utc::now()),
-    }
-    .insert(&transaction)
-    .await
-    .map_err(internal("link a sign-in identity"))?;
+    let session = session_in(ctx, &transaction, user).await?;
     transaction
         .commit()
         .await
         .map_err(internal("commit a sign-in"))?;
-    // Its sessions now have one more way to sign in (`authProviders`).
-    ctx.state.auth.session_cache.forget_user(user.id);
-    Ok(user)
+    Ok(session)
 }
 
-async fn begin_session(
+/// Starts `user`'s session inside the caller's transaction `db`.
+async fn session_in(
     ctx: &Ctx,
+    db: &impl ConnectionTrait,
     user: users::Model,
-    method: &str,
 ) -> Result<AuthSession, RpcError> {
-    let tokens = sessions::start(&ctx.state, user.id, &ctx.request)
+    let tokens = sessions::start(&ctx.state, db, user.id, &ctx.request)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, method, "could not start a session");
-            RpcError::internal()
-        })?;
-    let user = view(ctx, user).await?;
+        .map_err(internal("start a session"))?;
+    let user = view(db, user).await?;
     Ok(auth_session(user, tokens))
 }
 

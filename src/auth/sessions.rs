@@ -43,9 +43,11 @@ impl From<sea_orm::DbErr> for RefreshError {
     }
 }
 
-/// Starts a session for a user who just signed in and issues its first tokens.
+/// Starts a session for a user who just signed in and issues its first tokens; `db` is the
+/// caller's transaction (the session is written with the sign-in or sign-up it belongs to).
 pub async fn start(
     state: &AppState,
+    db: &impl ConnectionTrait,
     user_id: Uuid,
     request: &RequestInfo,
 ) -> anyhow::Result<IssuedTokens> {
@@ -60,10 +62,8 @@ pub async fn start(
         expires_at: Set(now + state.config.auth.refresh_ttl),
         revoked_at: Set(None),
     };
-    let transaction = crate::db::begin_write(&state.db).await?;
-    let session = session.insert(&transaction).await?;
-    let refresh_token = insert_refresh_token(&transaction, session.id, None).await?;
-    transaction.commit().await?;
+    let session = session.insert(db).await?;
+    let refresh_token = insert_refresh_token(db, session.id, None).await?;
     issue(state, user_id, session.id, refresh_token)
 }
 

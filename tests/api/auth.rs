@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use alias_server::config::IdProviderConfig;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entity::audit_events;
@@ -12,10 +11,12 @@ use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
+use alias_server::config::IdProviderConfig;
+
 use crate::both_databases;
 use crate::helpers::{DbKind, TestApp, data, error_code, error_reason, unique_email};
 use crate::id_provider::{
-    self, APPLE_CLIENT_ID, FakeIdProvider, GOOGLE_CLIENT_ID, apple_claims, google_claims, sign,
+    self, FakeIdProvider, GOOGLE_CLIENT_ID, apple_claims, google_claims, sign,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -693,19 +694,7 @@ async fn sign_in_events_are_audited_without_secrets(app: TestApp) {
 both_databases!(sign_in_events_are_audited_without_secrets);
 
 async fn id_token_app(provider: &FakeIdProvider) -> TestApp {
-    let jwks_url = provider.jwks_url.clone();
-    TestApp::spawn_with(DbKind::Sqlite, move |config| {
-        config.auth.google = IdProviderConfig {
-            client_ids: vec!["web-client".to_owned(), GOOGLE_CLIENT_ID.to_owned()],
-            jwks_url: jwks_url.clone(),
-        };
-        config.auth.apple = IdProviderConfig {
-            client_ids: vec![APPLE_CLIENT_ID.to_owned()],
-            jwks_url,
-        };
-        config.auth.jwks_min_refetch = Duration::ZERO;
-    })
-    .await
+    id_provider::spawn_app(DbKind::Sqlite, provider).await
 }
 
 async fn google(app: &TestApp, id_token: &str) -> (StatusCode, Value) {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use alias_server::config::IdProviderConfig;
 use axum::response::IntoResponse as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,6 +13,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs8::EncodePrivateKey as _;
 use rsa::traits::PublicKeyParts as _;
 use serde_json::{Value, json};
+
+use crate::helpers::{DbKind, TestApp};
 
 pub struct TestKey {
     kid: String,
@@ -175,4 +178,21 @@ pub fn apple_claims(sub: &str, email: &str) -> Value {
         "iat": now(),
         "exp": now() + 3600,
     })
+}
+
+/// A server accepting Google and Apple sign-ins checked with `provider`'s keys.
+pub async fn spawn_app(db_kind: DbKind, provider: &FakeIdProvider) -> TestApp {
+    let jwks_url = provider.jwks_url.clone();
+    TestApp::spawn_with(db_kind, move |config| {
+        config.auth.google = IdProviderConfig {
+            client_ids: vec!["web-client".to_owned(), GOOGLE_CLIENT_ID.to_owned()],
+            jwks_url: jwks_url.clone(),
+        };
+        config.auth.apple = IdProviderConfig {
+            client_ids: vec![APPLE_CLIENT_ID.to_owned()],
+            jwks_url,
+        };
+        config.auth.jwks_min_refetch = Duration::ZERO;
+    })
+    .await
 }

@@ -7,6 +7,7 @@ mod id_provider;
 mod tcp_proxy;
 
 mod account_lock;
+mod accounts;
 mod audit_log;
 mod auth;
 mod bindings;
