@@ -51,6 +51,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub storage: StorageConfig,
     pub files: FilesConfig,
+    pub mail: MailConfig,
 }
 
 /// Where files' bytes live (`ALIAS_STORAGE`), and how links to them are signed.
@@ -90,6 +91,32 @@ pub struct FilesConfig {
     pub url_ttl: Duration,
     /// Lifetime of an upload link (`files.createUpload`).
     pub upload_url_ttl: Duration,
+}
+
+/// Account emails (verification, password reset, notices).
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// Where mails are sent; `None`: written to the log instead (development).
+    pub smtp_url: Option<SmtpUrl>,
+    /// The `From` of every mail, as `Name <address>` or `address`.
+    pub from: String,
+    /// This server as the app and mail readers reach it: links in mails point here.
+    pub public_url: String,
+    /// Where "open the app" links go after a link in a mail worked (a deep link).
+    pub app_url: String,
+    /// Whether an account must verify its email before using the app (told to the app by
+    /// `users.me`).
+    pub require_verified_email: bool,
+}
+
+/// `smtp://` or `smtps://` with credentials: shown without them.
+#[derive(Clone)]
+pub struct SmtpUrl(pub String);
+
+impl std::fmt::Debug for SmtpUrl {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SmtpUrl(<redacted>)")
+    }
 }
 
 /// Bounds on client connections, so slow or idle clients cannot hold the server.
@@ -206,13 +233,16 @@ impl Config {
             None => default_sqlite_url(&data_dir),
         };
         let storage = storage_config(&env, &data_dir)?;
+        let bind = env.parse(
+            "ALIAS_BIND",
+            "127.0.0.1:8080",
+            "an address like 127.0.0.1:8080",
+        )?;
+        let mail = mail_config(&env, bind, storage.public_url.as_deref())?;
         Ok(Self {
             storage,
-            bind: env.parse(
-                "ALIAS_BIND",
-                "127.0.0.1:8080",
-                "an address like 127.0.0.1:8080",
-            )?,
+            mail,
+            bind,
             database_url,
             data_dir,
             log_format: env.parse_with(
@@ -342,6 +372,51 @@ fn storage_config(env: &Env<'_>, data_dir: &std::path::Path) -> Result<StorageCo
         location,
         url_key,
         public_url,
+/// `public_url`: `ALIAS_PUBLIC_URL`, as the storage settings read it.
+fn mail_config(
+    env: &Env<'_>,
+    bind: SocketAddr,
+    public_url: Option<&str>,
+) -> Result<MailConfig, ConfigError> {
+    let smtp_url = env
+        .get("ALIAS_SMTP_URL")
+        .map(|url| {
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&url)
+                .map(|_| SmtpUrl(url))
+                .map_err(|_| ConfigError {
+                    var: "ALIAS_SMTP_URL",
+                    message: "expected smtp://user:password@host:port or smtps://… (credentials percent-encoded)".to_owned(),
+                })
+        })
+        .transpose()?;
+    let from = env.parse_with(
+        "ALIAS_MAIL_FROM",
+        "ALIAS <no-reply@localhost>".to_owned(),
+        |value| {
+            value
+                .parse::<lettre::message::Mailbox>()
+                .ok()
+                .map(|_| value.to_owned())
+        },
+        "an address, e.g. `ALIAS <no-reply@example.com>`",
+    )?;
+    let app_url = env.parse_with(
+        "ALIAS_APP_URL",
+        "alias://".to_owned(),
+        |value| reqwest::Url::parse(value).ok().map(|_| value.to_owned()),
+        "a URL, e.g. `alias://` or `https://app.example.com`",
+    )?;
+    Ok(MailConfig {
+        smtp_url,
+        from,
+        public_url: public_url.map_or_else(|| format!("http://{bind}"), str::to_owned),
+        app_url,
+        require_verified_email: env.parse_with(
+            "ALIAS_REQUIRE_VERIFIED_EMAIL",
+            false,
+            parse_bool,
+            "`true` or `false`",
+        )?,
     })
 }
 

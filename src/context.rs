@@ -1,5 +1,5 @@
 //! The state every procedure shares: shared infrastructure only (database, configuration,
-//! key vault, HTTP client, security machinery, replay-able event streams). Domains read it
+//! key vault, HTTP client, security machinery, replay-able event streams, the mailer). Domains read it
 //! through `Ctx`; none of it knows about a domain.
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::crypto::{self, KeyVault};
 use crate::db::Backend;
+use crate::mailer::Mailer;
 use crate::rpc;
 use crate::security::Auth;
 use crate::storage::Storage;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Files' bytes (`ALIAS_STORAGE`).
     pub storage: Arc<Storage>,
+    /// Account mails, queued and sent in the background.
+    pub mailer: Mailer,
 }
 
 pub type App = Arc<AppState>;
@@ -67,6 +70,7 @@ impl AppState {
             auth: Auth::new(&config, &http)?,
             vault,
             streams: Streams::new(shutdown.clone()),
+            mailer: Mailer::start(&config.mail, shutdown)?,
             config,
             http,
             storage,

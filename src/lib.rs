@@ -14,6 +14,7 @@ pub mod files;
 pub mod guard;
 pub mod health;
 pub mod keys;
+pub mod mailer;
 pub mod master_key;
 pub mod pagination;
 pub mod preferences;

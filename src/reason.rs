@@ -26,6 +26,9 @@ pub enum Reason {
     EmailTaken,
     /// The provider's email is not verified and an account with it exists.
     EmailNotVerified,
+    /// A mailed code or link is wrong, expired, already used or was tried too often: ask for
+    /// a new one.
+    InvalidCode,
     /// Google or Apple sign-in is not configured on this server.
     ProviderNotConfigured,
     /// The AI provider refused the API key: ask the user for another.
@@ -71,6 +74,7 @@ impl ErrorReason for Reason {
             Self::InvalidCredentials => "invalid_credentials",
             Self::EmailTaken => "email_taken",
             Self::EmailNotVerified => "email_not_verified",
+            Self::InvalidCode => "invalid_code",
             Self::ProviderNotConfigured => "provider_not_configured",
             Self::ApiKeyRejected => "api_key_rejected",
             Self::ProviderUnreachable => "provider_unreachable",
@@ -107,6 +111,7 @@ mod tests {
             InvalidCredentials,
             EmailTaken,
             EmailNotVerified,
+            InvalidCode,
             ProviderNotConfigured,
             ApiKeyRejected,
             ProviderUnreachable,

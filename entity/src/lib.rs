@@ -6,6 +6,7 @@ pub mod auth_sessions;
 pub mod chat_messages;
 pub mod chat_sessions;
 pub mod files;
+pub mod email_tokens;
 pub mod password_attempts;
 pub mod preferences;
 pub mod refresh_tokens;

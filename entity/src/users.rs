@@ -15,6 +15,9 @@ pub struct Model {
     pub avatar_file_id: Option<Uuid>,
     /// argon2id PHC string; `None` for accounts that only sign in with Google or Apple.
     pub password_hash: Option<String>,
+    /// When the account proved it receives mail at `email` (a link or code, a password reset,
+    /// or Google/Apple vouching for it); `None`: not yet.
+    pub email_verified_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     #[sea_orm(has_many)]

@@ -8,6 +8,7 @@ mod m20261122_000003_chat;
 mod m20261122_000004_chat_search;
 mod m20261202_01_message_errors;
 mod m20261202_02_search_per_user;
+mod m20261202_03_email_verification;
 mod m20261202_03_password_attempts;
 mod m20261202_04_files;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_02_search_per_user::Migration),
             Box::new(m20261202_04_files::Migration),
             Box::new(m20261202_03_password_attempts::Migration),
+            Box::new(m20261202_03_email_verification::Migration),
         ]
     }
 }

@@ -26,6 +26,11 @@ pub enum AuditAction {
     SignOut,
     SessionRevoked,
     AccountDeleted,
+    /// A Google/Apple sign-in proved the address of an account that never verified it: its
+    /// password, sessions and other identities were removed and the caller took it over.
+    AccountReclaimed,
+    /// `auth.resetPassword`: a new password set with a mailed token; every session ended.
+    PasswordReset,
     /// A wrong password given to a procedure other than sign-in (`users.delete`, ...).
     PasswordCheckFailed,
     ApiKeySet,
@@ -54,6 +59,8 @@ impl AuditAction {
             Self::SessionRevoked => "session_revoked",
             Self::AccountDeleted => "account_deleted",
             Self::PasswordCheckFailed => "password_check_failed",
+            Self::PasswordReset => "password_reset",
+            Self::AccountReclaimed => "account_reclaimed",
             Self::ApiKeySet => "api_key_set",
             Self::ApiKeyValidated => "api_key_validated",
             Self::ApiKeyDeleted => "api_key_deleted",
@@ -195,6 +202,8 @@ mod tests {
             SessionRevoked,
             AccountDeleted,
             PasswordCheckFailed,
+            PasswordReset,
+            AccountReclaimed,
             ApiKeySet,
             ApiKeyValidated,
             ApiKeyDeleted,

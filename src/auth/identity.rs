@@ -2,18 +2,21 @@
 
 use chrono::Utc;
 use entity::{user_identities, users};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, Set, SqlErr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, Set, SqlErr,
+};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{AuthSession, begin_session, find_by_email, limit_ip, unauthorized};
+use super::{AuthSession, begin_session, limit_ip, sessions, unauthorized};
 use crate::audit::{self, AuditAction};
 use crate::context::Ctx;
 use crate::reason::Reason;
 use crate::rpc::{ErrorCode, RpcError, internal};
 use crate::security::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
-use crate::users::{DisplayName, Email, parse_avatar_url};
+use crate::users::{DisplayName, Email, find_by_email, parse_avatar_url};
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -90,7 +93,8 @@ async fn sign_in_with_id_token(
 }
 
 /// The account an ID token signs in to: the one linked to it; else the one with its email,
-/// linked now if the provider verified that email; else a new one. Two first sign-ins with
+/// linked now if the provider verified that email (an account whose own address was never
+/// verified is reclaimed first: see `reclaim`); else a new one. Two first sign-ins with
 /// one token race: both find nothing and both create, the loser's insert hits a unique index
 /// (the email, or the provider's subject) and, on a second look, finds the winner's account.
 async fn find_or_create_identity_user(
@@ -149,7 +153,10 @@ async fn link_or_create(
             )
             .with_reason(Reason::EmailNotVerified));
         }
-        Some(user) => user,
+        Some(user) if user.email_verified_at.is_some() => user,
+        // Nobody ever proved this address for the account (it may be a squatter's, made to
+        // catch the owner signing in later); the provider just proved it for this caller.
+        Some(user) => reclaim(ctx, &transaction, user, provider).await?,
         None => {
             let name = name_from_app
                 .or(claims.name.as_deref())
@@ -174,7 +181,10 @@ async fn link_or_create(
                     .picture
                     .clone()
                     .filter(|url| parse_avatar_url(url).is_ok())),
+                avatar_file_id: Set(None),
                 password_hash: Set(None),
+                // The provider vouches for the address, or not.
+                email_verified_at: Set(claims.email_verified.then_some(now)),
                 created_at: Set(now),
                 updated_at: Set(now),
             }
@@ -213,6 +223,42 @@ async fn link_or_create(
     // Its sessions now have one more way to sign in (`authProviders`).
     ctx.state.auth.session_cache.forget_user(user.id);
     Ok(Some(user))
+}
+
+/// Hands an unverified account to whoever just proved its address: everything that let
+/// anyone else in (its password, its sessions, other sign-in identities) stops working.
+async fn reclaim(
+    ctx: &Ctx,
+    transaction: &DatabaseTransaction,
+    user: users::Model,
+    provider: Provider,
+) -> Result<users::Model, RpcError> {
+    let now = Utc::now();
+    user_identities::Entity::delete_many()
+        .filter(user_identities::Column::UserId.eq(user.id))
+        .exec(transaction)
+        .await
+        .map_err(internal("remove sign-in identities"))?;
+    sessions::revoke_all(transaction, user.id)
+        .await
+        .map_err(internal("sign out every session"))?;
+    let mut account = user.into_active_model();
+    account.password_hash = Set(None);
+    account.email_verified_at = Set(Some(now));
+    account.updated_at = Set(now);
+    let user = account
+        .update(transaction)
+        .await
+        .map_err(internal("reclaim an account"))?;
+    audit::record(
+        transaction,
+        &ctx.request,
+        Some(user.id),
+        AuditAction::AccountReclaimed,
+        json!({ "method": provider.as_str() }),
+    )
+    .await;
+    Ok(user)
 }
 
 /// `None` for a unique-index violation: a concurrent call wrote the same row first (the

@@ -1,6 +1,7 @@
 //! `auth.*`: signing in (password, Google, Apple), keeping sessions alive with rotating
 //! refresh tokens, and signing out.
 
+mod email;
 mod identity;
 pub mod sessions;
 
@@ -9,8 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::users;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    Set, SqlErr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, SqlErr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,7 +23,10 @@ use crate::guard::{SignedIn, signed_in};
 use crate::reason::Reason;
 use crate::rpc::Timestamp;
 use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
-use crate::users::{DisplayName, Email, User, check_password, too_many_attempts, view};
+use crate::users::{
+    DisplayName, Email, User, check_password, email_taken, find_by_email, send_verification,
+    too_many_attempts, view,
+};
 
 const IP_WINDOW: Duration = Duration::from_secs(60);
 
@@ -34,12 +37,17 @@ pub fn router() -> Router<App> {
         .mutation("google", identity::google)
         .mutation("apple", identity::apple)
         .mutation("refresh", refresh)
+        .mutation("verifyEmail", email::verify_email)
+        .mutation("resendVerification", signed_in(email::resend_verification))
+        .mutation("requestPasswordReset", email::request_password_reset)
+        .mutation("resetPassword", email::reset_password)
         .mutation("logout", signed_in(logout))
         .query("sessions.list", signed_in(list_sessions))
         .mutation("sessions.revoke", signed_in(revoke_session))
 }
 
-/// The public keys that verify our access tokens, at `GET /.well-known/jwks.json`.
+/// The public keys that verify our access tokens, at `GET /.well-known/jwks.json`, and the
+/// page verification mails link to, `GET /auth/verify`.
 pub fn routes(app: App) -> axum::Router {
     async fn jwks(
         axum::extract::State(app): axum::extract::State<App>,
@@ -48,6 +56,7 @@ pub fn routes(app: App) -> axum::Router {
     }
     axum::Router::new()
         .route("/.well-known/jwks.json", axum::routing::get(jwks))
+        .route("/auth/verify", axum::routing::get(email::verify_link))
         .with_state(app)
 }
 
@@ -139,7 +148,7 @@ fn parse_password(raw: &str) -> Result<String, String> {
     }
 }
 
-/// `auth.register`
+/// `auth.register`: the account starts unverified; a mail with a link and a code verifies it.
 async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcError> {
     limit_ip(&ctx.state, &ctx.request, "register").await?;
     let mut errors = FieldErrors::default();
@@ -173,6 +182,7 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
         avatar_url: Set(None),
         avatar_file_id: Set(None),
         password_hash: Set(Some(password_hash)),
+        email_verified_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -191,31 +201,13 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
         json!({ "method": "password" }),
     )
     .await;
-    let session = session_in(&ctx, &transaction, user).await?;
+    let session = session_in(&ctx, &transaction, user.clone()).await?;
     transaction
         .commit()
         .await
         .map_err(internal("commit a registration"))?;
+    send_verification(&ctx.state, &user).await;
     Ok(session)
-}
-
-fn email_taken() -> RpcError {
-    RpcError::new(
-        ErrorCode::Conflict,
-        "An account with this email already exists. Sign in instead.",
-    )
-    .with_reason(Reason::EmailTaken)
-}
-
-async fn find_by_email(
-    db: &DatabaseConnection,
-    email: &Email,
-) -> Result<Option<users::Model>, RpcError> {
-    users::Entity::find()
-        .filter(users::Column::Email.eq(email.as_str()))
-        .one(db)
-        .await
-        .map_err(internal("look up a user by email"))
 }
 
 /// `auth.login`: an unknown email and a wrong password get the same answer in about the
@@ -286,7 +278,7 @@ async fn session_in(
     let tokens = sessions::start(&ctx.state, db, user.id, &ctx.request)
         .await
         .map_err(internal("start a session"))?;
-    let user = view(db, user).await?;
+    let user = view(ctx, db, user).await?;
     Ok(auth_session(user, tokens))
 }
 
@@ -321,7 +313,7 @@ async fn refresh(ctx: Ctx, input: RefreshInput) -> Result<AuthSession, RpcError>
         .await
         .map_err(internal("load a user"))?
         .ok_or_else(|| unauthorized(Reason::SessionRevoked, "This account no longer exists."))?;
-    Ok(auth_session(view(&ctx, user).await?, tokens))
+    Ok(auth_session(view(&ctx, &state.db, user).await?, tokens))
 }
 
 /// `auth.logout`: ends the calling session.

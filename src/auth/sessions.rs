@@ -204,6 +204,19 @@ pub async fn revoke_family(state: &AppState, session_id: Uuid) -> Result<(), sea
     Ok(())
 }
 
+/// Revokes every session of a user (a password reset, an account reclaimed by its address's
+/// owner) inside the caller's transaction; forget the user in the session cache after it
+/// commits. Their refresh tokens die with them (a refresh checks its session).
+pub async fn revoke_all(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(), sea_orm::DbErr> {
+    auth_sessions::Entity::update_many()
+        .col_expr(auth_sessions::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(auth_sessions::Column::UserId.eq(user_id))
+        .filter(auth_sessions::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 async fn revoke_active_tokens(
     db: &impl ConnectionTrait,
     session_id: Uuid,

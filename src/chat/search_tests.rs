@@ -245,6 +245,7 @@ async fn user(db: &DatabaseConnection) -> Uuid {
         avatar_url: Set(None),
         avatar_file_id: Set(None),
         password_hash: Set(None),
+        email_verified_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }

@@ -1,17 +1,25 @@
 //! `users.*`: the signed-in user's account.
 
+mod email;
+pub mod email_tokens;
 mod fields;
+pub mod mails;
 mod password;
 
 use chrono::Utc;
 use entity::users;
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    IntoActiveModel, QueryFilter, Set,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 pub use fields::{DisplayName, Email, parse_avatar_url};
+pub use email::{confirm_email, email_taken, invalid_code, send_verification};
 pub use password::{check_password, too_many_attempts};
 
+use email::change_email;
 use password::require_password;
 
 use crate::audit::{self, AuditAction};
@@ -27,6 +35,7 @@ pub fn router() -> Router<App> {
         .query("me", signed_in(me))
         .mutation("update", signed_in(update))
         .mutation("delete", signed_in(delete))
+        .mutation("changeEmail", signed_in(change_email))
 }
 
 #[derive(Debug, Serialize, specta::Type)]
@@ -36,6 +45,12 @@ pub struct User {
     pub email: String,
     pub name: String,
     pub avatar_url: Option<String>,
+    /// Whether the account proved it receives mail at `email` (a mailed link or code, a
+    /// password reset, or Google/Apple vouching for it).
+    pub email_verified: bool,
+    /// The server's `ALIAS_REQUIRE_VERIFIED_EMAIL`: when true, the app should ask an account
+    /// whose `emailVerified` is false to verify before using it.
+    pub email_verification_required: bool,
     /// How this account can sign in.
     pub auth_providers: Vec<AuthProvider>,
     pub created_at: Timestamp,
@@ -53,18 +68,37 @@ impl User {
             email: user.email,
             name: user.name,
             avatar_url,
+            email_verified: user.email_verified_at.is_some(),
+            email_verification_required: ctx.state.config.mail.require_verified_email,
             auth_providers,
             created_at: user.created_at.into(),
         }
     }
 }
 
-/// The client's view of an account (one query for its sign-in identities).
-pub async fn view(ctx: &Ctx, user: users::Model) -> Result<User, RpcError> {
-    let providers = auth_providers(&ctx.state.db, &user)
+/// The client's view of an account (one query for its sign-in identities, through `db`: the
+/// caller's transaction or the pool).
+pub async fn view(
+    ctx: &Ctx,
+    db: &impl ConnectionTrait,
+    user: users::Model,
+) -> Result<User, RpcError> {
+    let providers = auth_providers(db, &user)
         .await
         .map_err(internal("load sign-in identities"))?;
     Ok(User::new(ctx, user, providers))
+}
+
+/// The account with this address, if any.
+pub async fn find_by_email(
+    db: &DatabaseConnection,
+    email: &Email,
+) -> Result<Option<users::Model>, RpcError> {
+    users::Entity::find()
+        .filter(users::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await
+        .map_err(internal("look up a user by email"))
 }
 
 /// `users.me`

@@ -766,7 +766,7 @@ async fn a_rotated_google_key_is_fetched_on_first_use() {
 }
 
 #[tokio::test]
-async fn a_verified_provider_email_links_to_the_existing_account() {
+async fn a_verified_provider_email_links_to_the_existing_verified_account() {
     let provider = FakeIdProvider::start().await;
     let app = id_token_app(&provider).await;
     let email = unique_email();
@@ -774,6 +774,17 @@ async fn a_verified_provider_email_links_to_the_existing_account() {
     let password_session = token(&session, "accessToken");
     let (_, body) = me(&app, &password_session).await;
     assert_eq!(data(&body)["authProviders"], json!(["password"]));
+    // As if the mailed link had been opened (an unverified account is reclaimed instead:
+    // `email.rs`).
+    entity::users::Entity::update_many()
+        .col_expr(
+            entity::users::Column::EmailVerifiedAt,
+            sea_orm::sea_query::Expr::value(chrono::Utc::now()),
+        )
+        .filter(entity::users::Column::Email.eq(&email))
+        .exec(&app.db().await)
+        .await
+        .expect("verify the address");
 
     let (status, body) = google(&app, &sign(0, &google_claims("g-5", &email, false))).await;
     assert_eq!(

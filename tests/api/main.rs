@@ -4,6 +4,7 @@
 mod fake_providers;
 mod helpers;
 mod id_provider;
+mod smtp_server;
 mod tcp_proxy;
 
 mod account_lock;
@@ -20,6 +21,7 @@ mod db_faults;
 mod files;
 mod files_images;
 mod files_s3;
+mod email;
 mod id_token_outage;
 mod input_hygiene;
 mod key_faults;

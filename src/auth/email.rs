@@ -1,0 +1,273 @@
+//! Email flows of signing in: `auth.verifyEmail`, `auth.resendVerification`,
+//! `auth.requestPasswordReset`, `auth.resetPassword`, and the mailed link `GET /auth/verify`.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Html;
+use chrono::Utc;
+use entity::users;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{NoInput, limit_ip, parse_password, sessions};
+use crate::audit::{self, AuditAction};
+use crate::context::{App, AppState, Ctx};
+use crate::guard::SignedIn;
+use crate::rpc::{FieldErrors, RpcError, internal};
+use crate::users::email_tokens::{self, Purpose};
+use crate::users::{
+    Email, confirm_email, find_by_email, invalid_code, send_verification, too_many_attempts,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// Verification mails an account may ask for per hour.
+const RESENDS_PER_HOUR: u32 = 5;
+/// Reset mails per address per hour (whether or not it has an account).
+const RESETS_PER_EMAIL_PER_HOUR: u32 = 3;
+/// What proves an address: a verification mail, or the mail of an email change.
+const ADDRESS_PROOFS: &[Purpose] = &[Purpose::VerifyEmail, Purpose::ChangeEmail];
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifyEmailInput {
+    /// The address the code was mailed to (for an email change, the new one).
+    email: String,
+    /// The 6 digits from the mail.
+    code: String,
+}
+
+/// `auth.verifyEmail`: confirms an address with the code from its mail (5 tries per code).
+pub(super) async fn verify_email(ctx: Ctx, input: VerifyEmailInput) -> Result<(), RpcError> {
+    limit_ip(&ctx.state, &ctx.request, "verify").await?;
+    let email = Email::parse(&input.email).map_err(|_| invalid_code())?;
+    let token =
+        email_tokens::find_by_code(&ctx.state.db, ADDRESS_PROOFS, email.as_str(), &input.code)
+            .await
+            .map_err(internal("look up an email code"))?
+            .ok_or_else(invalid_code)?;
+    confirm_email(&ctx.state, token).await
+}
+
+/// `auth.resendVerification`: mails the caller a new link and code (the earlier ones stop
+/// working); nothing when the address is already verified.
+pub(super) async fn resend_verification(
+    ctx: Ctx,
+    caller: SignedIn,
+    _: NoInput,
+) -> Result<(), RpcError> {
+    if caller.user.email_verified_at.is_some() {
+        return Ok(());
+    }
+    let state = &ctx.state;
+    state
+        .auth
+        .rate_limits
+        .hit(
+            &format!("resend:{}", caller.user.id),
+            RESENDS_PER_HOUR,
+            HOUR,
+        )
+        .await
+        .map_err(too_many_attempts)?;
+    send_verification(state, &caller.user).await;
+    Ok(())
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestPasswordResetInput {
+    email: String,
+}
+
+/// `auth.requestPasswordReset`: mails a reset link and code if the address has an account.
+/// The answer is the same, and as quick, either way: the lookup and the mail happen after it.
+pub(super) async fn request_password_reset(
+    ctx: Ctx,
+    input: RequestPasswordResetInput,
+) -> Result<(), RpcError> {
+    let state = &ctx.state;
+    limit_ip(state, &ctx.request, "reset").await?;
+    let email = Email::parse(&input.email).map_err(|message| {
+        let mut errors = FieldErrors::default();
+        errors.check::<()>("email", Err(message));
+        errors.into_error()
+    })?;
+    state
+        .auth
+        .rate_limits
+        .hit(
+            &format!("reset:{}", email.as_str()),
+            RESETS_PER_EMAIL_PER_HOUR,
+            HOUR,
+        )
+        .await
+        .map_err(too_many_attempts)?;
+    let state = App::clone(state);
+    tokio::spawn(async move {
+        if let Err(error) = mail_reset(&state, &email).await {
+            tracing::error!(%error, "could not issue a password reset");
+        }
+    });
+    Ok(())
+}
+
+async fn mail_reset(state: &AppState, email: &Email) -> anyhow::Result<()> {
+    let Some(user) = find_by_email(&state.db, email)
+        .await
+        .map_err(|_| anyhow::anyhow!("could not look up the account"))?
+    else {
+        return Ok(());
+    };
+    let issued =
+        email_tokens::issue(&state.db, user.id, Purpose::ResetPassword, &user.email).await?;
+    state.mailer.send(crate::users::mails::reset_password(
+        &state.config.mail,
+        &user.email,
+        &issued,
+    ));
+    Ok(())
+}
+
+#[derive(Deserialize, specta::Type)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResetPasswordInput {
+    /// The `token` of the mailed link; or else `email` and `code`.
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    /// The 6 digits from the mail (5 tries per code).
+    #[serde(default)]
+    code: Option<String>,
+    /// 8 to 128 characters.
+    new_password: String,
+}
+
+/// `auth.resetPassword`: sets a new password with a mailed token or code, signs every session
+/// out, marks the address verified (the mail proved it) and sends a notice. Sign in after it.
+pub(super) async fn reset_password(ctx: Ctx, input: ResetPasswordInput) -> Result<(), RpcError> {
+    let state = &ctx.state;
+    limit_ip(state, &ctx.request, "reset").await?;
+    let mut errors = FieldErrors::default();
+    let password = errors.check("newPassword", parse_password(&input.new_password));
+    let Some(password) = password else {
+        return Err(errors.into_error());
+    };
+    let purposes = &[Purpose::ResetPassword];
+    let token = match (input.token, input.email, input.code) {
+        (Some(token), _, _) => email_tokens::find_by_link(&state.db, purposes, &token).await,
+        (None, Some(email), Some(code)) => match Email::parse(&email) {
+            Ok(email) => {
+                email_tokens::find_by_code(&state.db, purposes, email.as_str(), &code).await
+            }
+            Err(_) => Ok(None),
+        },
+        _ => {
+            return Err(RpcError::bad_request(
+                "Send the token from the link, or the email and the code from the mail.",
+            ));
+        }
+    }
+    .map_err(internal("look up a reset token"))?
+    .ok_or_else(invalid_code)?;
+    let hash = state
+        .auth
+        .passwords
+        .hash(&token.email, password)
+        .await
+        .map_err(internal("hash a password"))?;
+    let transaction = crate::db::begin_write(&state.db)
+        .await
+        .map_err(internal("begin a transaction"))?;
+    if !email_tokens::consume(&transaction, &token)
+        .await
+        .map_err(internal("use a reset token"))?
+    {
+        return Err(invalid_code());
+    }
+    let now = Utc::now();
+    let updated = users::Entity::update_many()
+        .col_expr(users::Column::PasswordHash, Expr::value(Some(hash)))
+        .col_expr(users::Column::EmailVerifiedAt, Expr::value(now))
+        .col_expr(users::Column::UpdatedAt, Expr::value(now))
+        .filter(users::Column::Id.eq(token.user_id))
+        .filter(users::Column::Email.eq(&token.email))
+        .exec(&transaction)
+        .await
+        .map_err(internal("set a password"))?;
+    if updated.rows_affected != 1 {
+        // The account changed its address since the mail.
+        return Err(invalid_code());
+    }
+    sessions::revoke_all(&transaction, token.user_id)
+        .await
+        .map_err(internal("sign out every session"))?;
+    audit::record(
+        &transaction,
+        &ctx.request,
+        Some(token.user_id),
+        AuditAction::PasswordReset,
+        json!({}),
+    )
+    .await;
+    transaction
+        .commit()
+        .await
+        .map_err(internal("commit a password reset"))?;
+    state.auth.session_cache.forget_user(token.user_id);
+    state
+        .mailer
+        .send(crate::users::mails::password_changed(&token.email));
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub(super) struct VerifyLink {
+    #[serde(default)]
+    token: String,
+}
+
+/// `GET /auth/verify?token=…`, the link in verification mails: a small page saying whether
+/// it worked, with a link back to the app.
+pub(super) async fn verify_link(
+    State(app): State<App>,
+    Query(link): Query<VerifyLink>,
+) -> (StatusCode, Html<String>) {
+    let found = email_tokens::find_by_link(&app.db, ADDRESS_PROOFS, &link.token).await;
+    let confirmed = match found {
+        Ok(Some(token)) => confirm_email(&app, token).await.is_ok(),
+        Ok(None) => false,
+        Err(error) => {
+            tracing::error!(%error, "could not look up an email link");
+            false
+        }
+    };
+    let (status, message) = if confirmed {
+        (StatusCode::OK, "Your email address is confirmed.")
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "This link has expired or was already used. Open the app to get a new one.",
+        )
+    };
+    let app_url = html_escape(&app.config.mail.app_url);
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>ALIAS</title></head><body style=\"font-family: system-ui, sans-serif; \
+         max-width: 32rem; margin: 4rem auto; padding: 0 1rem\"><h1>ALIAS</h1><p>{message}</p>\
+         <p><a href=\"{app_url}\">Open the app</a></p></body></html>"
+    );
+    (status, Html(page))
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
