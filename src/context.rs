@@ -1,6 +1,6 @@
 //! The state every procedure shares: shared infrastructure only (database, configuration,
-//! key vault, HTTP client, security machinery, replay-able event streams, the mailer). Domains read it
-//! through `Ctx`; none of it knows about a domain.
+//! key vault, HTTP client, security machinery, replay-able event streams, the mailer).
+//! Domains read it through `Ctx`; none of it knows about a domain.
 
 use std::sync::Arc;
 use std::time::Duration;
