@@ -703,11 +703,23 @@ mod tests {
             ("ALIAS_STORAGE_URL_KEY", "c2hvcnQ="),
             ("ALIAS_PUBLIC_URL", "example.com"),
             ("ALIAS_CHAT_SEARCH_LIMIT_PER_MINUTE", "0"),
+            ("ALIAS_SMTP_URL", "mail.example.com"),
+            ("ALIAS_MAIL_FROM", "not an address"),
+            ("ALIAS_APP_URL", "no scheme"),
+            ("ALIAS_REQUIRE_VERIFIED_EMAIL", "sometimes"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);
             assert!(error.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn smtp_credentials_stay_out_of_debug_output() {
+        let config =
+            config(&[("ALIAS_SMTP_URL", "smtps://ada:s3cret@mail.example.com")]).expect("valid");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert_eq!(config.mail.public_url, "http://127.0.0.1:8080");
     }
 
     #[test]

@@ -350,3 +350,17 @@ async fn a_squatted_address_goes_to_its_owner(db_kind: DbKind) {
     assert_eq!(reclaimed, 1);
 }
 each_database!(a_squatted_address_goes_to_its_owner);
+
+/// `ALIAS_REQUIRE_VERIFIED_EMAIL` reaches the app through `users.me`.
+async fn the_app_reads_whether_verification_is_required(db_kind: DbKind) {
+    let app = TestApp::spawn_with(db_kind, |config| {
+        config.mail.require_verified_email = true;
+    })
+    .await;
+    let session = app.register(&unique_email(), PASSWORD).await;
+    let (status, body) = me(&app, &access(&session)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(data(&body)["emailVerificationRequired"], true);
+    assert_eq!(data(&body)["emailVerified"], false);
+}
+each_database!(the_app_reads_whether_verification_is_required);
