@@ -364,3 +364,20 @@ async fn the_app_reads_whether_verification_is_required(db_kind: DbKind) {
     assert_eq!(data(&body)["emailVerified"], false);
 }
 each_database!(the_app_reads_whether_verification_is_required);
+
+/// A mail server failing for a while delays the mail, never the call: the mail is queued
+/// and sent on a later try.
+async fn a_failing_mail_server_is_retried(db_kind: DbKind) {
+    let smtp = TestSmtp::refusing(1).await;
+    let url = smtp.url.clone();
+    let app = TestApp::spawn_with(db_kind, move |config| {
+        config.mail.smtp_url = Some(SmtpUrl(url));
+    })
+    .await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    assert!(smtp.mails_to(&email).is_empty(), "refused at first");
+    let mail = smtp.nth_mail_to(&email, "Confirm", 0).await;
+    assert_eq!(code(&mail).len(), 6);
+}
+each_database!(a_failing_mail_server_is_retried);

@@ -2,6 +2,7 @@
 //! lettre uses: EHLO/HELO, MAIL, RCPT, DATA with dot-stuffing, RSET, NOOP, QUIT), keeping the
 //! mails it receives so tests can read the links and codes in them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,16 +25,24 @@ pub struct TestSmtp {
     pub url: String,
     mails: Arc<Mutex<Vec<ReceivedMail>>>,
     arrived: Arc<Notify>,
+    /// Mails still to refuse with a temporary failure (451), as a struggling server would.
+    refuse: Arc<AtomicUsize>,
 }
 
 impl TestSmtp {
     pub async fn start() -> Self {
+        Self::refusing(0).await
+    }
+
+    /// A server that answers the first `mails` mails "451 try again later".
+    pub async fn refusing(mails: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SMTP");
         let port = listener.local_addr().expect("SMTP address").port();
         let server = Self {
             url: format!("smtp://127.0.0.1:{port}"),
             mails: Arc::default(),
             arrived: Arc::default(),
+            refuse: Arc::new(AtomicUsize::new(mails)),
         };
         let accepting = server.clone();
         tokio::spawn(async move {
@@ -112,8 +121,16 @@ impl TestSmtp {
                     let unstuffed = line.strip_prefix('.').filter(|_| line.starts_with(".."));
                     data.push(unstuffed.unwrap_or(&line).to_owned());
                 }
-                self.keep(std::mem::take(&mut to), &data);
-                reply("250 OK: queued").await;
+                let refused = self
+                    .refuse
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if refused {
+                    reply("451 Local error, try again later").await;
+                } else {
+                    self.keep(std::mem::take(&mut to), &data);
+                    reply("250 OK: queued").await;
+                }
             } else if upper == "QUIT" {
                 reply("221 Bye").await;
                 return;
