@@ -42,10 +42,14 @@ export type AppRouter = TRPCBuiltRouter<
 			logout: TRPCMutationProcedure<{ meta: object; input: NoInput | void; output: null }>;
 			refresh: TRPCMutationProcedure<{ meta: object; input: RefreshInput; output: AuthSession }>;
 			register: TRPCMutationProcedure<{ meta: object; input: RegisterInput; output: AuthSession }>;
+			requestPasswordReset: TRPCMutationProcedure<{ meta: object; input: RequestPasswordResetInput; output: null }>;
+			resendVerification: TRPCMutationProcedure<{ meta: object; input: NoInput | void; output: null }>;
+			resetPassword: TRPCMutationProcedure<{ meta: object; input: ResetPasswordInput; output: null }>;
 			sessions: {
 				list: TRPCQueryProcedure<{ meta: object; input: void; output: SessionInfo[] }>;
 				revoke: TRPCMutationProcedure<{ meta: object; input: RevokeSessionInput; output: null }>;
 			};
+			verifyEmail: TRPCMutationProcedure<{ meta: object; input: VerifyEmailInput; output: null }>;
 		};
 		chat: {
 			follow: TRPCSubscriptionProcedure<{ meta: object; input: FollowInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
@@ -81,6 +85,7 @@ export type AppRouter = TRPCBuiltRouter<
 			streamCheck: TRPCSubscriptionProcedure<{ meta: object; input: StreamCheckInput | void; output: AsyncIterable<{ id: string; data: StreamTick }> }>;
 		};
 		users: {
+			changeEmail: TRPCMutationProcedure<{ meta: object; input: ChangeEmailInput; output: null }>;
 			delete: TRPCMutationProcedure<{ meta: object; input: DeleteUserInput | void; output: null }>;
 			me: TRPCQueryProcedure<{ meta: object; input: void; output: User }>;
 			update: TRPCMutationProcedure<{ meta: object; input: UpdateUserInput | void; output: User }>;
@@ -92,7 +97,7 @@ export type AppRouter = TRPCBuiltRouter<
 export const AI_PROVIDERS = ["gemini", "openai", "anthropic"] as const;
 
 /** Every `AuditAction`, in declaration order. */
-export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited", "file_uploaded", "file_rejected", "file_deleted"] as const;
+export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "account_reclaimed", "password_reset", "password_check_failed", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited", "file_uploaded", "file_rejected", "file_deleted"] as const;
 
 /** Every `AuthProvider`, in declaration order. */
 export const AUTH_PROVIDERS = ["password", "google", "apple"] as const;
@@ -125,7 +130,7 @@ export const MESSAGE_ERROR_REASONS = ["api_key_rejected", "provider_rate_limited
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
 /** Every `Reason`, in declaration order. */
-export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete"] as const;
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete"] as const;
 
 /** Every `Role`, in declaration order. */
 export const ROLES = ["user", "assistant", "tool"] as const;
@@ -158,7 +163,16 @@ export type AppleSignInInput = {
 	name?: string | null,
 };
 
-export type AuditAction = "sign_up" | "sign_in" | "sign_in_failed" | "refresh_token_reused" | "sign_out" | "session_revoked" | "account_deleted" | "api_key_set" | "api_key_validated" | "api_key_deleted" | "api_key_use_failed" | 
+export type AuditAction = "sign_up" | "sign_in" | "sign_in_failed" | "refresh_token_reused" | "sign_out" | "session_revoked" | "account_deleted" | 
+/**
+ *  A Google/Apple sign-in proved the address of an account that never verified it: its
+ *  password, sessions and other identities were removed and the caller took it over.
+ */
+"account_reclaimed" | 
+/**  `auth.resetPassword`: a new password set with a mailed token; every session ended. */
+"password_reset" | 
+/**  A wrong password given to a procedure other than sign-in (`users.delete`, ...). */
+"password_check_failed" | "api_key_set" | "api_key_validated" | "api_key_deleted" | "api_key_use_failed" | 
 /**  `apiKeys.set` with a key the provider refused. */
 "api_key_rejected" | 
 /**  `apiKeys.set`/`validate` refused for checking too many keys (once per window). */
@@ -213,6 +227,12 @@ export type AuthSession = {
 };
 
 export type Backend = "sqlite" | "postgres";
+
+export type ChangeEmailInput = {
+	newEmail: string,
+	/**  Required for accounts that have a password. */
+	password?: string | null,
+};
 
 /**  One event of a reply (`chat.follow`), tagged by `type`. */
 export type ChatEvent = 
@@ -517,6 +537,11 @@ export type Reason =
 "email_taken" | 
 /**  The provider's email is not verified and an account with it exists. */
 "email_not_verified" | 
+/**
+ *  A mailed code or link is wrong, expired, already used or was tried too often: ask for
+ *  a new one.
+ */
+"invalid_code" | 
 /**  Google or Apple sign-in is not configured on this server. */
 "provider_not_configured" | 
 /**  The AI provider refused the API key: ask the user for another. */
@@ -564,6 +589,20 @@ export type RegisterInput = {
 	/**  8 to 128 characters. */
 	password: string,
 	name: string,
+};
+
+export type RequestPasswordResetInput = {
+	email: string,
+};
+
+export type ResetPasswordInput = {
+	/**  The `token` of the mailed link; or else `email` and `code`. */
+	token?: string | null,
+	email?: string | null,
+	/**  The 6 digits from the mail (5 tries per code). */
+	code?: string | null,
+	/**  8 to 128 characters. */
+	newPassword: string,
 };
 
 export type RevokeSessionInput = {
@@ -729,7 +768,24 @@ export type User = {
 	email: string,
 	name: string,
 	avatarUrl: string | null,
+	/**
+	 *  Whether the account proved it receives mail at `email` (a mailed link or code, a
+	 *  password reset, or Google/Apple vouching for it).
+	 */
+	emailVerified: boolean,
+	/**
+	 *  The server's `ALIAS_REQUIRE_VERIFIED_EMAIL`: when true, the app should ask an account
+	 *  whose `emailVerified` is false to verify before using it.
+	 */
+	emailVerificationRequired: boolean,
 	/**  How this account can sign in. */
 	authProviders: AuthProvider[],
 	createdAt: string,
+};
+
+export type VerifyEmailInput = {
+	/**  The address the code was mailed to (for an email change, the new one). */
+	email: string,
+	/**  The 6 digits from the mail. */
+	code: string,
 };

@@ -372,6 +372,9 @@ fn storage_config(env: &Env<'_>, data_dir: &std::path::Path) -> Result<StorageCo
         location,
         url_key,
         public_url,
+    })
+}
+
 /// `public_url`: `ALIAS_PUBLIC_URL`, as the storage settings read it.
 fn mail_config(
     env: &Env<'_>,

@@ -15,8 +15,8 @@ use sea_orm::{
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-pub use fields::{DisplayName, Email, parse_avatar_url};
 pub use email::{confirm_email, email_taken, invalid_code, send_verification};
+pub use fields::{DisplayName, Email, parse_avatar_url};
 pub use password::{check_password, too_many_attempts};
 
 use email::change_email;
