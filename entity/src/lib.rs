@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit_events;
 pub mod auth_sessions;
+pub mod chat_message_files;
 pub mod chat_messages;
 pub mod chat_sessions;
 pub mod email_tokens;

@@ -11,6 +11,7 @@ mod m20261202_02_search_per_user;
 mod m20261202_03_email_verification;
 mod m20261202_03_password_attempts;
 mod m20261202_04_files;
+mod m20261202_06_message_files;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_04_files::Migration),
             Box::new(m20261202_03_password_attempts::Migration),
             Box::new(m20261202_03_email_verification::Migration),
+            Box::new(m20261202_06_message_files::Migration),
         ]
     }
 }

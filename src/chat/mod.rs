@@ -1,5 +1,6 @@
 //! `chat.*`: sessions, messages, streamed AI replies that persist and resume, and search.
 
+mod attachments;
 mod reply;
 pub mod search;
 #[cfg(test)]
@@ -320,8 +321,10 @@ async fn list_messages(
     if page.is_forward() {
         rows.reverse();
     }
+    let mut messages: Vec<Message> = rows.into_iter().map(Message::from).collect();
+    attachments::show(&ctx, caller.user.id, &mut messages).await?;
     Ok(MessagePage {
-        messages: rows.into_iter().map(Message::from).collect(),
+        messages,
         next_cursor,
     })
 }
@@ -361,6 +364,10 @@ pub struct SendInput {
     /// Defaults to the user's preference (or the provider's default model).
     #[serde(default)]
     model: Option<String>,
+    /// Up to 10 of the caller's ready files (`files.*`), sent to the model with the text:
+    /// images and PDFs inline, text files as text. They become the message's `attachments`.
+    #[serde(default)]
+    file_ids: Option<Vec<Uuid>>,
 }
 
 #[derive(Serialize, specta::Type)]
@@ -406,6 +413,9 @@ async fn reply_stream(
     let content = errors.check("content", parse_content(&input.content));
     if let Some(model) = &input.model {
         errors.check("model", preferences::parse_model(model));
+    }
+    if let Some(file_ids) = &input.file_ids {
+        errors.check("fileIds", attachments::check_ids(file_ids));
     }
     let (Some(content), true) = (content, errors.is_empty()) else {
         return Err(errors.into_error());
@@ -520,7 +530,7 @@ async fn follow(ctx: Ctx, caller: SignedIn, input: FollowInput) -> Result<ChatEv
         events.push(saved_event(
             1,
             &ChatEvent::UserMessage {
-                message: message.into(),
+                message: attachments::shown(&ctx, caller.user.id, message).await?,
                 reply_message_id: Some(reply.id),
             },
         ));
@@ -555,7 +565,7 @@ async fn start(
             .map_err(internal("look up a chat message"))?
     {
         generation.push(&ChatEvent::UserMessage {
-            message: user_message.into(),
+            message: attachments::shown(ctx, caller.user.id, user_message).await?,
             reply_message_id: reply.as_ref().map(|reply| reply.id),
         });
         if let Some(reply) = reply {
@@ -566,6 +576,12 @@ async fn start(
         generation.finish();
         return Ok(());
     }
+    let files = crate::files::attach::sendable(
+        ctx,
+        caller.user.id,
+        input.file_ids.as_deref().unwrap_or_default(),
+    )
+    .await?;
     let preferences = preferences::for_user(db, caller.user.id).await?;
     let provider = input.provider.unwrap_or(preferences.ai_provider);
     let model = match (&input.model, input.provider) {
@@ -577,11 +593,19 @@ async fn start(
     };
     let api_key = keys::for_user(state, &ctx.request, caller.user.id, provider).await?;
     let first_exchange = session.message_count == 0;
-    let (user_message, assistant) =
-        save_exchange(db, &caller, &session, input, &content, provider, &model).await?;
+    let (user_message, assistant) = save_exchange(
+        db,
+        &caller,
+        &session,
+        input,
+        (&content, &files),
+        provider,
+        &model,
+    )
+    .await?;
     generation.set_subject(assistant.id);
     generation.push(&ChatEvent::UserMessage {
-        message: user_message.clone().into(),
+        message: attachments::shown(ctx, caller.user.id, user_message.clone()).await?,
         reply_message_id: Some(assistant.id),
     });
     let job = ReplyJob {
@@ -602,13 +626,13 @@ async fn start(
     Ok(())
 }
 
-/// The user's message and the (still empty) reply, saved together.
+/// The user's message (its text and files) and the (still empty) reply, saved together.
 async fn save_exchange(
     db: &sea_orm::DatabaseConnection,
     caller: &SignedIn,
     session: &entity::chat_sessions::Model,
     input: &SendInput,
-    content: &str,
+    (content, files): (&str, &[entity::files::Model]),
     provider: AiProvider,
     model: &str,
 ) -> Result<(entity::chat_messages::Model, entity::chat_messages::Model), RpcError> {
@@ -632,6 +656,9 @@ async fn save_exchange(
     )
     .await
     .map_err(internal("save a chat message"))?;
+    attachments::save(&transaction, user_message.id, files)
+        .await
+        .map_err(internal("save a message's files"))?;
     let assistant = store::insert_message(
         &transaction,
         NewMessage {

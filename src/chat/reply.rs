@@ -10,6 +10,7 @@ use futures::StreamExt;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::attachments::HistoryFiles;
 use super::store::{self, NewMessage, Outcome};
 use super::tools::{self, ToolContext};
 use super::types::{
@@ -20,7 +21,7 @@ use crate::audit::{self, AuditAction};
 use crate::context::App;
 use crate::keys;
 use crate::preferences::Preferences;
-use crate::providers::{self, AiProvider, ChatRequest, ProviderError, Turn, Upstream};
+use crate::providers::{self, AiProvider, ChatRequest, FilePart, ProviderError, Turn, Upstream};
 use crate::rpc::RequestInfo;
 use crate::streams::LiveStream;
 
@@ -304,22 +305,31 @@ async fn history(job: &ReplyJob) -> Result<Vec<Turn>, MessageError> {
         .await
         .map_err(saving_failed)?;
     let mut budget = job.state.config.chat.history_chars;
-    let mut kept: Vec<(Role, String)> = Vec::new();
+    let ids = rows.iter().map(|row| row.id).collect();
+    let mut files = HistoryFiles::load(&job.state, job.user.id, ids, budget)
+        .await
+        .map_err(saving_failed)?;
+    let mut kept: Vec<(Role, String, Vec<FilePart>)> = Vec::new();
     for row in rows {
-        let message = Message::from(row);
+        let mut message = Message::from(row);
         if message.id == job.assistant.id || message.content.trim().is_empty() {
             continue;
         }
-        let length = message.content.chars().count();
+        let attached = files.of(message.id).await;
+        let length = message.content.chars().count() + attached.chars;
         if length > budget && !kept.is_empty() {
             break;
         }
         budget = budget.saturating_sub(length);
-        kept.push((message.role, message.content));
+        message.content.push_str(&attached.text);
+        kept.push((message.role, message.content, attached.parts));
     }
     kept.reverse();
     let mut turns: Vec<Turn> = Vec::new();
-    for (role, content) in kept {
+    for (role, content, parts) in kept {
+        if !parts.is_empty() {
+            turns.push(Turn::Files(parts));
+        }
         match (role, turns.last_mut()) {
             (Role::User, Some(Turn::User(text))) => {
                 text.push_str("\n\n");

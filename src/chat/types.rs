@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::files::File;
 use crate::providers::AiProvider;
 use crate::rpc::Timestamp;
 
@@ -130,6 +131,9 @@ pub struct Message {
     /// Why the reply failed, when `status` is "error" (null otherwise, and for replies that
     /// failed before the server kept reasons).
     pub error: Option<MessageError>,
+    /// The files sent with a user's message (`chat.send { fileIds }`), in order, with fresh
+    /// links. A file deleted since stays as a placeholder: status "deleted", no links.
+    pub attachments: Vec<File>,
 }
 
 impl From<chat_messages::Model> for Message {
@@ -159,6 +163,7 @@ impl From<chat_messages::Model> for Message {
             error: row
                 .error
                 .and_then(|error| serde_json::from_value(error).ok()),
+            attachments: Vec::new(),
         }
     }
 }

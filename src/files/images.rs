@@ -54,16 +54,62 @@ pub async fn process(
     as_jpeg: bool,
     bytes: Bytes,
 ) -> Result<Processed, RpcError> {
+    off_runtime(move || process_now(mime_type, as_jpeg, &bytes)).await
+}
+
+/// Runs image work on the blocking pool, once a worker is free.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
+) -> Result<T, RpcError> {
     let _permit = workers()
         .acquire()
         .await
         .map_err(|_| RpcError::internal())?;
-    tokio::task::spawn_blocking(move || process_now(mime_type, as_jpeg, &bytes))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "image processing panicked");
-            RpcError::internal()
-        })?
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        tracing::error!(%error, "image processing panicked");
+        RpcError::internal()
+    })?
+}
+
+/// The longest side of an image sent to a model (the original is kept for display).
+pub const MODEL_SIDE: u32 = 2048;
+/// The most bytes of an image sent to a model: within every provider's limit, the tightest
+/// being Anthropic's 5 MB per image, counted in base64 (Gemini: 20 MB per request; OpenAI:
+/// 20 MB per image).
+pub const MODEL_IMAGE_BYTES: usize = 3_700_000;
+
+/// An image as sent to the models: as stored when it fits (and is JPEG, PNG or WebP, which
+/// every provider takes); otherwise a JPEG with the longest side at most `MODEL_SIDE`,
+/// smaller still until it fits `MODEL_IMAGE_BYTES`. A GIF becomes its first frame (Gemini
+/// takes no GIF).
+pub async fn for_model(mime_type: String, bytes: Bytes) -> Result<(String, Bytes), RpcError> {
+    off_runtime(move || for_model_now(mime_type, bytes)).await
+}
+
+fn for_model_now(mime_type: String, bytes: Bytes) -> Result<(String, Bytes), RpcError> {
+    let format = format_of(&mime_type).ok_or_else(unreadable)?;
+    if format != ImageFormat::Gif && bytes.len() <= MODEL_IMAGE_BYTES {
+        let dimensions = ImageReader::with_format(Cursor::new(&bytes), format).into_dimensions();
+        if dimensions.is_ok_and(|(width, height)| width.max(height) <= MODEL_SIDE) {
+            return Ok((mime_type, bytes));
+        }
+    }
+    let image = decode(&mime_type, &bytes)?;
+    let mut side = MODEL_SIDE;
+    loop {
+        let resized;
+        let view = if image.width().max(image.height()) > side {
+            resized = image.resize(side, side, image::imageops::FilterType::Lanczos3);
+            &resized
+        } else {
+            &image
+        };
+        let jpeg = encode_jpeg(view, 85)?;
+        if jpeg.len() <= MODEL_IMAGE_BYTES || side <= THUMBNAIL_SIDE {
+            return Ok(("image/jpeg".to_owned(), jpeg));
+        }
+        side /= 2;
+    }
 }
 
 fn unreadable() -> RpcError {

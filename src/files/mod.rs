@@ -3,6 +3,7 @@
 //! (`files.createUpload`, then `files.complete`). What a file is comes from its bytes; rows
 //! hold object keys, and links are signed whenever a file is shown.
 
+pub mod attach;
 mod images;
 mod ingest;
 mod kinds;

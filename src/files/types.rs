@@ -47,6 +47,10 @@ pub enum FileStatus {
     Pending,
     /// The uploaded bytes were refused (type, size or checksum); nothing is kept.
     Rejected,
+    /// Only in a chat message's `attachments`: the file was deleted since. Its id, name, type
+    /// and size are as sent; `url`, `thumbnailUrl`, `width`, `height` and `thumbhash` are
+    /// null, and `createdAt` is the message's.
+    Deleted,
 }
 
 impl FileStatus {
@@ -55,6 +59,7 @@ impl FileStatus {
             Self::Ready => "ready",
             Self::Pending => "pending",
             Self::Rejected => "rejected",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -67,7 +72,7 @@ impl FileStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, specta::Type)]
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct File {
     pub id: Uuid,

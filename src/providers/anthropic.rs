@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::sse::{Decoder, SseEvent};
 use super::types::{
-    AiProvider, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
+    AiProvider, ChatProvider, ChatRequest, EventStream, FilePart, ProviderError, StreamEvent,
     ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 use super::wire;
@@ -74,6 +74,7 @@ fn messages(turns: &[Turn]) -> Vec<Value> {
 fn message(turn: &Turn) -> (&'static str, Vec<Value>) {
     match turn {
         Turn::User(text) => ("user", vec![json!({ "type": "text", "text": text })]),
+        Turn::Files(files) => ("user", files.iter().map(file_block).collect()),
         Turn::Assistant { text, tool_calls } => {
             // Anthropic refuses empty text blocks.
             let text = (!text.is_empty()).then(|| json!({ "type": "text", "text": text }));
@@ -93,6 +94,15 @@ fn message(turn: &Turn) -> (&'static str, Vec<Value>) {
             ("user", vec![block])
         }
     }
+}
+
+/// An `image` block, or a `document` block for a PDF, with the bytes inline (base64).
+fn file_block(file: &FilePart) -> Value {
+    let kind = if file.is_pdf() { "document" } else { "image" };
+    json!({
+        "type": kind,
+        "source": { "type": "base64", "media_type": file.mime_type, "data": file.base64() },
+    })
 }
 
 fn tool(tool: &ToolSpec) -> Value {

@@ -91,6 +91,14 @@ fn contents(turns: &[Turn]) -> Vec<Value> {
 fn content(turn: &Turn) -> (&'static str, Vec<Value>) {
     match turn {
         Turn::User(text) => ("user", vec![json!({ "text": text })]),
+        // Images and PDFs alike: `inlineData` parts.
+        Turn::Files(files) => (
+            "user",
+            files
+                .iter()
+                .map(|file| json!({ "inlineData": { "mimeType": file.mime_type, "data": file.base64() } }))
+                .collect(),
+        ),
         Turn::Assistant { text, tool_calls } => {
             let text = (!text.is_empty()).then(|| json!({ "text": text }));
             let calls = tool_calls.iter().map(|call| {

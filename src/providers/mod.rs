@@ -9,7 +9,7 @@ mod types;
 mod wire;
 
 pub use types::{
-    AiProvider, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
+    AiProvider, ChatProvider, ChatRequest, EventStream, FilePart, ProviderError, StreamEvent,
     ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::sse::{Decoder, SseEvent};
 use super::types::{
-    AiProvider, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
+    AiProvider, ChatProvider, ChatRequest, EventStream, FilePart, ProviderError, StreamEvent,
     ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 use super::wire::{self, CallIds};
@@ -75,6 +75,10 @@ fn messages(request: &ChatRequest) -> Vec<Value> {
 fn message(turn: &Turn) -> Value {
     match turn {
         Turn::User(text) => json!({ "role": "user", "content": text }),
+        Turn::Files(files) => json!({
+            "role": "user",
+            "content": files.iter().map(file_part).collect::<Vec<_>>(),
+        }),
         Turn::Assistant { text, tool_calls } if tool_calls.is_empty() => {
             json!({ "role": "assistant", "content": text })
         }
@@ -94,6 +98,16 @@ fn message(turn: &Turn) -> Value {
             "tool_call_id": call_id,
             "content": wire::result_text(result),
         }),
+    }
+}
+
+/// An `image_url` part with a data URL, or a `file` part (`file_data`) for a PDF.
+fn file_part(file: &FilePart) -> Value {
+    let data_url = format!("data:{};base64,{}", file.mime_type, file.base64());
+    if file.is_pdf() {
+        json!({ "type": "file", "file": { "filename": file.filename, "file_data": data_url } })
+    } else {
+        json!({ "type": "image_url", "image_url": { "url": data_url } })
     }
 }
 

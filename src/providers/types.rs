@@ -83,6 +83,9 @@ impl AiProvider {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Turn {
     User(String),
+    /// Files the user attached (images and PDFs, sent inline): part of the user's message,
+    /// before its text (`Turn::User`), which each provider merges with them.
+    Files(Vec<FilePart>),
     /// What the model said before, including the tools it called.
     Assistant {
         text: String,
@@ -94,6 +97,27 @@ pub enum Turn {
         name: String,
         result: Value,
     },
+}
+
+/// A file as the model receives it: bytes already within every provider's limits (images
+/// resized and re-encoded by the caller).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilePart {
+    pub filename: String,
+    /// An image type (JPEG, PNG, WebP) or `application/pdf`.
+    pub mime_type: String,
+    pub data: bytes::Bytes,
+}
+
+impl FilePart {
+    pub fn is_pdf(&self) -> bool {
+        self.mime_type == "application/pdf"
+    }
+
+    pub fn base64(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&self.data)
+    }
 }
 
 /// A tool the model may call: `parameters` is a JSON Schema object.
