@@ -15,6 +15,7 @@ mod bindings;
 mod body_limit;
 mod chat;
 mod chat_failures;
+mod chat_files;
 mod chat_follow;
 mod chat_search;
 mod db_faults;
