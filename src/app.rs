@@ -14,4 +14,6 @@ pub fn router() -> rpc::Router<App> {
         .nest("audit", crate::audit::router())
         .nest("chat", crate::chat::router())
         .nest("files", crate::files::router())
+        .nest("integrations", crate::integrations::router())
+        .nest("mail", crate::mail::router())
 }

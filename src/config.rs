@@ -52,6 +52,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub files: FilesConfig,
     pub mail: MailConfig,
+    pub google: GoogleConfig,
+    pub jobs: JobsConfig,
 }
 
 /// Where files' bytes live (`ALIAS_STORAGE`), and how links to them are signed.
@@ -117,6 +119,34 @@ impl std::fmt::Debug for SmtpUrl {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str("SmtpUrl(<redacted>)")
     }
+}
+
+/// Gmail access: the OAuth client, Google's endpoints (configurable so tests can stand in)
+/// and how mail is synced.
+#[derive(Debug, Clone)]
+pub struct GoogleConfig {
+    /// Without both, `integrations.google.connect` answers `provider_not_configured`.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub token_url: String,
+    pub revoke_url: String,
+    pub gmail_base_url: String,
+    /// Time between two incremental syncs of a connection.
+    pub sync_interval: Duration,
+    /// How many days back the first sync reaches (at most 365).
+    pub sync_days: u32,
+    /// Characters of a message's plain text kept.
+    pub body_chars: usize,
+}
+
+/// The background job worker.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub concurrency: usize,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
 }
 
 /// Bounds on client connections, so slow or idle clients cannot hold the server.
@@ -317,6 +347,16 @@ impl Config {
                     env.parse_positive("ALIAS_PROVIDER_IDLE_SECONDS", 60)?,
                 ),
             },
+            google: google_config(&env)?,
+            jobs: JobsConfig {
+                poll_interval: Duration::from_millis(
+                    env.parse_positive("ALIAS_JOBS_POLL_MS", 1000)?,
+                ),
+                lease: env.seconds("ALIAS_JOBS_LEASE_SECONDS", 120)?,
+                concurrency: env.parse_positive("ALIAS_JOBS_CONCURRENCY", 4)?,
+                backoff_base: env.seconds("ALIAS_JOBS_BACKOFF_SECONDS", 10)?,
+                backoff_max: env.seconds("ALIAS_JOBS_BACKOFF_MAX_SECONDS", 3600)?,
+            },
         })
     }
 }
@@ -420,6 +460,32 @@ fn mail_config(
             parse_bool,
             "`true` or `false`",
         )?,
+    })
+}
+
+fn google_config(env: &Env<'_>) -> Result<GoogleConfig, ConfigError> {
+    let sync_days: u32 = env.parse_positive("ALIAS_GMAIL_SYNC_DAYS", 30)?;
+    if sync_days > 365 {
+        return Err(ConfigError {
+            var: "ALIAS_GMAIL_SYNC_DAYS",
+            message: format!("expected at most 365 days, got {sync_days}"),
+        });
+    }
+    Ok(GoogleConfig {
+        client_id: env.get("ALIAS_GOOGLE_OAUTH_CLIENT_ID"),
+        client_secret: env.get("ALIAS_GOOGLE_OAUTH_CLIENT_SECRET"),
+        token_url: env.url(
+            "ALIAS_GOOGLE_TOKEN_URL",
+            "https://oauth2.googleapis.com/token",
+        )?,
+        revoke_url: env.url(
+            "ALIAS_GOOGLE_REVOKE_URL",
+            "https://oauth2.googleapis.com/revoke",
+        )?,
+        gmail_base_url: env.url("ALIAS_GMAIL_BASE_URL", "https://gmail.googleapis.com")?,
+        sync_interval: env.seconds("ALIAS_GMAIL_SYNC_INTERVAL_SECONDS", 300)?,
+        sync_days,
+        body_chars: env.parse_positive("ALIAS_GMAIL_BODY_CHARS", 20_000)?,
     })
 }
 
@@ -710,6 +776,9 @@ mod tests {
             ("ALIAS_MAIL_FROM", "not an address"),
             ("ALIAS_APP_URL", "no scheme"),
             ("ALIAS_REQUIRE_VERIFIED_EMAIL", "sometimes"),
+            ("ALIAS_GMAIL_SYNC_DAYS", "366"),
+            ("ALIAS_GMAIL_BASE_URL", "gmail"),
+            ("ALIAS_JOBS_POLL_MS", "0"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);

@@ -60,6 +60,15 @@ pub enum Reason {
     StorageQuotaExceeded,
     /// `files.complete` before the upload link received the bytes: upload, then complete.
     UploadIncomplete,
+    /// The Google grant lacks the Gmail read-only scope: connect again and allow Gmail.
+    ScopeMissing,
+    /// Google no longer honours the connection (revoked or expired): connect Gmail again.
+    GoogleReconnectRequired,
+    /// Gmail is not connected for this account: connect it first.
+    GoogleNotConnected,
+    /// Google refused the authorization code (expired, already used, or without offline
+    /// access): sign in with Google again.
+    GoogleCodeRejected,
 }
 
 impl ErrorReason for Reason {
@@ -89,6 +98,10 @@ impl ErrorReason for Reason {
             Self::FileContentMismatch => "file_content_mismatch",
             Self::StorageQuotaExceeded => "storage_quota_exceeded",
             Self::UploadIncomplete => "upload_incomplete",
+            Self::ScopeMissing => "scope_missing",
+            Self::GoogleReconnectRequired => "google_reconnect_required",
+            Self::GoogleNotConnected => "google_not_connected",
+            Self::GoogleCodeRejected => "google_code_rejected",
         }
     }
 }

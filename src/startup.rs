@@ -18,6 +18,8 @@ use crate::context::{App, AppState};
 use crate::db;
 use crate::files;
 use crate::health;
+use crate::jobs::{Worker, WorkerOptions};
+use crate::mail;
 use crate::rpc::{self, RpcOptions, RpcService};
 use crate::secret_file;
 use crate::security;
@@ -65,6 +67,18 @@ impl Application {
             Arc::clone(&state),
             shutdown.clone(),
         ));
+        let jobs = &state.config.jobs;
+        let worker = Worker::new(
+            state.db.clone(),
+            WorkerOptions {
+                poll_interval: jobs.poll_interval,
+                lease: jobs.lease,
+                concurrency: jobs.concurrency,
+                backoff_base: jobs.backoff_base,
+                backoff_max: jobs.backoff_max,
+            },
+        );
+        mail::register_jobs(worker).spawn(Arc::clone(&state), shutdown.clone());
         let rpc = RpcService::new(
             app::router(),
             Arc::clone(&state),

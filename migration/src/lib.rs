@@ -12,6 +12,7 @@ mod m20261202_03_email_verification;
 mod m20261202_03_password_attempts;
 mod m20261202_04_files;
 mod m20261202_06_message_files;
+mod m20261202_05_gmail;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_03_password_attempts::Migration),
             Box::new(m20261202_03_email_verification::Migration),
             Box::new(m20261202_06_message_files::Migration),
+            Box::new(m20261202_05_gmail::Migration),
         ]
     }
 }

@@ -148,6 +148,7 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, Messag
     let state = &job.state;
     let max_rounds = state.config.chat.max_tool_rounds;
     let mut turns = history(job).await?;
+    let gmail = crate::mail::connected(&state.db, job.user.id).await;
     let upstream = Upstream {
         http: &state.http,
         config: &state.config.ai,
@@ -163,7 +164,7 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, Messag
             max_tokens: job.preferences.max_tokens,
             // The last round must answer in words.
             tools: if round < max_rounds {
-                tools::specs()
+                tools::specs(gmail)
             } else {
                 Vec::new()
             },

@@ -308,6 +308,8 @@ async fn chat_reply(call: &Call, open_streams: Arc<AtomicUsize>) -> Response {
 struct LastSaid {
     text: String,
     tool_answered: bool,
+    /// Tool results after the last user text.
+    tool_results: usize,
 }
 
 impl LastSaid {
@@ -315,6 +317,7 @@ impl LastSaid {
         let mut said = Self {
             text: String::new(),
             tool_answered: false,
+            tool_results: 0,
         };
         let (messages, content) = match provider {
             AiProvider::Gemini => ("contents", "parts"),
@@ -322,7 +325,7 @@ impl LastSaid {
         };
         for message in body[messages].as_array().into_iter().flatten() {
             match (message["role"].as_str(), &message[content]) {
-                (Some("tool"), _) => said.tool_answered = true,
+                (Some("tool"), _) => said.answered(),
                 (Some("user"), Value::String(text)) => said.user(text),
                 (Some("user"), Value::Array(parts)) => {
                     parts.iter().for_each(|part| said.part(part))
@@ -336,6 +339,12 @@ impl LastSaid {
     fn user(&mut self, text: &str) {
         text.clone_into(&mut self.text);
         self.tool_answered = false;
+        self.tool_results = 0;
+    }
+
+    fn answered(&mut self) {
+        self.tool_answered = true;
+        self.tool_results += 1;
     }
 
     /// A Gemini part or an OpenAI or Anthropic content block.
@@ -343,7 +352,7 @@ impl LastSaid {
         if let Some(text) = part["text"].as_str() {
             self.user(text);
         } else if part.get("functionResponse").is_some() || part["type"] == "tool_result" {
-            self.tool_answered = true;
+            self.answered();
         }
     }
 }
@@ -355,12 +364,21 @@ impl LastSaid {
 /// every 50 ms for a minute; "slow start" waits 3 s before answering; "rate limit" is a 429
 /// with Retry-After: 7; "overloaded" is a 503 (Anthropic: 529) with Retry-After: 11; "slow
 /// title" makes the title (a whole reply) take a minute; anything else is "Hello from
-/// <provider>." at 20 ms a word.
+/// <provider>." at 20 ms a word; "check my email" calls `search_email` for "board deck", then
+/// `read_email_thread` of thread `t9`, then says "Dana says the deck is ready.".
 enum Reply {
-    Words { words: Vec<String>, pause: Duration },
-    ToolCall,
+    Words {
+        words: Vec<String>,
+        pause: Duration,
+    },
+    ToolCall {
+        name: &'static str,
+        arguments: Value,
+    },
     FailMidway,
-    ErrorEvent { message: String },
+    ErrorEvent {
+        message: String,
+    },
 }
 
 impl Reply {
@@ -379,7 +397,22 @@ impl Reply {
             let text: Vec<String> = (1..=1200).map(|n| format!("word{n}")).collect();
             words(&text.join(" "), 50)
         } else if said.text.contains("use a tool") && !said.tool_answered {
-            Self::ToolCall
+            Self::ToolCall {
+                name: "get_current_time",
+                arguments: json!({}),
+            }
+        } else if said.text.contains("check my email") && said.tool_results < 2 {
+            let (name, arguments) = if said.tool_results == 0 {
+                (
+                    "search_email",
+                    json!({ "query": "board deck", "from": "bob" }),
+                )
+            } else {
+                ("read_email_thread", json!({ "threadId": "t9" }))
+            };
+            Self::ToolCall { name, arguments }
+        } else if said.text.contains("check my email") {
+            words("Dana says the deck is ready.", 20)
         } else if said.text.contains("use a tool") {
             words("The time is known.", 20)
         } else if said.text.contains("long reply") {
@@ -471,7 +504,7 @@ fn word_frames(reply: &Reply, event: impl Fn(&str) -> String) -> Vec<Frame> {
             .iter()
             .map(|word| now(event(word)))
             .collect(),
-        Reply::ToolCall => Vec::new(),
+        Reply::ToolCall { .. } => Vec::new(),
     }
 }
 
@@ -486,8 +519,8 @@ fn gemini_frames(reply: &Reply) -> Vec<Frame> {
     let usage = json!({ "promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17 });
     let last_parts = match reply {
         // As Gemini 3 sends it: the signature must come back on the call in the next request.
-        Reply::ToolCall => {
-            json!([{ "functionCall": { "name": "get_current_time", "args": {} }, "thoughtSignature": GEMINI_THOUGHT_SIGNATURE }])
+        Reply::ToolCall { name, arguments } => {
+            json!([{ "functionCall": { "name": name, "args": arguments }, "thoughtSignature": GEMINI_THOUGHT_SIGNATURE }])
         }
         Reply::Words { .. } | Reply::FailMidway | Reply::ErrorEvent { .. } => {
             json!([{ "text": "" }])
@@ -505,7 +538,7 @@ fn gemini_frames(reply: &Reply) -> Vec<Frame> {
             frames.push(data(error));
             return frames;
         }
-        Reply::Words { .. } | Reply::ToolCall => {}
+        Reply::Words { .. } | Reply::ToolCall { .. } => {}
     }
     frames.push(data(json!({
         "candidates": [{ "content": { "role": "model", "parts": last_parts }, "finishReason": "STOP", "index": 0 }],
@@ -542,14 +575,14 @@ fn openai_frames(reply: &Reply, usage: bool) -> Vec<Frame> {
             frames.push(data(error));
             return frames;
         }
-        Reply::ToolCall => {
+        Reply::ToolCall { name, arguments } => {
             let call = |function: Value| json!({ "tool_calls": [{ "index": 0, "id": TIME_CALL_ID, "type": "function", "function": function }] });
             frames.push(data(chunk(
-                call(json!({ "name": "get_current_time", "arguments": "" })),
+                call(json!({ "name": name, "arguments": "" })),
                 None,
             )));
             frames.push(data(chunk(
-                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": "{}" } }] }),
+                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": arguments.to_string() } }] }),
                 None,
             )));
             "tool_calls"
@@ -583,8 +616,8 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
         },
     })))];
     let block = match reply {
-        Reply::ToolCall => {
-            json!({ "type": "tool_use", "id": TIME_CALL_ID, "name": "get_current_time", "input": {} })
+        Reply::ToolCall { name, .. } => {
+            json!({ "type": "tool_use", "id": TIME_CALL_ID, "name": name, "input": {} })
         }
         Reply::Words { .. } | Reply::FailMidway | Reply::ErrorEvent { .. } => {
             json!({ "type": "text", "text": "" })
@@ -609,8 +642,8 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
             frames.push(now(event(error)));
             return frames;
         }
-        Reply::ToolCall => {
-            for partial_json in ["", "{}"] {
+        Reply::ToolCall { arguments, .. } => {
+            for partial_json in [String::new(), arguments.to_string()] {
                 let delta = json!({ "type": "input_json_delta", "partial_json": partial_json });
                 frames.push(now(event(
                     json!({ "type": "content_block_delta", "index": 0, "delta": delta }),

@@ -1,6 +1,7 @@
 //! Black-box tests: each starts the real server on a random port against a fresh database
 //! (SQLite always; PostgreSQL too when `ALIAS_TEST_POSTGRES_URL` is set) and calls it over HTTP.
 
+mod fake_google;
 mod fake_providers;
 mod helpers;
 mod id_provider;
@@ -23,6 +24,7 @@ mod email;
 mod files;
 mod files_images;
 mod files_s3;
+mod gmail;
 mod id_token_outage;
 mod input_hygiene;
 mod key_faults;
