@@ -76,6 +76,20 @@ export type AppRouter = TRPCBuiltRouter<
 			list: TRPCQueryProcedure<{ meta: object; input: ListFilesInput | void; output: FilePage }>;
 			upload: TRPCMutationProcedure<{ meta: object; input: FormData; output: File }>;
 		};
+		integrations: {
+			google: {
+				connect: TRPCMutationProcedure<{ meta: object; input: ConnectGoogleInput | void; output: null }>;
+				disconnect: TRPCMutationProcedure<{ meta: object; input: void; output: null }>;
+				syncNow: TRPCMutationProcedure<{ meta: object; input: void; output: null }>;
+			};
+			list: TRPCQueryProcedure<{ meta: object; input: void; output: Integration[] }>;
+		};
+		mail: {
+			search: TRPCQueryProcedure<{ meta: object; input: MailSearchInput; output: MailSearchPage }>;
+			thread: {
+				get: TRPCQueryProcedure<{ meta: object; input: MailThreadInput; output: MailThread }>;
+			};
+		};
 		preferences: {
 			get: TRPCQueryProcedure<{ meta: object; input: void; output: Preferences }>;
 			update: TRPCMutationProcedure<{ meta: object; input: UpdatePreferencesInput | void; output: Preferences }>;
@@ -105,6 +119,9 @@ export const AUTH_PROVIDERS = ["password", "google", "apple"] as const;
 /** Every `Backend`, in declaration order. */
 export const BACKENDS = ["sqlite", "postgres"] as const;
 
+/** Every `ConnectionStatus`, in declaration order. */
+export const CONNECTION_STATUSES = ["active", "syncing", "reconnect_required", "error"] as const;
+
 /** Every `Direction`, in declaration order. */
 export const DIRECTIONS = ["forward", "backward"] as const;
 
@@ -115,10 +132,13 @@ export const ERROR_CODES = ["PARSE_ERROR", "BAD_REQUEST", "UNAUTHORIZED", "PAYME
 export const FILE_PURPOSES = ["attachment", "avatar"] as const;
 
 /** Every `FileStatus`, in declaration order. */
-export const FILE_STATUSES = ["ready", "pending", "rejected"] as const;
+export const FILE_STATUSES = ["ready", "pending", "rejected", "deleted"] as const;
 
 /** Every `HealthStatus`, in declaration order. */
 export const HEALTH_STATUSES = ["ok"] as const;
+
+/** Every `IntegrationProvider`, in declaration order. */
+export const INTEGRATION_PROVIDERS = ["google"] as const;
 
 /** Every `KeyStatus`, in declaration order. */
 export const KEY_STATUSES = ["valid", "invalid", "unvalidated"] as const;
@@ -130,7 +150,7 @@ export const MESSAGE_ERROR_REASONS = ["api_key_rejected", "provider_rate_limited
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
 /** Every `Reason`, in declaration order. */
-export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete"] as const;
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected"] as const;
 
 /** Every `Role`, in declaration order. */
 export const ROLES = ["user", "assistant", "tool"] as const;
@@ -260,6 +280,27 @@ export type ChatSession = {
 	lastMessageAt: string,
 };
 
+/**
+ *  What Google Sign-In returned: `serverAuthCode` (iOS/Android, offline access), or an
+ *  authorization `code` with its PKCE `codeVerifier` and `redirectUri` (web).
+ */
+export type ConnectGoogleInput = {
+	serverAuthCode?: string | null,
+	code?: string | null,
+	codeVerifier?: string | null,
+	redirectUri?: string | null,
+};
+
+export type ConnectionStatus = 
+/**  Synced; kept in sync in the background. */
+"active" | 
+/**  A sync is queued or running (the first one, after connecting). */
+"syncing" | 
+/**  Google no longer honours the grant: connect again. */
+"reconnect_required" | 
+/**  Sync fails for another reason; it keeps retrying. */
+"error";
+
 export type CreateSessionInput = {
 	title?: string | null,
 };
@@ -336,7 +377,13 @@ export type FileStatus = "ready" |
 /**  An upload link was handed out; `files.complete` has not succeeded yet. */
 "pending" | 
 /**  The uploaded bytes were refused (type, size or checksum); nothing is kept. */
-"rejected";
+"rejected" | 
+/**
+ *  Only in a chat message's `attachments`: the file was deleted since. Its id, name, type
+ *  and size are as sent; `url`, `thumbnailUrl`, `width`, `height` and `thumbhash` are
+ *  null, and `createdAt` is the message's.
+ */
+"deleted";
 
 export type FollowInput = {
 	/**  The reply: `replyMessageId` from `chat.send`. */
@@ -357,6 +404,19 @@ export type HealthStatus = "ok";
 export type IdInput = {
 	id: string,
 };
+
+export type Integration = {
+	provider: IntegrationProvider,
+	/**  The connected Google account. */
+	email: string,
+	scopes: string[],
+	status: ConnectionStatus,
+	lastSyncAt: string | null,
+	/**  Messages stored from the last sync window. */
+	messageCount: number,
+};
+
+export type IntegrationProvider = "google";
 
 /**
  *  Any JSON value, for fields typed `serde_json::Value` in Rust: annotate them with
@@ -423,6 +483,54 @@ export type LoginInput = {
 	password: string,
 };
 
+export type MailHit = {
+	id: string,
+	threadId: string,
+	from: string,
+	subject: string,
+	date: string,
+	snippet: string,
+};
+
+/**  A synced message with its plain text. */
+export type MailMessage = {
+	/**  Gmail's message id. */
+	id: string,
+	from: string,
+	to: string,
+	cc: string,
+	subject: string,
+	date: string,
+	/**  Gmail label ids (`INBOX`, `UNREAD`, …). */
+	labels: string[],
+	/**  Plain text (HTML converted), trimmed to `ALIAS_GMAIL_BODY_CHARS`. */
+	text: string,
+};
+
+export type MailSearchInput = {
+	query: string,
+	/**  From the previous page's `nextCursor`. */
+	cursor?: number | null,
+	/**  1 to 50 (default 20). */
+	limit?: number | null,
+};
+
+export type MailSearchPage = {
+	/**  Best first. */
+	messages: MailHit[],
+	nextCursor: number | null,
+};
+
+export type MailThread = {
+	threadId: string,
+	/**  Oldest first. */
+	messages: MailMessage[],
+};
+
+export type MailThreadInput = {
+	threadId: string,
+};
+
 export type Message = {
 	id: string,
 	sessionId: string,
@@ -440,6 +548,11 @@ export type Message = {
 	 *  failed before the server kept reasons).
 	 */
 	error: MessageError | null,
+	/**
+	 *  The files sent with a user's message (`chat.send { fileIds }`), in order, with fresh
+	 *  links. A file deleted since stays as a placeholder: status "deleted", no links.
+	 */
+	attachments: File[],
 };
 
 /**
@@ -578,7 +691,18 @@ export type Reason =
 /**  The user's storage is full: delete files first. */
 "storage_quota_exceeded" | 
 /**  `files.complete` before the upload link received the bytes: upload, then complete. */
-"upload_incomplete";
+"upload_incomplete" | 
+/**  The Google grant lacks the Gmail read-only scope: connect again and allow Gmail. */
+"scope_missing" | 
+/**  Google no longer honours the connection (revoked or expired): connect Gmail again. */
+"google_reconnect_required" | 
+/**  Gmail is not connected for this account: connect it first. */
+"google_not_connected" | 
+/**
+ *  Google refused the authorization code (expired, already used, or without offline
+ *  access): sign in with Google again.
+ */
+"google_code_rejected";
 
 export type RefreshInput = {
 	refreshToken: string,
@@ -644,6 +768,11 @@ export type SendInput = {
 	provider?: AiProvider | null,
 	/**  Defaults to the user's preference (or the provider's default model). */
 	model?: string | null,
+	/**
+	 *  Up to 10 of the caller's ready files (`files.*`), sent to the model with the text:
+	 *  images and PDFs inline, text files as text. They become the message's `attachments`.
+	 */
+	fileIds?: string[] | null,
 };
 
 export type SentMessage = {

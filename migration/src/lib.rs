@@ -11,8 +11,8 @@ mod m20261202_02_search_per_user;
 mod m20261202_03_email_verification;
 mod m20261202_03_password_attempts;
 mod m20261202_04_files;
-mod m20261202_06_message_files;
 mod m20261202_05_gmail;
+mod m20261202_06_message_files;
 
 pub struct Migrator;
 
