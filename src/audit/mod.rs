@@ -74,11 +74,43 @@ impl AuditAction {
     }
 }
 
-/// Writes one audit row. Failing to audit must not fail the user's action, so an error is
-/// logged (with the action, never the metadata) and swallowed.
+/// Writes one audit row for a request. Failing to audit must not fail the user's action, so
+/// an error is logged (with the action, never the metadata) and swallowed.
 pub async fn record(
     db: &impl ConnectionTrait,
     request: &RequestInfo,
+    user_id: Option<Uuid>,
+    action: AuditAction,
+    metadata: serde_json::Value,
+) {
+    let origin = Origin {
+        ip: Some(request.client_ip.to_string()),
+        user_agent: request.user_agent().map(truncate_user_agent),
+    };
+    insert(db, origin, user_id, action, metadata).await;
+}
+
+/// Writes one audit row for something the server did on its own (a background sweep): no
+/// address, no user agent.
+pub async fn record_by_server(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    action: AuditAction,
+    metadata: serde_json::Value,
+) {
+    insert(db, Origin::default(), Some(user_id), action, metadata).await;
+}
+
+/// Where an audited action came from.
+#[derive(Default)]
+struct Origin {
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+async fn insert(
+    db: &impl ConnectionTrait,
+    origin: Origin,
     user_id: Option<Uuid>,
     action: AuditAction,
     metadata: serde_json::Value,
@@ -87,8 +119,8 @@ pub async fn record(
         id: Set(Uuid::now_v7()),
         user_id: Set(user_id),
         action: Set(action.as_str().to_owned()),
-        ip: Set(Some(request.client_ip.to_string())),
-        user_agent: Set(request.user_agent().map(truncate_user_agent)),
+        ip: Set(origin.ip),
+        user_agent: Set(origin.user_agent),
         metadata: Set(metadata),
         created_at: Set(Utc::now()),
     };

@@ -264,9 +264,12 @@ async fn update_session(
 async fn delete_session(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<(), RpcError> {
     let session = owned_session(&ctx, &caller, input.id).await?;
     ctx.state.streams.revoke_scope(session.id);
+    let files = crate::files::of_session(&ctx, session.id).await?;
     store::delete_session(&ctx.state.db, session.id)
         .await
-        .map_err(internal("delete a chat session"))
+        .map_err(internal("delete a chat session"))?;
+    crate::files::audit_removed_with_chat(&ctx, &files).await;
+    Ok(())
 }
 
 #[derive(Deserialize, specta::Type)]

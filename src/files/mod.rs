@@ -102,6 +102,31 @@ pub async fn remove_avatar(ctx: &Ctx, user_id: Uuid, file_id: Uuid) -> Result<()
     }
 }
 
+/// Files uploaded into a chat, read before the chat is deleted: their rows go with it by
+/// cascade and their bytes with the next sweep, and each is audited as deleted afterwards
+/// (`audit_removed_with_chat`).
+pub async fn of_session(ctx: &Ctx, session_id: Uuid) -> Result<Vec<files::Model>, RpcError> {
+    files::Entity::find()
+        .filter(files::Column::SessionId.eq(session_id))
+        .all(&ctx.state.db)
+        .await
+        .map_err(internal("list a chat's files"))
+}
+
+/// Audit rows for files deleted with their chat (`of_session`).
+pub async fn audit_removed_with_chat(ctx: &Ctx, rows: &[files::Model]) {
+    for row in rows {
+        audit::record(
+            &ctx.state.db,
+            &ctx.request,
+            Some(row.user_id),
+            AuditAction::FileDeleted,
+            serde_json::json!({ "fileId": row.id, "purpose": row.purpose, "reason": "chat_deleted" }),
+        )
+        .await;
+    }
+}
+
 fn not_found() -> RpcError {
     RpcError::not_found("No such file.")
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::store::{self, OBJECT_PREFIX};
 use super::types::FileStatus;
+use crate::audit::{self, AuditAction};
 use crate::context::App;
 
 /// Uploads still pending after this are abandoned.
@@ -69,6 +70,7 @@ pub async fn sweep(state: &App, now: DateTime<Utc>) -> anyhow::Result<Swept> {
     for row in abandoned {
         store::delete(db, row.id).await?;
         storage.delete(&row.object_key).await?;
+        audit_removal(db, &row, "upload_abandoned").await;
         swept.abandoned_uploads += 1;
     }
 
@@ -120,10 +122,23 @@ pub async fn sweep(state: &App, now: DateTime<Utc>) -> anyhow::Result<Swept> {
             if let Some(thumbnail) = &row.thumbnail_key {
                 storage.delete(thumbnail).await?;
             }
+            audit_removal(db, &row, "object_missing").await;
             swept.missing_objects += 1;
         }
     }
     Ok(swept)
+}
+
+/// A file the sweep removed is in its owner's audit log like one they deleted, with why.
+/// (Objects without rows belong to no file any more: only the log line counts them.)
+async fn audit_removal(db: &sea_orm::DatabaseConnection, row: &files::Model, why: &str) {
+    audit::record_by_server(
+        db,
+        row.user_id,
+        AuditAction::FileDeleted,
+        serde_json::json!({ "fileId": row.id, "purpose": row.purpose, "removedBy": "sweep", "reason": why }),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -369,5 +369,32 @@ pub async fn the_sweep_removes_abandoned_uploads_and_orphans(app: TestApp) {
         .await
         .expect("files");
     assert!(rows.is_empty(), "{rows:?}");
+
+    // Every removal is in the owner's audit log, with why.
+    let (status, events) = app.query_as(&token, "audit.list", None).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let removals: Vec<(String, String)> = data(&events)["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|event| event["action"] == "file_deleted")
+        .map(|event| {
+            (
+                event["metadata"]["fileId"].as_str().unwrap_or_default().to_owned(),
+                event["metadata"]["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for (file, reason) in [
+        (&attached["id"], "chat_deleted"),
+        (&abandoned, "upload_abandoned"),
+        (&kept["id"], "object_missing"),
+    ] {
+        let file = file.as_str().expect("id").to_owned();
+        assert!(
+            removals.contains(&(file, reason.to_owned())),
+            "{reason}: {removals:?}"
+        );
+    }
 }
 both_databases!(the_sweep_removes_abandoned_uploads_and_orphans);
