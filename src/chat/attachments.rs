@@ -149,6 +149,13 @@ pub struct ForModel {
     pub chars: usize,
 }
 
+impl ForModel {
+    /// Whether the message had no files at all.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.text.is_empty()
+    }
+}
+
 /// The files of the messages of one history, read as the history is built (newest first),
 /// within `MAX_INLINE_BYTES`.
 pub struct HistoryFiles<'a> {
@@ -177,25 +184,43 @@ impl<'a> HistoryFiles<'a> {
         })
     }
 
-    /// The files of one message, read from storage.
-    pub async fn of(&mut self, message_id: Uuid) -> ForModel {
+    /// The files of one message, read from storage. The message being answered (`current`)
+    /// always has its images sent, made smaller as needed so that all of them fit the
+    /// request's inline budget; an older message's files are sent while the budget lasts,
+    /// then only named.
+    pub async fn of(&mut self, message_id: Uuid, current: bool) -> ForModel {
         let mut out = ForModel::default();
         let mut notes = Vec::new();
-        for link in self
+        let links: Vec<&chat_message_files::Model> = self
             .links
             .iter()
             .filter(|link| link.message_id == message_id)
-        {
+            .collect();
+        for (index, link) in links.iter().enumerate() {
             let Some(row) = self.rows.get(&link.file_id) else {
                 notes.push(format!("[The file \"{}\" was deleted.]", link.filename));
                 continue;
             };
-            match attach::for_model(&self.state.storage, row, self.max_text_chars).await {
+            // The current message shares what is left among its remaining files.
+            let share = if current {
+                self.inline_left / (links.len() - index)
+            } else {
+                self.inline_left
+            };
+            let read = attach::for_model(&self.state.storage, row, self.max_text_chars, share);
+            match read.await {
                 attach::ForModel::Inline(part) if part.data.len() > self.inline_left => {
-                    notes.push(format!(
-                        "[The file \"{}\" was attached here; it is not sent again.]",
-                        link.filename
-                    ));
+                    notes.push(if current {
+                        format!(
+                            "[The file \"{}\" is attached but too large to send with the others.]",
+                            link.filename
+                        )
+                    } else {
+                        format!(
+                            "[The file \"{}\" was attached here; it is not sent again.]",
+                            link.filename
+                        )
+                    });
                 }
                 attach::ForModel::Inline(part) => {
                     self.inline_left -= part.data.len();

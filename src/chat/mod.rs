@@ -82,10 +82,15 @@ fn parse_title(raw: &str) -> Result<String, String> {
     }
 }
 
-fn parse_content(raw: &str) -> Result<String, String> {
+/// A message's text: 1 to `MAX_MESSAGE_CHARS` characters, or none when it carries files (a
+/// photo or a PDF alone is a question too).
+fn parse_content(raw: &str, has_files: bool) -> Result<String, String> {
     let content = raw.trim();
-    if !(1..=MAX_MESSAGE_CHARS).contains(&content.chars().count()) {
-        return Err(format!("write 1 to {MAX_MESSAGE_CHARS} characters"));
+    let least = usize::from(!has_files);
+    if !(least..=MAX_MESSAGE_CHARS).contains(&content.chars().count()) {
+        return Err(format!(
+            "write {least} to {MAX_MESSAGE_CHARS} characters"
+        ));
     }
     text::check_plain(content).map(|()| content.to_owned())
 }
@@ -413,7 +418,8 @@ async fn reply_stream(
     input: &SendInput,
 ) -> Result<Arc<LiveStream>, RpcError> {
     let mut errors = FieldErrors::default();
-    let content = errors.check("content", parse_content(&input.content));
+    let has_files = input.file_ids.as_ref().is_some_and(|ids| !ids.is_empty());
+    let content = errors.check("content", parse_content(&input.content, has_files));
     if let Some(model) = &input.model {
         errors.check("model", preferences::parse_model(model));
     }

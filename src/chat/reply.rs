@@ -313,10 +313,13 @@ async fn history(job: &ReplyJob) -> Result<Vec<Turn>, MessageError> {
     let mut kept: Vec<(Role, String, Vec<FilePart>)> = Vec::new();
     for row in rows {
         let mut message = Message::from(row);
-        if message.id == job.assistant.id || message.content.trim().is_empty() {
+        if message.id == job.assistant.id {
             continue;
         }
-        let attached = files.of(message.id).await;
+        let attached = files.of(message.id, message.id == job.user_message.id).await;
+        if message.content.trim().is_empty() && attached.is_empty() {
+            continue;
+        }
         let length = message.content.chars().count() + attached.chars;
         if length > budget && !kept.is_empty() {
             break;
@@ -330,6 +333,10 @@ async fn history(job: &ReplyJob) -> Result<Vec<Turn>, MessageError> {
     for (role, content, parts) in kept {
         if !parts.is_empty() {
             turns.push(Turn::Files(parts));
+        }
+        if content.trim().is_empty() {
+            // Files without words: the files are the message (providers refuse empty text).
+            continue;
         }
         match (role, turns.last_mut()) {
             (Role::User, Some(Turn::User(text))) => {
@@ -390,7 +397,11 @@ async fn title(job: &ReplyJob, reply: &str) -> String {
                  no quotes or punctuation at the end."
                 .to_owned(),
         turns: vec![
-            Turn::User(job.user_message.content.clone()),
+            Turn::User(if job.user_message.content.is_empty() {
+                "(Files without words.)".to_owned()
+            } else {
+                job.user_message.content.clone()
+            }),
             Turn::Assistant {
                 text: reply.to_owned(),
                 tool_calls: Vec::new(),

@@ -111,35 +111,44 @@ pub enum ForModel {
     Text(String),
 }
 
-/// Reads a file for a model: an image within `images::MODEL_SIDE` and
-/// `images::MODEL_IMAGE_BYTES`, a PDF as it is, a text file as text of at most `max_chars`
-/// characters (cut with a note). A file that cannot be read becomes a note, so the reply
-/// still happens.
-pub async fn for_model(storage: &Storage, row: &files::Model, max_chars: usize) -> ForModel {
-    let unreadable = || {
-        ForModel::Text(format!(
-            "[The file \"{}\" could not be read.]",
-            row.filename
-        ))
+/// Reads a file for a model: an image within `images::MODEL_SIDE` and `max_image_bytes`
+/// (at most `images::MODEL_IMAGE_BYTES`), a PDF as it is, a text file as text of at most
+/// `max_chars` characters (cut with a note; only as many bytes as those characters can take
+/// are read). A file that cannot be read becomes a note, so the reply still happens.
+pub async fn for_model(
+    storage: &Storage,
+    row: &files::Model,
+    max_chars: usize,
+    max_image_bytes: usize,
+) -> ForModel {
+    let is_text = !kinds::is_image(&row.mime_type) && row.mime_type != "application/pdf";
+    let size = u64::try_from(row.size_bytes).unwrap_or(0);
+    let read = if is_text {
+        // A UTF-8 character is at most 4 bytes.
+        let length = u64::try_from(max_chars.saturating_mul(4)).unwrap_or(u64::MAX);
+        storage.get_prefix(&row.object_key, size, length).await
+    } else {
+        storage.get(&row.object_key).await
     };
-    let bytes = match storage.get(&row.object_key).await {
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(error) => {
             tracing::warn!(%error, file = %row.id, "could not read a file for a model");
-            return unreadable();
+            return unreadable(row);
         }
     };
     if kinds::is_image(&row.mime_type) {
-        return match images::for_model(row.mime_type.clone(), bytes).await {
+        let max_bytes = max_image_bytes.min(images::MODEL_IMAGE_BYTES);
+        return match images::for_model(row.mime_type.clone(), bytes, max_bytes).await {
             Ok((mime_type, data)) => ForModel::Inline(FilePart {
                 filename: row.filename.clone(),
                 mime_type,
                 data,
             }),
-            Err(_) => unreadable(),
+            Err(_) => unreadable(row),
         };
     }
-    if row.mime_type == "application/pdf" {
+    if !is_text {
         return ForModel::Inline(FilePart {
             filename: row.filename.clone(),
             mime_type: row.mime_type.clone(),
@@ -148,11 +157,29 @@ pub async fn for_model(storage: &Storage, row: &files::Model, max_chars: usize) 
     }
     let text = String::from_utf8_lossy(&bytes);
     let mut shown: String = text.chars().take(max_chars).collect();
-    if shown.len() < text.len() {
+    if shown.len() < text.len() || u64::try_from(bytes.len()).unwrap_or(u64::MAX) < size {
         shown.push_str("\n[… the rest of the file is not shown]");
     }
     ForModel::Text(format!(
         "<file name=\"{}\" type=\"{}\">\n{shown}\n</file>",
-        row.filename, row.mime_type
+        attribute(&row.filename),
+        row.mime_type
     ))
+}
+
+fn unreadable(row: &files::Model) -> ForModel {
+    ForModel::Text(format!(
+        "[The file \"{}\" could not be read.]",
+        attribute(&row.filename)
+    ))
+}
+
+/// A file name inside the markup around a file's text: quotes and angle brackets escaped, so
+/// a crafted name cannot close the wrapper early.
+fn attribute(filename: &str) -> String {
+    filename
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

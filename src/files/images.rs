@@ -82,13 +82,22 @@ pub const MODEL_IMAGE_BYTES: usize = 3_700_000;
 /// every provider takes); otherwise a JPEG with the longest side at most `MODEL_SIDE`,
 /// smaller still until it fits `MODEL_IMAGE_BYTES`. A GIF becomes its first frame (Gemini
 /// takes no GIF).
-pub async fn for_model(mime_type: String, bytes: Bytes) -> Result<(String, Bytes), RpcError> {
-    off_runtime(move || for_model_now(mime_type, bytes)).await
+pub async fn for_model(
+    mime_type: String,
+    bytes: Bytes,
+    max_bytes: usize,
+) -> Result<(String, Bytes), RpcError> {
+    off_runtime(move || for_model_now(mime_type, bytes, max_bytes)).await
 }
 
-fn for_model_now(mime_type: String, bytes: Bytes) -> Result<(String, Bytes), RpcError> {
+/// `max_bytes`: at most `MODEL_IMAGE_BYTES`, less when the request's other files need room.
+fn for_model_now(
+    mime_type: String,
+    bytes: Bytes,
+    max_bytes: usize,
+) -> Result<(String, Bytes), RpcError> {
     let format = format_of(&mime_type).ok_or_else(unreadable)?;
-    if format != ImageFormat::Gif && bytes.len() <= MODEL_IMAGE_BYTES {
+    if format != ImageFormat::Gif && bytes.len() <= max_bytes {
         let dimensions = ImageReader::with_format(Cursor::new(&bytes), format).into_dimensions();
         if dimensions.is_ok_and(|(width, height)| width.max(height) <= MODEL_SIDE) {
             return Ok((mime_type, bytes));
@@ -105,7 +114,7 @@ fn for_model_now(mime_type: String, bytes: Bytes) -> Result<(String, Bytes), Rpc
             &image
         };
         let jpeg = encode_jpeg(view, 85)?;
-        if jpeg.len() <= MODEL_IMAGE_BYTES || side <= THUMBNAIL_SIDE {
+        if jpeg.len() <= max_bytes || side <= THUMBNAIL_SIDE {
             return Ok(("image/jpeg".to_owned(), jpeg));
         }
         side /= 2;

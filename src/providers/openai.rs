@@ -64,21 +64,44 @@ fn body(request: &ChatRequest, stream: bool) -> Value {
 }
 
 fn messages(request: &ChatRequest) -> Vec<Value> {
-    let system = (!request.system.is_empty())
-        .then(|| json!({ "role": "system", "content": request.system }));
-    system
+    let mut messages: Vec<Value> = (!request.system.is_empty())
+        .then(|| json!({ "role": "system", "content": request.system }))
         .into_iter()
-        .chain(request.turns.iter().map(message))
-        .collect()
+        .collect();
+    let mut turns = request.turns.iter().peekable();
+    while let Some(turn) = turns.next() {
+        // A message's files and its text are one user message: text part first, then the
+        // files, as OpenAI's examples send them.
+        if let Turn::Files(files) = turn {
+            let text = match turns.peek() {
+                Some(Turn::User(text)) => {
+                    turns.next();
+                    Some(text)
+                }
+                _ => None,
+            };
+            messages.push(user_with_files(text, files));
+        } else {
+            messages.push(message(turn));
+        }
+    }
+    messages
+}
+
+fn user_with_files(text: Option<&String>, files: &[FilePart]) -> Value {
+    let text = text
+        .filter(|text| !text.is_empty())
+        .map(|text| json!({ "type": "text", "text": text }));
+    json!({
+        "role": "user",
+        "content": text.into_iter().chain(files.iter().map(file_part)).collect::<Vec<_>>(),
+    })
 }
 
 fn message(turn: &Turn) -> Value {
     match turn {
         Turn::User(text) => json!({ "role": "user", "content": text }),
-        Turn::Files(files) => json!({
-            "role": "user",
-            "content": files.iter().map(file_part).collect::<Vec<_>>(),
-        }),
+        Turn::Files(files) => user_with_files(None, files),
         Turn::Assistant { text, tool_calls } if tool_calls.is_empty() => {
             json!({ "role": "assistant", "content": text })
         }

@@ -158,6 +158,17 @@ impl Storage {
         found.bytes().await.map_err(classify)
     }
 
+    /// The first `length` bytes of an object `size` bytes long (all of it when shorter).
+    pub async fn get_prefix(&self, key: &str, size: u64, length: u64) -> Result<Bytes, StorageError> {
+        if size <= length {
+            return self.get(key).await;
+        }
+        self.store
+            .get_range(&Self::path(key)?, 0..length)
+            .await
+            .map_err(classify)
+    }
+
     /// The object's size, or `NotFound`.
     pub async fn size(&self, key: &str) -> Result<u64, StorageError> {
         let meta = self.store.head(&Self::path(key)?).await.map_err(classify)?;

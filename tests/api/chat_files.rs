@@ -138,10 +138,20 @@ async fn images_reach(db: DbKind, provider: &str) {
     assert_eq!(mime_type, "image/png");
     let image = image::load_from_memory(&bytes).expect("an image");
     assert_eq!((image.width(), image.height()), (1, 1));
+    // The files and the text travel in one user message (OpenAI: text part first).
+    let user_message = match provider {
+        "gemini" => &call.body["contents"][0]["parts"],
+        "openai" => &call.body["messages"][1]["content"],
+        _ => &call.body["messages"][0]["content"],
+    };
+    assert!(
+        user_message.to_string().contains("What is in these?"),
+        "text beside the files: {user_message}"
+    );
     let mut body = call.body.clone();
     let first_image = match provider {
         "gemini" => &mut body["contents"][0]["parts"][0],
-        "openai" => &mut body["messages"][1]["content"][0],
+        "openai" => &mut body["messages"][1]["content"][1],
         _ => &mut body["messages"][0]["content"][0],
     };
     *first_image = Value::Null;
@@ -293,3 +303,59 @@ async fn only_the_callers_ready_files_can_be_sent(db: DbKind) {
     assert!(chat.messages().await.is_empty(), "nothing was saved");
 }
 each_database!(only_the_callers_ready_files_can_be_sent);
+
+/// A noisy PNG of `side`×`side` pixels: compresses badly, so it is about 3 bytes a pixel.
+fn noisy_png(side: u32, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let image = image::RgbImage::from_fn(side, side, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let [r, g, b, _] = state.to_le_bytes();
+        image::Rgb([r, g, b])
+    });
+    let mut encoded = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut encoded, image::ImageFormat::Png)
+        .expect("encode a PNG");
+    encoded.into_inner()
+}
+
+/// Photos without words are a message; every one of them reaches the model even when,
+/// as stored, they would not fit one request together (6 × ~3.6 MB > the 12 MB inline budget).
+async fn photos_alone_all_reach_the_model(db: DbKind) {
+    let chat = Chat::start(db, "gemini").await;
+    let mut ids = Vec::new();
+    for seed in 0..6 {
+        let photo = noisy_png(1100, seed);
+        assert!(photo.len() > 3_000_000, "{}", photo.len());
+        ids.push(attachment(&chat, &format!("page-{seed}.png"), "image/png", &photo).await);
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let payloads = send_and_finish(&chat, &with_files(&chat, "", &ids)).await;
+    let sent = &payloads[0]["message"];
+    assert_eq!(sent["content"], "", "{sent}");
+    assert_eq!(sent["attachments"].as_array().map(Vec::len), Some(6));
+
+    let call = chat.providers.requests()[0].clone();
+    let images: Vec<Vec<u8>> = call.body["contents"][0]["parts"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .filter_map(|part| part["inlineData"]["data"].as_str())
+        .map(|data| STANDARD.decode(data).expect("base64"))
+        .collect();
+    assert_eq!(images.len(), 6, "every photo is sent");
+    let total: usize = images.iter().map(Vec::len).sum();
+    assert!(total <= 12_000_000, "within one request's budget: {total}");
+    assert!(
+        !call.body.to_string().contains("too large"),
+        "no photo left out"
+    );
+
+    // Empty words without files are still refused, on `content`.
+    let (status, body) = chat.send_message(&chat.input("  ", &new_id())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("content"), "{body}");
+}
+each_database!(photos_alone_all_reach_the_model);
