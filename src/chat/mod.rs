@@ -361,7 +361,7 @@ async fn set_liked(ctx: Ctx, caller: SignedIn, input: SetLikedInput) -> Result<M
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendInput {
     session_id: Uuid,
-    /// 1 to 100,000 characters.
+    /// 1 to 100,000 characters; may be empty when `fileIds` carries files.
     content: String,
     /// A UUID the app makes per message: sending it again never makes a second message or
     /// a second provider call, it answers with the first.
