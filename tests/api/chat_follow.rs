@@ -225,9 +225,8 @@ async fn failures_before_the_reply_are_mutation_errors() {
             json!({ "sessionId": chat.session_id, "content": "x", "clientMessageId": "nope" }),
             "clientMessageId",
         ),
-        // Files come with their own issue; a client sending them now learns it.
         (
-            json!({ "sessionId": chat.session_id, "content": "x", "clientMessageId": new_id(), "fileIds": [] }),
+            json!({ "sessionId": chat.session_id, "content": "x", "clientMessageId": new_id(), "fileIds": ["nope"] }),
             "fileIds",
         ),
         (
