@@ -226,7 +226,7 @@ async fn failures_before_the_reply_are_mutation_errors() {
             "clientMessageId",
         ),
         (
-            json!({ "sessionId": chat.session_id, "content": "x", "clientMessageId": new_id(), "fileIds": ["nope"] }),
+            json!({ "sessionId": chat.session_id, "content": "x", "clientMessageId": new_id(), "fileIds": [chat.session_id, chat.session_id] }),
             "fileIds",
         ),
         (
