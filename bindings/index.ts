@@ -757,7 +757,7 @@ export type SearchResults = {
 
 export type SendInput = {
 	sessionId: string,
-	/**  1 to 100,000 characters. */
+	/**  1 to 100,000 characters; may be empty when `fileIds` carries files. */
 	content: string,
 	/**
 	 *  A UUID the app makes per message: sending it again never makes a second message or

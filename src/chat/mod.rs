@@ -88,9 +88,7 @@ fn parse_content(raw: &str, has_files: bool) -> Result<String, String> {
     let content = raw.trim();
     let least = usize::from(!has_files);
     if !(least..=MAX_MESSAGE_CHARS).contains(&content.chars().count()) {
-        return Err(format!(
-            "write {least} to {MAX_MESSAGE_CHARS} characters"
-        ));
+        return Err(format!("write {least} to {MAX_MESSAGE_CHARS} characters"));
     }
     text::check_plain(content).map(|()| content.to_owned())
 }

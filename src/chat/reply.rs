@@ -316,7 +316,9 @@ async fn history(job: &ReplyJob) -> Result<Vec<Turn>, MessageError> {
         if message.id == job.assistant.id {
             continue;
         }
-        let attached = files.of(message.id, message.id == job.user_message.id).await;
+        let attached = files
+            .of(message.id, message.id == job.user_message.id)
+            .await;
         if message.content.trim().is_empty() && attached.is_empty() {
             continue;
         }

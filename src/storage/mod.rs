@@ -159,7 +159,12 @@ impl Storage {
     }
 
     /// The first `length` bytes of an object `size` bytes long (all of it when shorter).
-    pub async fn get_prefix(&self, key: &str, size: u64, length: u64) -> Result<Bytes, StorageError> {
+    pub async fn get_prefix(
+        &self,
+        key: &str,
+        size: u64,
+        length: u64,
+    ) -> Result<Bytes, StorageError> {
         if size <= length {
             return self.get(key).await;
         }

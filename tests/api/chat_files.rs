@@ -332,10 +332,27 @@ async fn photos_alone_all_reach_the_model(db: DbKind) {
         ids.push(attachment(&chat, &format!("page-{seed}.png"), "image/png", &photo).await);
     }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let payloads = send_and_finish(&chat, &with_files(&chat, "", &ids)).await;
-    let sent = &payloads[0]["message"];
+    let (status, body) = chat.send_message(&with_files(&chat, "", &ids)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sent = &data(&body)["userMessage"];
     assert_eq!(sent["content"], "", "{sent}");
     assert_eq!(sent["attachments"].as_array().map(Vec::len), Some(6));
+    // Re-encoding six photos in a debug build on a busy machine takes a while: poll rather
+    // than hold a stream's per-event timeout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let messages = chat.messages().await;
+        let status = messages.get(1).map(|reply| reply["status"].clone());
+        if status.as_ref().is_some_and(|status| status != "streaming") {
+            assert_eq!(status, Some(json!("complete")), "{messages:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reply: {messages:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 
     let call = chat.providers.requests()[0].clone();
     let images: Vec<Vec<u8>> = call.body["contents"][0]["parts"]

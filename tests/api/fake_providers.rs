@@ -207,6 +207,9 @@ fn chat_routes(requests: &Requests, open_streams: &Arc<AtomicUsize>) -> axum::Ro
         .route("/v1beta/models/{model_action}", route(AiProvider::Gemini))
         .route("/v1/chat/completions", route(AiProvider::Openai))
         .route("/v1/messages", route(AiProvider::Anthropic))
+        // Providers take requests of 20 MB and more (inline images and PDFs); axum's default
+        // is 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
 }
 
 /// A chat request as the fake's routes received it.

@@ -380,8 +380,14 @@ pub async fn the_sweep_removes_abandoned_uploads_and_orphans(app: TestApp) {
         .filter(|event| event["action"] == "file_deleted")
         .map(|event| {
             (
-                event["metadata"]["fileId"].as_str().unwrap_or_default().to_owned(),
-                event["metadata"]["reason"].as_str().unwrap_or_default().to_owned(),
+                event["metadata"]["fileId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                event["metadata"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         })
         .collect();
