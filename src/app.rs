@@ -16,4 +16,5 @@ pub fn router() -> rpc::Router<App> {
         .nest("files", crate::files::router())
         .nest("integrations", crate::integrations::router())
         .nest("mail", crate::mail::router())
+        .nest("usage", crate::usage::router())
 }

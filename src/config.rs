@@ -54,6 +54,28 @@ pub struct Config {
     pub mail: MailConfig,
     pub google: GoogleConfig,
     pub jobs: JobsConfig,
+    pub usage: UsageConfig,
+}
+
+/// Per-user call budgets and the daily quotas of each tier (`free`, `plus`, `pro`).
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    /// Signed-in calls per user per minute, every procedure together (each call of a batch).
+    pub calls_per_minute: u32,
+    /// `chat.send` calls per user per minute (on top of `calls_per_minute`).
+    pub chat_sends_per_minute: u32,
+    pub free: DailyQuota,
+    pub plus: DailyQuota,
+    pub pro: DailyQuota,
+}
+
+/// What a tier may use per day (the user's day, in their timezone); `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyQuota {
+    /// Replies (`chat.send` calls that reach a provider).
+    pub messages: Option<u64>,
+    /// Input and output tokens together.
+    pub tokens: Option<u64>,
 }
 
 /// Where files' bytes live (`ALIAS_STORAGE`), and how links to them are signed.
@@ -357,8 +379,34 @@ impl Config {
                 backoff_base: env.seconds("ALIAS_JOBS_BACKOFF_SECONDS", 10)?,
                 backoff_max: env.seconds("ALIAS_JOBS_BACKOFF_MAX_SECONDS", 3600)?,
             },
+            usage: usage_config(&env)?,
         })
     }
+}
+
+fn usage_config(env: &Env<'_>) -> Result<UsageConfig, ConfigError> {
+    let quota = |messages: (&'static str, Option<u64>), tokens: (&'static str, Option<u64>)| {
+        Ok::<_, ConfigError>(DailyQuota {
+            messages: env.limit(messages.0, messages.1)?,
+            tokens: env.limit(tokens.0, tokens.1)?,
+        })
+    };
+    Ok(UsageConfig {
+        calls_per_minute: env.parse_positive("ALIAS_USER_CALLS_PER_MINUTE", 100)?,
+        chat_sends_per_minute: env.parse_positive("ALIAS_USER_CHAT_SENDS_PER_MINUTE", 20)?,
+        free: quota(
+            ("ALIAS_QUOTA_FREE_MESSAGES_PER_DAY", Some(100)),
+            ("ALIAS_QUOTA_FREE_TOKENS_PER_DAY", Some(1_000_000)),
+        )?,
+        plus: quota(
+            ("ALIAS_QUOTA_PLUS_MESSAGES_PER_DAY", Some(1_000)),
+            ("ALIAS_QUOTA_PLUS_TOKENS_PER_DAY", Some(10_000_000)),
+        )?,
+        pro: quota(
+            ("ALIAS_QUOTA_PRO_MESSAGES_PER_DAY", None),
+            ("ALIAS_QUOTA_PRO_TOKENS_PER_DAY", None),
+        )?,
+    })
 }
 
 fn storage_config(env: &Env<'_>, data_dir: &std::path::Path) -> Result<StorageConfig, ConfigError> {
@@ -641,6 +689,18 @@ impl Env<'_> {
 }
 
 impl Env<'_> {
+    /// A daily limit: a whole number (0 allows nothing) or `unlimited` (`None`).
+    fn limit(&self, var: &'static str, default: Option<u64>) -> Result<Option<u64>, ConfigError> {
+        let parse = |value: &str| {
+            if value.eq_ignore_ascii_case("unlimited") {
+                Some(None)
+            } else {
+                value.parse::<u64>().ok().map(Some)
+            }
+        };
+        self.parse_with(var, default, parse, "a whole number or `unlimited`")
+    }
+
     /// An http(s) base URL; every external service's is configurable so tests can stand in.
     fn url(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
         let value = self.get(var).unwrap_or_else(|| default.to_owned());
@@ -779,11 +839,37 @@ mod tests {
             ("ALIAS_GMAIL_SYNC_DAYS", "366"),
             ("ALIAS_GMAIL_BASE_URL", "gmail"),
             ("ALIAS_JOBS_POLL_MS", "0"),
+            ("ALIAS_USER_CALLS_PER_MINUTE", "0"),
+            ("ALIAS_USER_CHAT_SENDS_PER_MINUTE", "fast"),
+            ("ALIAS_QUOTA_FREE_MESSAGES_PER_DAY", "-1"),
+            ("ALIAS_QUOTA_PLUS_TOKENS_PER_DAY", "lots"),
+            ("ALIAS_QUOTA_PRO_MESSAGES_PER_DAY", "1.5"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);
             assert!(error.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn quotas_are_numbers_or_unlimited() {
+        let config = config(&[
+            ("ALIAS_QUOTA_FREE_MESSAGES_PER_DAY", "unlimited"),
+            ("ALIAS_QUOTA_FREE_TOKENS_PER_DAY", "0"),
+            ("ALIAS_QUOTA_PRO_TOKENS_PER_DAY", "5000"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.usage.free,
+            DailyQuota {
+                messages: None,
+                tokens: Some(0)
+            }
+        );
+        assert_eq!(config.usage.plus.messages, Some(1_000));
+        assert_eq!(config.usage.pro.tokens, Some(5000));
+        assert_eq!(config.usage.calls_per_minute, 100);
+        assert_eq!(config.usage.chat_sends_per_minute, 20);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! handler can forget to authenticate.
 
 use std::future::Future;
+use std::time::Duration;
 
 use chrono::Utc;
 use entity::users;
@@ -103,9 +104,33 @@ async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
             "The access token is not valid; sign in again.",
         ));
     }
+    limit_calls(ctx, user.id).await?;
     Ok(SignedIn {
         user,
         session_id: session.id,
         auth_providers,
     })
+}
+
+/// Counts the call against its user's budget (`ALIAS_USER_CALLS_PER_MINUTE`): once per
+/// signed-in call, each call of a batch on its own, before its input is read.
+async fn limit_calls(ctx: &Ctx, user_id: Uuid) -> Result<(), RpcError> {
+    let state = &ctx.state;
+    state
+        .auth
+        .rate_limits
+        .hit(
+            &format!("user_calls:{user_id}"),
+            state.config.usage.calls_per_minute,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|retry| {
+            RpcError::new(
+                ErrorCode::TooManyRequests,
+                format!("Too many requests. Try again in {} seconds.", retry.0),
+            )
+            .with_reason(Reason::RateLimited)
+            .with_retry_after(retry.0)
+        })
 }

@@ -35,4 +35,5 @@ pub mod streams;
 pub mod system;
 pub mod telemetry;
 pub mod text;
+pub mod usage;
 pub mod users;

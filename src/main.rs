@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use alias_server::config::Config;
 use alias_server::startup::Application;
-use alias_server::{bindings, crypto, db, keys, telemetry};
+use alias_server::{bindings, crypto, db, keys, telemetry, users};
 use clap::{Parser, Subcommand};
 
 /// The ALIAS backend. Without a subcommand it serves.
@@ -30,6 +30,17 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Set an account's tier (free, plus or pro), which sets its daily quotas.
+    SetTier { email: String, tier: String },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +73,9 @@ fn main() -> ExitCode {
             Some(Command::Keys {
                 command: KeysCommand::Rewrap,
             }) => rewrap(&config).await,
+            Some(Command::Users {
+                command: UsersCommand::SetTier { email, tier },
+            }) => set_tier(&config, &email, &tier).await,
             _ => serve(config).await,
         }
     });
@@ -103,6 +117,17 @@ async fn rewrap(config: &Config) -> anyhow::Result<()> {
             report.failed
         );
     }
+    Ok(())
+}
+
+async fn set_tier(config: &Config, email: &str, tier: &str) -> anyhow::Result<()> {
+    // Refused before the database is opened (and migrated) when the tier is not one.
+    if users::Tier::parse(&tier.trim().to_lowercase()).is_none() {
+        anyhow::bail!(users::SetTierError::UnknownTier(tier.to_owned()));
+    }
+    let db = db::open(config).await?;
+    let tier = users::set_tier(&db, email, tier).await?;
+    println!("{} is now on the {} tier", email.trim(), tier.as_str());
     Ok(())
 }
 

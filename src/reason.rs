@@ -69,6 +69,9 @@ pub enum Reason {
     /// Google refused the authorization code (expired, already used, or without offline
     /// access): sign in with Google again.
     GoogleCodeRejected,
+    /// The plan's daily message or token quota is used up: it resets at the user's midnight,
+    /// in `retryAfterSeconds` (see `usage.summary`).
+    QuotaExceeded,
 }
 
 impl ErrorReason for Reason {
@@ -102,6 +105,7 @@ impl ErrorReason for Reason {
             Self::GoogleReconnectRequired => "google_reconnect_required",
             Self::GoogleNotConnected => "google_not_connected",
             Self::GoogleCodeRejected => "google_code_rejected",
+            Self::QuotaExceeded => "quota_exceeded",
         }
     }
 }
@@ -139,6 +143,7 @@ mod tests {
             FileContentMismatch,
             StorageQuotaExceeded,
             UploadIncomplete,
+            QuotaExceeded,
         ];
         for reason in all {
             assert_eq!(

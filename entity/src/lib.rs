@@ -14,5 +14,7 @@ pub mod mail_messages;
 pub mod password_attempts;
 pub mod preferences;
 pub mod refresh_tokens;
+pub mod usage_days;
+pub mod usage_models;
 pub mod user_identities;
 pub mod users;

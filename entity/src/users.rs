@@ -18,6 +18,8 @@ pub struct Model {
     /// When the account proved it receives mail at `email` (a link or code, a password reset,
     /// or Google/Apple vouching for it); `None`: not yet.
     pub email_verified_at: Option<DateTimeUtc>,
+    /// The subscription plan: "free" (the default), "plus" or "pro"; sets the daily quotas.
+    pub tier: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     #[sea_orm(has_many)]

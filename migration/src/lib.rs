@@ -13,6 +13,7 @@ mod m20261202_03_password_attempts;
 mod m20261202_04_files;
 mod m20261202_05_gmail;
 mod m20261202_06_message_files;
+mod m20261202_08_usage;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_03_email_verification::Migration),
             Box::new(m20261202_06_message_files::Migration),
             Box::new(m20261202_05_gmail::Migration),
+            Box::new(m20261202_08_usage::Migration),
         ]
     }
 }

@@ -185,6 +185,7 @@ async fn link_or_create(
                 password_hash: Set(None),
                 // The provider vouches for the address, or not.
                 email_verified_at: Set(claims.email_verified.then_some(now)),
+                tier: Set(crate::users::Tier::default().as_str().to_owned()),
                 created_at: Set(now),
                 updated_at: Set(now),
             }

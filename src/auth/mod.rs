@@ -183,6 +183,7 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
         avatar_file_id: Set(None),
         password_hash: Set(Some(password_hash)),
         email_verified_at: Set(None),
+        tier: Set(crate::users::Tier::default().as_str().to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
     }

@@ -36,6 +36,7 @@ use crate::rpc::{
 };
 use crate::streams::{LiveStream, Reservation};
 use crate::text;
+use crate::usage;
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -415,6 +416,7 @@ async fn reply_stream(
     caller: SignedIn,
     input: &SendInput,
 ) -> Result<Arc<LiveStream>, RpcError> {
+    usage::limit_sends(ctx, caller.user.id).await?;
     let mut errors = FieldErrors::default();
     let has_files = input.file_ids.as_ref().is_some_and(|ids| !ids.is_empty());
     let content = errors.check("content", parse_content(&input.content, has_files));
@@ -600,7 +602,9 @@ async fn start(
     };
     let api_key = keys::for_user(state, &ctx.request, caller.user.id, provider).await?;
     let first_exchange = session.message_count == 0;
-    let (user_message, assistant) = save_exchange(
+    // The last check before anything is saved: a refused send costs no provider call.
+    let admitted = usage::admit(ctx, &caller.user, &preferences.timezone, provider, &model).await?;
+    let saved = save_exchange(
         db,
         &caller,
         &session,
@@ -609,7 +613,14 @@ async fn start(
         provider,
         &model,
     )
-    .await?;
+    .await;
+    let (user_message, assistant) = match saved {
+        Ok(saved) => saved,
+        Err(error) => {
+            usage::release(state, &admitted).await;
+            return Err(error);
+        }
+    };
     generation.set_subject(assistant.id);
     generation.push(&ChatEvent::UserMessage {
         message: attachments::shown(ctx, caller.user.id, user_message.clone()).await?,
@@ -628,6 +639,7 @@ async fn start(
         api_key,
         preferences,
         first_exchange,
+        usage: admitted,
     };
     state.streams.spawn(reply::run(job));
     Ok(())

@@ -24,6 +24,7 @@ use crate::preferences::Preferences;
 use crate::providers::{self, AiProvider, ChatRequest, FilePart, ProviderError, Turn, Upstream};
 use crate::rpc::RequestInfo;
 use crate::streams::LiveStream;
+use crate::usage;
 
 /// Messages read for the history before the character budget trims them.
 const HISTORY_MESSAGES: u64 = 60;
@@ -43,6 +44,8 @@ pub struct ReplyJob {
     pub api_key: Zeroizing<String>,
     pub preferences: Preferences,
     pub first_exchange: bool,
+    /// Where the reply's tokens are counted.
+    pub usage: usage::Admitted,
 }
 
 enum Ending {
@@ -82,6 +85,12 @@ pub async fn run(job: ReplyJob) {
         saved_at: Instant::now(),
     };
     let result = write(&job, &mut progress).await;
+    // Counted even when the chat was deleted meanwhile: the tokens were spent.
+    let used = progress
+        .usage
+        .as_ref()
+        .map(|usage| (usage.input_tokens, usage.output_tokens));
+    usage::settle(&job.state, &job.usage, used, result.is_err()).await;
     if job.generation.is_revoked() {
         return;
     }

@@ -246,6 +246,7 @@ async fn user(db: &DatabaseConnection) -> Uuid {
         avatar_file_id: Set(None),
         password_hash: Set(None),
         email_verified_at: Set(None),
+        tier: Set(crate::users::Tier::default().as_str().to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
     }

@@ -5,6 +5,7 @@ pub mod email_tokens;
 mod fields;
 pub mod mails;
 mod password;
+mod tier;
 
 use chrono::Utc;
 use entity::users;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 pub use email::{confirm_email, email_taken, invalid_code, send_verification};
 pub use fields::{DisplayName, Email, parse_avatar_url};
 pub use password::{check_password, too_many_attempts};
+pub use tier::{SetTierError, Tier, set_tier};
 
 use email::change_email;
 use password::require_password;
@@ -53,12 +55,15 @@ pub struct User {
     pub email_verification_required: bool,
     /// How this account can sign in.
     pub auth_providers: Vec<AuthProvider>,
+    /// The subscription plan, which sets the daily quotas (`usage.summary`).
+    pub tier: Tier,
     pub created_at: Timestamp,
 }
 
 impl User {
     /// The client's view of an account; `ctx` signs the avatar's link.
     pub fn new(ctx: &Ctx, user: users::Model, auth_providers: Vec<AuthProvider>) -> Self {
+        let tier = Tier::of(&user);
         let avatar_url = match user.avatar_file_id {
             Some(file_id) => Some(files::avatar_url(ctx, user.id, file_id)),
             None => user.avatar_url,
@@ -71,6 +76,7 @@ impl User {
             email_verified: user.email_verified_at.is_some(),
             email_verification_required: ctx.state.config.mail.require_verified_email,
             auth_providers,
+            tier,
             created_at: user.created_at.into(),
         }
     }

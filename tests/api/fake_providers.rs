@@ -30,6 +30,7 @@ pub struct FakeProviders {
     seen: Arc<Mutex<Vec<Seen>>>,
     requests: Requests,
     open_streams: Arc<AtomicUsize>,
+    reported: Reported,
 }
 
 impl FakeProviders {
@@ -37,6 +38,7 @@ impl FakeProviders {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let requests = Requests::default();
         let open_streams = Arc::new(AtomicUsize::new(0));
+        let reported = Reported::default();
         let (gemini, openai, anthropic) = (Arc::clone(&seen), Arc::clone(&seen), Arc::clone(&seen));
         let app = axum::Router::new()
             .route(
@@ -54,13 +56,14 @@ impl FakeProviders {
                     openai_or_anthropic_models(headers, seen)
                 }),
             )
-            .merge(chat_routes(&requests, &open_streams));
+            .merge(chat_routes(&requests, &open_streams, &reported));
         let addr = crate::helpers::serve_in_background(app).await;
         Self {
             base_url: format!("http://{addr}"),
             seen,
             requests,
             open_streams,
+            reported,
         }
     }
 
@@ -174,6 +177,16 @@ pub struct ChatCall {
 
 type Requests = Arc<Mutex<Vec<ChatCall>>>;
 
+/// The token usage one streamed reply reported, in its provider's own fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedUsage {
+    pub provider: AiProvider,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
+type Reported = Arc<Mutex<Vec<ReportedUsage>>>;
+
 impl FakeProviders {
     /// Every chat request so far, in order.
     pub fn requests(&self) -> Vec<ChatCall> {
@@ -182,15 +195,28 @@ impl FakeProviders {
             .map(|requests| requests.clone())
             .unwrap_or_default()
     }
+
+    /// The usage of every streamed reply sent whole so far (not of titles), in order.
+    pub fn reported_usage(&self) -> Vec<ReportedUsage> {
+        self.reported
+            .lock()
+            .map(|reported| reported.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// What a whole (non-streamed) reply says: the app asks for those only for titles.
 pub const TITLE: &str = "Test Chat Title";
 
-fn chat_routes(requests: &Requests, open_streams: &Arc<AtomicUsize>) -> axum::Router {
+fn chat_routes(
+    requests: &Requests,
+    open_streams: &Arc<AtomicUsize>,
+    reported: &Reported,
+) -> axum::Router {
     let route = |provider: AiProvider| {
         let requests = Arc::clone(requests);
         let open_streams = Arc::clone(open_streams);
+        let reported = Arc::clone(reported);
         post(
             move |uri: Uri, headers: HeaderMap, body: axum::Json<Value>| {
                 let call = Call {
@@ -199,7 +225,7 @@ fn chat_routes(requests: &Requests, open_streams: &Arc<AtomicUsize>) -> axum::Ro
                     api_key: chat_key(provider, &headers),
                     body: body.0,
                 };
-                chat(call, headers, requests, open_streams)
+                chat(call, headers, requests, open_streams, Arc::clone(&reported))
             },
         )
     };
@@ -225,6 +251,7 @@ async fn chat(
     headers: HeaderMap,
     requests: Requests,
     open_streams: Arc<AtomicUsize>,
+    reported: Reported,
 ) -> Response {
     let Call {
         provider,
@@ -253,7 +280,7 @@ async fn chat(
             axum::Json(json!({ "error": { "message": "invalid key" } })),
         )
             .into_response(),
-        None => chat_reply(&call, open_streams).await,
+        None => chat_reply(&call, open_streams, &reported).await,
     }
 }
 
@@ -268,7 +295,7 @@ fn chat_key(provider: AiProvider, headers: &HeaderMap) -> String {
     }
 }
 
-async fn chat_reply(call: &Call, open_streams: Arc<AtomicUsize>) -> Response {
+async fn chat_reply(call: &Call, open_streams: Arc<AtomicUsize>, reported: &Reported) -> Response {
     let Call {
         provider,
         uri,
@@ -301,9 +328,48 @@ async fn chat_reply(call: &Call, open_streams: Arc<AtomicUsize>) -> Response {
     if said.text.contains("slow start") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    let usage = provider != AiProvider::Openai || body["stream_options"]["include_usage"] == true;
+    let reports = provider != AiProvider::Openai || body["stream_options"]["include_usage"] == true;
     let reply = Reply::to(provider, &said, api_key);
-    sse_response(frames(provider, &reply, usage), open_streams)
+    let usage = Usage::asked(&said.text);
+    if reports
+        && matches!(reply, Reply::Words { .. } | Reply::ToolCall { .. })
+        && let Ok(mut reported) = reported.lock()
+    {
+        reported.push(ReportedUsage {
+            provider,
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+        });
+    }
+    sse_response(
+        frames(provider, &reply, reports.then_some(usage)),
+        open_streams,
+    )
+}
+
+/// The tokens a streamed reply reports: 12 in and 5 out, or as the last user message asks
+/// with `[usage IN OUT]` (e.g. "[usage 1000 250]").
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    input: u32,
+    output: u32,
+}
+
+impl Usage {
+    fn asked(text: &str) -> Self {
+        let asked = text.split_once("[usage ").and_then(|(_, rest)| {
+            let (numbers, _) = rest.split_once(']')?;
+            let mut numbers = numbers.split_whitespace().map(str::parse::<u32>);
+            Some(Self {
+                input: numbers.next()?.ok()?,
+                output: numbers.next()?.ok()?,
+            })
+        });
+        asked.unwrap_or(Self {
+            input: 12,
+            output: 5,
+        })
+    }
 }
 
 /// The end of the conversation in a request: the last user text, and whether a tool's result
@@ -485,11 +551,16 @@ fn sse_response(frames: Vec<Frame>, open_streams: Arc<AtomicUsize>) -> Response 
 
 const TIME_CALL_ID: &str = "call_fake_time";
 
-fn frames(provider: AiProvider, reply: &Reply, usage: bool) -> Vec<Frame> {
+/// `usage`: what the reply reports (`None`: OpenAI asked without `include_usage`).
+fn frames(provider: AiProvider, reply: &Reply, usage: Option<Usage>) -> Vec<Frame> {
+    let reported = usage.unwrap_or(Usage {
+        input: 0,
+        output: 0,
+    });
     match provider {
-        AiProvider::Gemini => gemini_frames(reply),
+        AiProvider::Gemini => gemini_frames(reply, reported),
         AiProvider::Openai => openai_frames(reply, usage),
-        AiProvider::Anthropic => anthropic_frames(reply),
+        AiProvider::Anthropic => anthropic_frames(reply, reported),
     }
 }
 
@@ -513,13 +584,21 @@ fn word_frames(reply: &Reply, event: impl Fn(&str) -> String) -> Vec<Frame> {
 
 pub const GEMINI_THOUGHT_SIGNATURE: &str = "c2lnbmF0dXJlLW9mLWEtdGhvdWdodA==";
 
-fn gemini_frames(reply: &Reply) -> Vec<Frame> {
+/// As Gemini streams: `usageMetadata` in every chunk, counted so far (the prompt whole, the
+/// candidates growing), so only the last one is the reply's.
+fn gemini_frames(reply: &Reply, reported: Usage) -> Vec<Frame> {
     let data = |chunk: Value| now(format!("data: {chunk}\r\n\r\n"));
+    let so_far = |output: u32| json!({ "promptTokenCount": reported.input, "candidatesTokenCount": output, "totalTokenCount": reported.input + output });
+    let written = std::cell::Cell::new(0u32);
     let text = |word: &str| {
-        let chunk = json!({ "candidates": [{ "content": { "role": "model", "parts": [{ "text": word }] }, "index": 0 }] });
+        written.set((written.get() + 1).min(reported.output));
+        let chunk = json!({
+            "candidates": [{ "content": { "role": "model", "parts": [{ "text": word }] }, "index": 0 }],
+            "usageMetadata": so_far(written.get()),
+        });
         format!("data: {chunk}\r\n\r\n")
     };
-    let usage = json!({ "promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17 });
+    let usage = so_far(reported.output);
     let last_parts = match reply {
         // As Gemini 3 sends it: the signature must come back on the call in the next request.
         Reply::ToolCall { name, arguments } => {
@@ -550,7 +629,7 @@ fn gemini_frames(reply: &Reply) -> Vec<Frame> {
     frames
 }
 
-fn openai_frames(reply: &Reply, usage: bool) -> Vec<Frame> {
+fn openai_frames(reply: &Reply, usage: Option<Usage>) -> Vec<Frame> {
     let chunk = |delta: Value, finish: Option<&str>| {
         json!({
             "id": "chatcmpl-fake",
@@ -593,19 +672,27 @@ fn openai_frames(reply: &Reply, usage: bool) -> Vec<Frame> {
         Reply::Words { .. } => "stop",
     };
     frames.push(data(chunk(json!({}), Some(finish))));
-    if usage {
+    if let Some(usage) = usage {
         frames.push(data(json!({
             "id": "chatcmpl-fake",
             "object": "chat.completion.chunk",
             "choices": [],
-            "usage": { "prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17 },
+            "usage": {
+                "prompt_tokens": usage.input,
+                "completion_tokens": usage.output,
+                "total_tokens": usage.input + usage.output,
+                "prompt_tokens_details": { "cached_tokens": 0 },
+                "completion_tokens_details": { "reasoning_tokens": 0 },
+            },
         })));
     }
     frames.push(now("data: [DONE]\n\n".to_owned()));
     frames
 }
 
-fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
+/// As Anthropic streams: the input tokens in `message_start` (with the first output token),
+/// the output tokens so far in `message_delta`.
+fn anthropic_frames(reply: &Reply, reported: Usage) -> Vec<Frame> {
     let event = |data: Value| {
         let name = data["type"].as_str().unwrap_or_default().to_owned();
         format!("event: {name}\ndata: {data}\n\n")
@@ -615,7 +702,12 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
         "message": {
             "id": "msg_fake", "type": "message", "role": "assistant", "content": [],
             "model": "claude-sonnet-4-5", "stop_reason": null, "stop_sequence": null,
-            "usage": { "input_tokens": 12, "output_tokens": 1 },
+            "usage": {
+                "input_tokens": reported.input,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": reported.output.min(1),
+            },
         },
     })))];
     let block = match reply {
@@ -661,7 +753,7 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
         now(event(json!({
             "type": "message_delta",
             "delta": { "stop_reason": stop_reason, "stop_sequence": null },
-            "usage": { "output_tokens": 5 },
+            "usage": { "output_tokens": reported.output },
         }))),
         now(event(json!({ "type": "message_stop" }))),
     ]);
