@@ -158,6 +158,8 @@ fn is_rate_limited(answer: &Value) -> bool {
 async fn searches_are_limited_per_user(db_kind: DbKind) {
     let app = TestApp::spawn_with(db_kind, |config| {
         config.chat.search_limit_per_minute = 60;
+        // Only the search budget is tested here, not that of every call.
+        config.usage.calls_per_minute = 1000;
     })
     .await;
     let token = app.new_user().await;

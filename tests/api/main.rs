@@ -37,3 +37,4 @@ mod rpc_protocol;
 mod slow_clients;
 mod system;
 mod timestamps;
+mod usage;
