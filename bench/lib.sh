@@ -51,6 +51,13 @@ ensure_built() {
     fi
 }
 
+# The benchmarks drive one account far past the per-user budgets and daily quotas (issue 14):
+# raised here unless set, so they measure the server's path, not its refusals.
+export ALIAS_USER_CALLS_PER_MINUTE=${ALIAS_USER_CALLS_PER_MINUTE:-1000000000}
+export ALIAS_USER_CHAT_SENDS_PER_MINUTE=${ALIAS_USER_CHAT_SENDS_PER_MINUTE:-1000000000}
+export ALIAS_QUOTA_FREE_MESSAGES_PER_DAY=${ALIAS_QUOTA_FREE_MESSAGES_PER_DAY:-unlimited}
+export ALIAS_QUOTA_FREE_TOKENS_PER_DAY=${ALIAS_QUOTA_FREE_TOKENS_PER_DAY:-unlimited}
+
 # start_server LABEL [env args...]: fresh SQLite data dir (DATABASE_URL is ignored), free
 # loopback port (the server binds port 0; ss reads it back), output to a log file in $WORK;
 # waits for GET /ready = 200. Sets BASE, SERVER_PID and SERVER_LOG, and clears ROWS.

@@ -100,8 +100,8 @@ pub async fn admit(
         return Ok(Admitted { place });
     }
     let seconds = today.seconds_left(now);
-    let hours = seconds / 3600;
-    let minutes = (seconds % 3600).div_ceil(60);
+    let minutes = seconds.div_ceil(60);
+    let (hours, minutes) = (minutes / 60, minutes % 60);
     Err(RpcError::new(
         ErrorCode::TooManyRequests,
         format!(

@@ -958,6 +958,42 @@ mod tests {
         assert!(providers.seen().is_empty(), "chat calls are not key checks");
     }
 
+    /// Usage in each provider's own fields (Gemini's in every chunk, counted so far; OpenAI's
+    /// in a last chunk without choices; Anthropic's split over `message_start` and
+    /// `message_delta`) reaches the server as one total per reply.
+    #[tokio::test]
+    async fn each_provider_reports_the_usage_asked_for() {
+        let providers = FakeProviders::start().await;
+        let client = Client::new(&providers);
+        for provider in AiProvider::ALL {
+            let events = client
+                .stream(provider, &saying(provider, "Hi [usage 1234 56]"))
+                .await
+                .expect("a stream");
+            let usage: Vec<&StreamEvent> = events
+                .iter()
+                .filter_map(|event| match event {
+                    Ok(usage @ StreamEvent::Usage { .. }) => Some(usage),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                usage,
+                vec![&StreamEvent::Usage {
+                    input_tokens: 1234,
+                    output_tokens: 56
+                }],
+                "{provider:?}"
+            );
+        }
+        let reported: Vec<(u32, u32)> = providers
+            .reported_usage()
+            .iter()
+            .map(|usage| (usage.input_tokens, usage.output_tokens))
+            .collect();
+        assert_eq!(reported, vec![(1234, 56); 3]);
+    }
+
     #[tokio::test]
     async fn a_tool_call_and_its_result_make_two_calls() {
         let providers = FakeProviders::start().await;

@@ -425,6 +425,39 @@ async fn a_message_quota_refuses_before_the_provider_until_midnight(db_kind: DbK
 }
 each_database!(a_message_quota_refuses_before_the_provider_until_midnight);
 
+async fn racing_sends_get_no_more_than_the_quota(db_kind: DbKind) {
+    let chat = Chat::start_with(db_kind, "gemini", |config| {
+        config.usage.free.messages = Some(3);
+    })
+    .await;
+    let chat = &chat;
+    let sessions = join_all((0..8).map(|_| chat.create_session())).await;
+    let sends = sessions.iter().map(|session_id| async move {
+        let input = json!({
+            "sessionId": session_id,
+            "content": "Hi",
+            "clientMessageId": new_id(),
+        });
+        let (status, body) = chat.send_message(&input).await;
+        let reply = data(&body)["replyMessageId"].as_str().map(str::to_owned);
+        if let Some(reply) = &reply {
+            chat.follow(reply, None).await.collect().await;
+        } else {
+            assert_eq!(error_reason(&body), "quota_exceeded", "{body}");
+        }
+        status
+    });
+    let statuses = join_all(sends).await;
+    let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((admitted, refused), (3, 5), "{statuses:?}");
+    assert_eq!(chat.streamed_calls(), 3);
+}
+each_database!(racing_sends_get_no_more_than_the_quota);
+
 async fn a_token_quota_refuses_once_used_and_tiers_lift_it(db_kind: DbKind) {
     let chat = Chat::start_with(db_kind, "openai", |config| {
         config.usage.free.tokens = Some(100);
