@@ -196,7 +196,7 @@ async fn usage_sums_match_what_the_providers_reported(db_kind: DbKind) {
     assert_eq!(reported.len(), 10, "{reported:?}");
     let (input, output) = totals(&reported);
     let today = today_in(Tz::UTC);
-    let summary = usage_summary(&chat, today - Days::days(2), today).await;
+    let summary = usage_summary(chat, today - Days::days(2), today).await;
     let days = summary["days"].as_array().cloned().unwrap_or_default();
     assert_eq!(days.len(), 3);
     assert_eq!(days[0]["date"], (today - Days::days(2)).to_string());
