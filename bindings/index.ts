@@ -98,6 +98,9 @@ export type AppRouter = TRPCBuiltRouter<
 			health: TRPCQueryProcedure<{ meta: object; input: void; output: SystemHealth }>;
 			streamCheck: TRPCSubscriptionProcedure<{ meta: object; input: StreamCheckInput | void; output: AsyncIterable<{ id: string; data: StreamTick }> }>;
 		};
+		usage: {
+			summary: TRPCQueryProcedure<{ meta: object; input: SummaryInput; output: UsageSummary }>;
+		};
 		users: {
 			changeEmail: TRPCMutationProcedure<{ meta: object; input: ChangeEmailInput; output: null }>;
 			delete: TRPCMutationProcedure<{ meta: object; input: DeleteUserInput | void; output: null }>;
@@ -150,13 +153,16 @@ export const MESSAGE_ERROR_REASONS = ["api_key_rejected", "provider_rate_limited
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
 /** Every `Reason`, in declaration order. */
-export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected"] as const;
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected", "quota_exceeded"] as const;
 
 /** Every `Role`, in declaration order. */
 export const ROLES = ["user", "assistant", "tool"] as const;
 
 /** Every `Theme`, in declaration order. */
 export const THEMES = ["light", "dark", "system"] as const;
+
+/** Every `Tier`, in declaration order. */
+export const TIERS = ["free", "plus", "pro"] as const;
 
 /** Every `TokenType`, in declaration order. */
 export const TOKEN_TYPES = ["Bearer"] as const;
@@ -313,6 +319,15 @@ export type CreateUploadInput = {
 	sha256: string,
 	purpose?: FilePurpose | null,
 	sessionId?: string | null,
+};
+
+export type DayUsage = {
+	/**  `YYYY-MM-DD` in the user's timezone. */
+	date: string,
+	inputTokens: number,
+	outputTokens: number,
+	/**  Replies. */
+	messages: number,
 };
 
 export type DeleteUserInput = {
@@ -606,6 +621,15 @@ export type MessageStatus = "complete" |
 /**  Failed: the message's `error` says why; the text so far is kept. */
 "error";
 
+export type ModelUsage = {
+	/**  `gemini`, `openai` or `anthropic`. */
+	provider: string,
+	model: string,
+	inputTokens: number,
+	outputTokens: number,
+	messages: number,
+};
+
 /**  An input with no fields (`{}`), which may also be left out. */
 export type NoInput = Record<string, never>;
 
@@ -629,6 +653,16 @@ export type Preferences = {
 
 export type ProviderInput = {
 	provider: AiProvider,
+};
+
+export type Quota = {
+	/**  Replies allowed per day; null: unlimited. */
+	messagesPerDay: number | null,
+	/**  Input and output tokens allowed per day; null: unlimited. */
+	tokensPerDay: number | null,
+	usedToday: UsedToday,
+	/**  When today's counts start again from zero: the user's next midnight. */
+	resetsAt: string,
 };
 
 export type Reason = 
@@ -702,7 +736,12 @@ export type Reason =
  *  Google refused the authorization code (expired, already used, or without offline
  *  access): sign in with Google again.
  */
-"google_code_rejected";
+"google_code_rejected" | 
+/**
+ *  The plan's daily message or token quota is used up: it resets at the user's midnight,
+ *  in `retryAfterSeconds` (see `usage.summary`).
+ */
+"quota_exceeded";
 
 export type RefreshInput = {
 	refreshToken: string,
@@ -828,6 +867,13 @@ export type StreamTick = {
 	at: string,
 };
 
+export type SummaryInput = {
+	/**  The first day, `YYYY-MM-DD` (the user's local dates). */
+	from: string,
+	/**  The last day, `YYYY-MM-DD`, on or after `from` and at most 366 days later. */
+	to: string,
+};
+
 export type SystemHealth = {
 	status: HealthStatus,
 	/**  The server's version (Cargo package version). */
@@ -836,6 +882,8 @@ export type SystemHealth = {
 };
 
 export type Theme = "light" | "dark" | "system";
+
+export type Tier = "free" | "plus" | "pro";
 
 export type TokenType = "Bearer";
 
@@ -892,6 +940,21 @@ export type Usage = {
 	outputTokens: number,
 };
 
+export type UsageSummary = {
+	/**  Every day of the range, oldest first (days without replies count zero). */
+	days: DayUsage[],
+	/**  The range's totals per provider and model, most tokens first. */
+	byModel: ModelUsage[],
+	tier: Tier,
+	quota: Quota,
+};
+
+export type UsedToday = {
+	messages: number,
+	/**  Input and output tokens together. */
+	tokens: number,
+};
+
 export type User = {
 	id: string,
 	email: string,
@@ -909,6 +972,8 @@ export type User = {
 	emailVerificationRequired: boolean,
 	/**  How this account can sign in. */
 	authProviders: AuthProvider[],
+	/**  The subscription plan, which sets the daily quotas (`usage.summary`). */
+	tier: Tier,
 	createdAt: string,
 };
 
