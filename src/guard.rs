@@ -26,8 +26,40 @@ type Authenticate = fn(Ctx) -> BoxFuture<'static, Result<SignedIn, RpcError>>;
 
 /// Wraps `handler(ctx, signed_in, input)` into a procedure that first authenticates the
 /// `Authorization: Bearer` access token and its session, before its input is even parsed:
-/// a signed-out caller is told to sign in, never what is wrong with the input.
+/// a signed-out caller is told to sign in, never what is wrong with the input. With
+/// `ALIAS_REQUIRE_VERIFIED_EMAIL`, an account that has not verified its address is refused
+/// (FORBIDDEN, `email_not_verified`): every signed-in procedure is closed to it unless it
+/// is declared with [`signed_in_unverified`].
 pub fn signed_in<I, O, F, Fut>(handler: F) -> Guarded<Authenticate, F>
+where
+    F: Fn(Ctx, SignedIn, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, RpcError>> + Send + 'static,
+{
+    Guarded::new(
+        |ctx| {
+            Box::pin(async move {
+                let caller = authenticate(&ctx).await?;
+                if ctx.state.config.mail.require_verified_email
+                    && caller.user.email_verified_at.is_none()
+                {
+                    return Err(RpcError::new(
+                        ErrorCode::Forbidden,
+                        "Confirm your email address first: open the link or enter the code we mailed you.",
+                    )
+                    .with_reason(Reason::EmailNotVerified));
+                }
+                Ok(caller)
+            })
+        },
+        handler,
+    )
+}
+
+/// [`signed_in`] for the few procedures an account may use before it verified its address
+/// even when `ALIAS_REQUIRE_VERIFIED_EMAIL` is set: seeing and fixing the account (`users.me`,
+/// `update`, `changeEmail`, `delete`) and `auth.*` (asking for the mail again, sessions,
+/// signing out).
+pub fn signed_in_unverified<I, O, F, Fut>(handler: F) -> Guarded<Authenticate, F>
 where
     F: Fn(Ctx, SignedIn, I) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, RpcError>> + Send + 'static,

@@ -25,6 +25,7 @@ use crate::secret_file;
 use crate::security;
 use crate::server;
 use crate::storage;
+use crate::users;
 
 pub struct Application {
     listener: TcpListener,
@@ -64,6 +65,10 @@ impl Application {
         let connections = config.connections.clone();
         let state = AppState::new(config, db, &shutdown).await?;
         tokio::spawn(files::sweep_periodically(
+            Arc::clone(&state),
+            shutdown.clone(),
+        ));
+        tokio::spawn(users::prune_periodically(
             Arc::clone(&state),
             shutdown.clone(),
         ));

@@ -12,10 +12,13 @@ pub struct Model {
     pub purpose: String,
     /// Where it was mailed (for a change of address, the new one).
     pub email: String,
-    /// Hex SHA-256 of the link's token.
+    /// The account's address when the token was issued (an email change applies only while
+    /// the account still has it); `None` on rows from before it was recorded.
+    pub issued_for_email: Option<String>,
+    /// Hex HMAC-SHA256 (server secret) of the link's token.
     #[sea_orm(unique)]
     pub token_hash: String,
-    /// Hex SHA-256 of `"<id>:<code>"`.
+    /// Hex HMAC-SHA256 (server secret) of `"<id>:<code>"`.
     pub code_hash: String,
     /// Codes tried against it; it stops working at the limit.
     pub code_attempts: i32,

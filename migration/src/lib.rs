@@ -14,6 +14,7 @@ mod m20261202_04_files;
 mod m20261202_05_gmail;
 mod m20261202_06_message_files;
 mod m20261202_08_usage;
+mod m20261202_11_email_token_binding;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_06_message_files::Migration),
             Box::new(m20261202_05_gmail::Migration),
             Box::new(m20261202_08_usage::Migration),
+            Box::new(m20261202_11_email_token_binding::Migration),
         ]
     }
 }

@@ -26,9 +26,13 @@ pub enum AuditAction {
     SignOut,
     SessionRevoked,
     AccountDeleted,
-    /// A Google/Apple sign-in proved the address of an account that never verified it: its
-    /// password, sessions and other identities were removed and the caller took it over.
+    /// A Google/Apple sign-in proved the address of an account that never verified it: that
+    /// account was deleted with all it held and this fresh one made for the caller.
     AccountReclaimed,
+    /// `users.changeEmail`: a link and code were mailed to the new address.
+    EmailChangeRequested,
+    /// The new address was confirmed and became the account's.
+    EmailChanged,
     /// `auth.resetPassword`: a new password set with a mailed token; every session ended.
     PasswordReset,
     /// A wrong password given to a procedure other than sign-in (`users.delete`, ...).
@@ -61,6 +65,8 @@ impl AuditAction {
             Self::PasswordCheckFailed => "password_check_failed",
             Self::PasswordReset => "password_reset",
             Self::AccountReclaimed => "account_reclaimed",
+            Self::EmailChangeRequested => "email_change_requested",
+            Self::EmailChanged => "email_changed",
             Self::ApiKeySet => "api_key_set",
             Self::ApiKeyValidated => "api_key_validated",
             Self::ApiKeyDeleted => "api_key_deleted",

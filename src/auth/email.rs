@@ -6,21 +6,23 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Html;
+use axum::http::{Extensions, HeaderMap};
 use chrono::Utc;
-use entity::users;
+use entity::{email_tokens as email_token, user_identities, users};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, SqlErr};
 use serde::Deserialize;
 use serde_json::json;
+use uuid::Uuid;
 
 use super::{NoInput, limit_ip, parse_password, sessions};
 use crate::audit::{self, AuditAction};
 use crate::context::{App, AppState, Ctx};
 use crate::guard::SignedIn;
-use crate::rpc::{FieldErrors, RpcError, internal};
-use crate::users::email_tokens::{self, Purpose};
+use crate::rpc::{FieldErrors, RequestInfo, RpcError, internal};
+use crate::users::email_tokens::{self, Purpose, consume, retire_all};
 use crate::users::{
-    Email, confirm_email, find_by_email, invalid_code, send_verification, too_many_attempts,
+    Email, email_taken, find_by_email, invalid_code, send_verification, too_many_attempts,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -44,13 +46,111 @@ pub struct VerifyEmailInput {
 pub(super) async fn verify_email(ctx: Ctx, input: VerifyEmailInput) -> Result<(), RpcError> {
     limit_ip(&ctx.state, &ctx.request, "verify").await?;
     let email = Email::parse(&input.email).map_err(|_| invalid_code())?;
+    let state = &ctx.state;
+    let mac = &state.auth.token_mac;
     let token =
-        email_tokens::find_by_code(&ctx.state.db, ADDRESS_PROOFS, email.as_str(), &input.code)
+        email_tokens::find_by_code(&state.db, mac, ADDRESS_PROOFS, email.as_str(), &input.code)
             .await
             .map_err(internal("look up an email code"))?
             .ok_or_else(invalid_code)?;
-    confirm_email(&ctx.state, token).await
+    confirm_email(state, &ctx.request, token).await
 }
+
+/// Applies a verification or email-change token found by its link or code: the address is
+/// verified (and, for a change, becomes the account's), once; every other mailed link and
+/// code of the account stops working. A verification only applies while the account has the
+/// address it was mailed to, a change only while it has the address it was asked from.
+async fn confirm_email(
+    state: &AppState,
+    request: &RequestInfo,
+    token: email_token::Model,
+) -> Result<(), RpcError> {
+    let purpose = Purpose::of(&token);
+    let transaction = crate::db::begin_write(&state.db)
+        .await
+        .map_err(internal("begin a transaction"))?;
+    if !consume(&transaction, &token)
+        .await
+        .map_err(internal("use an email token"))?
+    {
+        return Err(invalid_code());
+    }
+    let user = users::Entity::find_by_id(token.user_id)
+        .one(&transaction)
+        .await
+        .map_err(internal("load a user"))?
+        .ok_or_else(invalid_code)?;
+    let required_address = match purpose {
+        Some(Purpose::VerifyEmail) => Some(&token.email),
+        Some(Purpose::ChangeEmail) => token.issued_for_email.as_ref(),
+        _ => None,
+    };
+    if required_address != Some(&user.email) {
+        return Err(invalid_code());
+    }
+    let now = Utc::now();
+    let mut update = users::Entity::update_many()
+        .col_expr(users::Column::EmailVerifiedAt, Expr::value(now))
+        .col_expr(users::Column::UpdatedAt, Expr::value(now))
+        .filter(users::Column::Id.eq(user.id))
+        .filter(users::Column::Email.eq(&user.email));
+    if purpose == Some(Purpose::ChangeEmail) {
+        update = update.col_expr(users::Column::Email, Expr::value(token.email.clone()));
+    }
+    let updated = update.exec(&transaction).await.map_err(|error| {
+        match error.sql_err() {
+            // Another account took the address meanwhile.
+            Some(SqlErr::UniqueConstraintViolation(_)) => email_taken(),
+            _ => internal("verify an email address")(error),
+        }
+    })?;
+    if updated.rows_affected != 1 {
+        return Err(invalid_code());
+    }
+    retire_all(&transaction, user.id)
+        .await
+        .map_err(internal("retire email tokens"))?;
+    if user.email_verified_at.is_none() {
+        // The first proof of the account's address: whoever made it (a squatter, say) and
+        // planted sign-ins meanwhile is out; the owner signs in again.
+        end_unproved_access(&transaction, user.id).await?;
+    }
+    if purpose == Some(Purpose::ChangeEmail) {
+        audit::record(
+            &transaction,
+            request,
+            Some(user.id),
+            AuditAction::EmailChanged,
+            json!({}),
+        )
+        .await;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(internal("commit an email verification"))?;
+    state.auth.session_cache.forget_user(user.id);
+    Ok(())
+}
+
+/// Removes the account's Google/Apple sign-ins and ends every session, inside the
+/// transaction that proves its address for the first time (a verification or a password
+/// reset): none of them was made by someone who proved they own it.
+async fn end_unproved_access(
+    transaction: &DatabaseTransaction,
+    user_id: Uuid,
+) -> Result<(), RpcError> {
+    user_identities::Entity::delete_many()
+        .filter(user_identities::Column::UserId.eq(user_id))
+        .exec(transaction)
+        .await
+        .map_err(internal("remove sign-in identities"))?;
+    sessions::revoke_all(transaction, user_id)
+        .await
+        .map_err(internal("sign out every session"))?;
+    Ok(())
+}
+
 
 /// `auth.resendVerification`: mails the caller a new link and code (the earlier ones stop
 /// working); nothing when the address is already verified.
@@ -122,8 +222,15 @@ async fn mail_reset(state: &AppState, email: &Email) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    let issued =
-        email_tokens::issue(&state.db, user.id, Purpose::ResetPassword, &user.email).await?;
+    let issued = email_tokens::issue(
+        &state.db,
+        &state.auth.token_mac,
+        user.id,
+        Purpose::ResetPassword,
+        &user.email,
+        &user.email,
+    )
+    .await?;
     state.mailer.send(crate::users::mails::reset_password(
         &state.config.mail,
         &user.email,
@@ -148,7 +255,9 @@ pub struct ResetPasswordInput {
 }
 
 /// `auth.resetPassword`: sets a new password with a mailed token or code, signs every session
-/// out, marks the address verified (the mail proved it) and sends a notice. Sign in after it.
+/// out, marks the address verified (the mail proved it; if nothing had before, the account's
+/// Google/Apple sign-ins are removed too), retires every other mailed link and code, ends the
+/// account's sign-in lock and sends a notice. Sign in after it.
 pub(super) async fn reset_password(ctx: Ctx, input: ResetPasswordInput) -> Result<(), RpcError> {
     let state = &ctx.state;
     limit_ip(state, &ctx.request, "reset").await?;
@@ -158,11 +267,12 @@ pub(super) async fn reset_password(ctx: Ctx, input: ResetPasswordInput) -> Resul
         return Err(errors.into_error());
     };
     let purposes = &[Purpose::ResetPassword];
+    let mac = &state.auth.token_mac;
     let token = match (input.token, input.email, input.code) {
-        (Some(token), _, _) => email_tokens::find_by_link(&state.db, purposes, &token).await,
+        (Some(token), _, _) => email_tokens::find_by_link(&state.db, mac, purposes, &token).await,
         (None, Some(email), Some(code)) => match Email::parse(&email) {
             Ok(email) => {
-                email_tokens::find_by_code(&state.db, purposes, email.as_str(), &code).await
+                email_tokens::find_by_code(&state.db, mac, purposes, email.as_str(), &code).await
             }
             Err(_) => Ok(None),
         },
@@ -183,29 +293,53 @@ pub(super) async fn reset_password(ctx: Ctx, input: ResetPasswordInput) -> Resul
     let transaction = crate::db::begin_write(&state.db)
         .await
         .map_err(internal("begin a transaction"))?;
-    if !email_tokens::consume(&transaction, &token)
+    if !consume(&transaction, &token)
         .await
         .map_err(internal("use a reset token"))?
     {
         return Err(invalid_code());
     }
+    let user = users::Entity::find_by_id(token.user_id)
+        .filter(users::Column::Email.eq(&token.email))
+        .one(&transaction)
+        .await
+        .map_err(internal("load a user"))?
+        // The account changed its address since the mail.
+        .ok_or_else(invalid_code)?;
     let now = Utc::now();
     let updated = users::Entity::update_many()
         .col_expr(users::Column::PasswordHash, Expr::value(Some(hash)))
         .col_expr(users::Column::EmailVerifiedAt, Expr::value(now))
         .col_expr(users::Column::UpdatedAt, Expr::value(now))
-        .filter(users::Column::Id.eq(token.user_id))
+        .filter(users::Column::Id.eq(user.id))
         .filter(users::Column::Email.eq(&token.email))
         .exec(&transaction)
         .await
         .map_err(internal("set a password"))?;
     if updated.rows_affected != 1 {
-        // The account changed its address since the mail.
         return Err(invalid_code());
+    }
+    if user.email_verified_at.is_none() {
+        // Sign-ins planted before anyone proved the address go (every session ends below).
+        user_identities::Entity::delete_many()
+            .filter(user_identities::Column::UserId.eq(user.id))
+            .exec(&transaction)
+            .await
+            .map_err(internal("remove sign-in identities"))?;
     }
     sessions::revoke_all(&transaction, token.user_id)
         .await
         .map_err(internal("sign out every session"))?;
+    retire_all(&transaction, user.id)
+        .await
+        .map_err(internal("retire email tokens"))?;
+    // The owner proved themselves: the account's lock ends.
+    state
+        .auth
+        .passwords
+        .clear_attempts(&transaction, &token.email)
+        .await
+        .map_err(internal("clear password attempts"))?;
     audit::record(
         &transaction,
         &ctx.request,
@@ -236,10 +370,15 @@ pub(super) struct VerifyLink {
 pub(super) async fn verify_link(
     State(app): State<App>,
     Query(link): Query<VerifyLink>,
+    extensions: Extensions,
+    headers: HeaderMap,
 ) -> (StatusCode, Html<String>) {
-    let found = email_tokens::find_by_link(&app.db, ADDRESS_PROOFS, &link.token).await;
+    let found =
+        email_tokens::find_by_link(&app.db, &app.auth.token_mac, ADDRESS_PROOFS, &link.token)
+            .await;
+    let request = RequestInfo::of_route(&extensions, headers, app.config.trust_proxy);
     let confirmed = match found {
-        Ok(Some(token)) => confirm_email(&app, token).await.is_ok(),
+        Ok(Some(token)) => confirm_email(&app, &request, token).await.is_ok(),
         Ok(None) => false,
         Err(error) => {
             tracing::error!(%error, "could not look up an email link");

@@ -3,20 +3,20 @@
 use chrono::Utc;
 use entity::{user_identities, users};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, Set, SqlErr,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, Set,
+    SqlErr,
 };
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{AuthSession, begin_session, limit_ip, sessions, unauthorized};
+use super::{AuthSession, begin_session, limit_ip, unauthorized};
 use crate::audit::{self, AuditAction};
 use crate::context::Ctx;
 use crate::reason::Reason;
 use crate::rpc::{ErrorCode, RpcError, internal};
 use crate::security::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
-use crate::users::{DisplayName, Email, find_by_email, parse_avatar_url};
+use crate::users::{DisplayName, Email, parse_avatar_url};
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -94,31 +94,30 @@ async fn sign_in_with_id_token(
 
 /// The account an ID token signs in to: the one linked to it; else the one with its email,
 /// linked now if the provider verified that email (an account whose own address was never
-/// verified is reclaimed first: see `reclaim`); else a new one. Two first sign-ins with
-/// one token race: both find nothing and both create, the loser's insert hits a unique index
-/// (the email, or the provider's subject) and, on a second look, finds the winner's account.
+/// verified is replaced by a clean one first: see `reclaim`); else a new one. Concurrent first
+/// sign-ins race inside their write transactions: the loser's write hits a unique index (the
+/// email, or the provider's subject) or finds the squatted row already gone, and on a second
+/// look finds the winner's account.
 async fn find_or_create_identity_user(
     ctx: &Ctx,
     provider: Provider,
     claims: &IdClaims,
     name_from_app: Option<&str>,
 ) -> Result<users::Model, RpcError> {
-    if let Some(user) = link_or_create(ctx, provider, claims, name_from_app).await? {
-        return Ok(user);
+    for _ in 0..3 {
+        if let Some(user) = link_or_create(ctx, provider, claims, name_from_app).await? {
+            return Ok(user);
+        }
     }
-    link_or_create(ctx, provider, claims, name_from_app)
-        .await?
-        .ok_or_else(|| {
-            tracing::error!(
-                provider = provider.as_str(),
-                "an identity sign-in lost a race twice"
-            );
-            RpcError::internal()
-        })
+    tracing::error!(
+        provider = provider.as_str(),
+        "an identity sign-in lost a race three times"
+    );
+    Err(RpcError::internal())
 }
 
-/// One pass of [`find_or_create_identity_user`]; `None` when a concurrent sign-in created
-/// the account or link first (nothing was written).
+/// One pass of [`find_or_create_identity_user`]; `None` when a concurrent sign-in created,
+/// reclaimed or linked the account first (nothing was written).
 async fn link_or_create(
     ctx: &Ctx,
     provider: Provider,
@@ -141,10 +140,17 @@ async fn link_or_create(
         .as_deref()
         .and_then(|email| Email::parse(email).ok())
         .ok_or_else(|| RpcError::bad_request("The sign-in did not include an email address."))?;
-    let existing = find_by_email(db, &email).await?;
     let transaction = crate::db::begin_write(db)
         .await
         .map_err(internal("begin a transaction"))?;
+    // Read inside the writing transaction: what it decides (link, reclaim, create) is checked
+    // again by its writes, so two sign-ins never both act on the same squatted account.
+    let existing = users::Entity::find()
+        .filter(users::Column::Email.eq(email.as_str()))
+        .one(&transaction)
+        .await
+        .map_err(internal("look up a user by email"))?;
+    let mut replaced = None;
     let user = match existing {
         Some(_) if !claims.email_verified => {
             return Err(RpcError::new(
@@ -156,42 +162,20 @@ async fn link_or_create(
         Some(user) if user.email_verified_at.is_some() => user,
         // Nobody ever proved this address for the account (it may be a squatter's, made to
         // catch the owner signing in later); the provider just proved it for this caller.
-        Some(user) => reclaim(ctx, &transaction, user, provider).await?,
+        Some(squatted) => {
+            let Some(user) =
+                reclaim(ctx, &transaction, &squatted, provider, claims, &email, name_from_app)
+                    .await?
+            else {
+                return Ok(None);
+            };
+            replaced = Some(squatted.id);
+            user
+        }
         None => {
-            let name = name_from_app
-                .or(claims.name.as_deref())
-                .and_then(|name| DisplayName::parse(name).ok())
-                .map_or_else(
-                    || {
-                        email
-                            .as_str()
-                            .split('@')
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned()
-                    },
-                    DisplayName::into_string,
-                );
-            let now = Utc::now();
-            let inserted = users::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                email: Set(email.into_string()),
-                name: Set(name),
-                avatar_url: Set(claims
-                    .picture
-                    .clone()
-                    .filter(|url| parse_avatar_url(url).is_ok())),
-                avatar_file_id: Set(None),
-                password_hash: Set(None),
-                // The provider vouches for the address, or not.
-                email_verified_at: Set(claims.email_verified.then_some(now)),
-                tier: Set(crate::users::Tier::default().as_str().to_owned()),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-            .insert(&transaction)
-            .await;
-            let Some(user) = unless_raced(inserted, "create a user")? else {
+            let Some(user) =
+                create_user(&transaction, claims, &email, name_from_app).await?
+            else {
                 return Ok(None);
             };
             audit::record(
@@ -221,45 +205,94 @@ async fn link_or_create(
         .commit()
         .await
         .map_err(internal("commit a sign-in"))?;
+    if let Some(squatter) = replaced {
+        // Its running chat replies stop; its sessions are gone with it.
+        ctx.state.streams.revoke_owner(squatter);
+        ctx.state.auth.session_cache.forget_user(squatter);
+    }
     // Its sessions now have one more way to sign in (`authProviders`).
     ctx.state.auth.session_cache.forget_user(user.id);
     Ok(Some(user))
 }
 
-/// Hands an unverified account to whoever just proved its address: everything that let
-/// anyone else in (its password, its sessions, other sign-in identities) stops working.
+/// A new account for the ID token's address (`None`: a concurrent sign-in created it).
+async fn create_user(
+    transaction: &DatabaseTransaction,
+    claims: &IdClaims,
+    email: &Email,
+    name_from_app: Option<&str>,
+) -> Result<Option<users::Model>, RpcError> {
+    let name = name_from_app
+        .or(claims.name.as_deref())
+        .and_then(|name| DisplayName::parse(name).ok())
+        .map_or_else(
+            || {
+                email
+                    .as_str()
+                    .split('@')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            },
+            DisplayName::into_string,
+        );
+    let now = Utc::now();
+    let inserted = users::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.as_str().to_owned()),
+        name: Set(name),
+        avatar_url: Set(claims
+            .picture
+            .clone()
+            .filter(|url| parse_avatar_url(url).is_ok())),
+        avatar_file_id: Set(None),
+        password_hash: Set(None),
+        // The provider vouches for the address, or not.
+        email_verified_at: Set(claims.email_verified.then_some(now)),
+        tier: Set(crate::users::Tier::default().as_str().to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(transaction)
+    .await;
+    unless_raced(inserted, "create a user")
+}
+
+/// Gives whoever just proved the address of an account that never proved it a clean account:
+/// the squatted one is deleted with everything it owns (sessions, sign-ins, API keys, chats,
+/// files, integrations; files' bytes go with the next sweep) and a fresh one is made, audited
+/// `account_reclaimed`. `None` when a concurrent call reclaimed or verified it first (the
+/// delete, conditional on the account still being unverified, then removes nothing).
 async fn reclaim(
     ctx: &Ctx,
     transaction: &DatabaseTransaction,
-    user: users::Model,
+    squatted: &users::Model,
     provider: Provider,
-) -> Result<users::Model, RpcError> {
-    let now = Utc::now();
-    user_identities::Entity::delete_many()
-        .filter(user_identities::Column::UserId.eq(user.id))
+    claims: &IdClaims,
+    email: &Email,
+    name_from_app: Option<&str>,
+) -> Result<Option<users::Model>, RpcError> {
+    let deleted = users::Entity::delete_many()
+        .filter(users::Column::Id.eq(squatted.id))
+        .filter(users::Column::EmailVerifiedAt.is_null())
         .exec(transaction)
         .await
-        .map_err(internal("remove sign-in identities"))?;
-    sessions::revoke_all(transaction, user.id)
-        .await
-        .map_err(internal("sign out every session"))?;
-    let mut account = user.into_active_model();
-    account.password_hash = Set(None);
-    account.email_verified_at = Set(Some(now));
-    account.updated_at = Set(now);
-    let user = account
-        .update(transaction)
-        .await
-        .map_err(internal("reclaim an account"))?;
+        .map_err(internal("remove a squatted account"))?;
+    if deleted.rows_affected != 1 {
+        return Ok(None);
+    }
+    let Some(user) = create_user(transaction, claims, email, name_from_app).await? else {
+        return Ok(None);
+    };
     audit::record(
         transaction,
         &ctx.request,
         Some(user.id),
         AuditAction::AccountReclaimed,
-        json!({ "method": provider.as_str() }),
+        json!({ "method": provider.as_str(), "replacedUserId": squatted.id }),
     )
     .await;
-    Ok(user)
+    Ok(Some(user))
 }
 
 /// `None` for a unique-index violation: a concurrent call wrote the same row first (the

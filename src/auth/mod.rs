@@ -5,8 +5,6 @@ mod email;
 mod identity;
 pub mod sessions;
 
-use std::time::Duration;
-
 use chrono::Utc;
 use entity::users;
 use sea_orm::{
@@ -18,17 +16,15 @@ use uuid::Uuid;
 
 use self::sessions::{IssuedTokens, RefreshError};
 use crate::audit::{self, AuditAction};
-use crate::context::{App, AppState, Ctx};
-use crate::guard::{SignedIn, signed_in};
+use crate::context::{App, Ctx};
+use crate::guard::{SignedIn, signed_in_unverified};
 use crate::reason::Reason;
 use crate::rpc::Timestamp;
-use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
+use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError, internal};
 use crate::users::{
-    DisplayName, Email, User, check_password, email_taken, find_by_email, send_verification,
-    too_many_attempts, view,
+    DisplayName, Email, User, check_password, email_taken, find_by_email, limit_ip,
+    send_verification, view,
 };
-
-const IP_WINDOW: Duration = Duration::from_secs(60);
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -38,12 +34,12 @@ pub fn router() -> Router<App> {
         .mutation("apple", identity::apple)
         .mutation("refresh", refresh)
         .mutation("verifyEmail", email::verify_email)
-        .mutation("resendVerification", signed_in(email::resend_verification))
+        .mutation("resendVerification", signed_in_unverified(email::resend_verification))
         .mutation("requestPasswordReset", email::request_password_reset)
         .mutation("resetPassword", email::reset_password)
-        .mutation("logout", signed_in(logout))
-        .query("sessions.list", signed_in(list_sessions))
-        .mutation("sessions.revoke", signed_in(revoke_session))
+        .mutation("logout", signed_in_unverified(logout))
+        .query("sessions.list", signed_in_unverified(list_sessions))
+        .mutation("sessions.revoke", signed_in_unverified(revoke_session))
 }
 
 /// The public keys that verify our access tokens, at `GET /.well-known/jwks.json`, and the
@@ -126,17 +122,6 @@ pub struct RevokeSessionInput {
 
 fn unauthorized(reason: Reason, message: &'static str) -> RpcError {
     RpcError::new(ErrorCode::Unauthorized, message).with_reason(reason)
-}
-
-/// Counts an attempt of `action` from the caller's IP against the per-minute limit.
-async fn limit_ip(state: &AppState, request: &RequestInfo, action: &str) -> Result<(), RpcError> {
-    let key = format!("ip:{action}:{}", request.client_ip);
-    state
-        .auth
-        .rate_limits
-        .hit(&key, state.config.auth.ip_limit_per_minute, IP_WINDOW)
-        .await
-        .map_err(too_many_attempts)
 }
 
 fn parse_password(raw: &str) -> Result<String, String> {

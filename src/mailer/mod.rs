@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::MailConfig;
 
-/// Mails waiting to be sent at most; past it a new mail is dropped with an error in the log
-/// (the mail server has been failing for a long while).
+/// Mails waiting to be picked up at most, and mails picked up (being sent or waiting for a
+/// retry) at most: past both a new mail is dropped with an error in the log (the mail server
+/// has been failing for a long while). So at most twice this many mails are held in memory.
 const QUEUE: usize = 1_000;
 /// Mails being sent at once.
 const CONCURRENT_SENDS: usize = 4;
@@ -84,7 +85,18 @@ struct Sender {
 impl Sender {
     async fn run(self, mut receiver: mpsc::Receiver<Mail>, shutdown: CancellationToken) {
         let sender = Arc::new(self);
+        let picked_up = Arc::new(Semaphore::new(QUEUE));
         loop {
+            // A mail is taken off the queue only when one of the picked-up slots is free, so
+            // a failing server fills the queue (and new mails are dropped) instead of piling
+            // up retrying tasks.
+            let slot = tokio::select! {
+                () = shutdown.cancelled() => return,
+                slot = Arc::clone(&picked_up).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             let mail = tokio::select! {
                 () = shutdown.cancelled() => return,
                 mail = receiver.recv() => match mail {
@@ -99,6 +111,7 @@ impl Sender {
                     () = stop.cancelled() => {}
                     () = sender.deliver(mail) => {}
                 }
+                drop(slot);
             });
         }
     }

@@ -624,6 +624,21 @@ fn expects_continue(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+impl RequestInfo {
+    /// What a plain axum route (not a procedure) knows of its caller, as a procedure would
+    /// see it: the client address (from the connection's `ConnectInfo` in `extensions`) and
+    /// the headers.
+    pub fn of_route(extensions: &axum::http::Extensions, headers: HeaderMap, trust_proxy: bool) -> Self {
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        Self {
+            client_ip: client_ip(peer, &headers, trust_proxy),
+            headers,
+        }
+    }
+}
+
 /// The client address: the socket peer, or with a trusted proxy the address it appended last
 /// to `X-Forwarded-For`. Earlier entries are whatever the client claimed, so they are never
 /// used: a last entry that is no address (`unknown`, garbage) means the socket peer.

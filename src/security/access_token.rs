@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use zeroize::Zeroizing;
+
+use super::token_mac::derive_key;
 use crate::cache::Cache;
 use crate::config::AuthConfig;
 
@@ -61,6 +64,9 @@ pub struct AccessTokens {
     /// largest cost of a signed-in call left once its session is cached. Keyed by a hash so
     /// bearer tokens are not kept in memory.
     verified: Cache<[u8; 32], VerifiedToken>,
+    /// Derived from the signing key (never the key itself): the root of other server
+    /// secrets, which every instance shares as it shares the signing key.
+    server_secret: Zeroizing<[u8; 32]>,
 }
 
 impl AccessTokens {
@@ -78,6 +84,7 @@ impl AccessTokens {
         };
         let signing = SigningKey::from_pkcs8_pem(&pem)
             .context("the JWT signing key is not a PKCS#8 PEM Ed25519 private key")?;
+        let server_secret = derive_key(signing.as_bytes(), "alias/v1/server-secret");
         let public = signing.verifying_key().to_bytes();
         let public_x = URL_SAFE_NO_PAD.encode(public);
         let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
@@ -96,7 +103,14 @@ impl AccessTokens {
             ttl: config.access_ttl,
             validation,
             verified: Cache::new(VERIFIED_TOKENS_CAPACITY),
+            server_secret,
         })
+    }
+
+    /// A 32-byte key for `label` (e.g. the hashes of mailed codes), derived from the
+    /// signing key: stable across restarts and instances.
+    pub fn derive_key(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        derive_key(self.server_secret.as_slice(), label)
     }
 
     pub fn ttl(&self) -> Duration {

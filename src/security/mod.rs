@@ -7,6 +7,7 @@ mod id_token;
 mod password;
 mod password_attempts;
 mod session_cache;
+mod token_mac;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ pub use access_token::{AccessTokens, TokenError, VerifiedToken, install_crypto_p
 pub use id_token::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
 pub use password::{CheckError, Passwords};
 pub use session_cache::{AuthProvider, KnownSession, SessionCache, auth_providers};
+pub use token_mac::TokenMac;
 
 use crate::config::Config;
 use sha2::{Digest as _, Sha256};
@@ -21,8 +23,8 @@ use sha2::{Digest as _, Sha256};
 use self::password_attempts::AttemptBudget;
 use crate::rate_limit::{InMemoryRateLimits, RateLimitStore};
 
-/// Password verifications allowed per account per `ALIAS_LOGIN_LOCK_SECONDS` (wrong ones:
-/// a right one gives its attempt back).
+/// Password verifications allowed per account per `ALIAS_LOGIN_LOCK_SECONDS`, right or
+/// wrong.
 pub const PASSWORD_ATTEMPTS_PER_ACCOUNT: u32 = 5;
 
 /// Everything signing in and checking callers needs, built once at start-up.
@@ -33,6 +35,8 @@ pub struct Auth {
     pub apple: Option<IdTokenVerifier>,
     pub rate_limits: Arc<dyn RateLimitStore>,
     pub session_cache: SessionCache,
+    /// Hashes the links and codes mailed to users.
+    pub token_mac: TokenMac,
 }
 
 impl Auth {
@@ -46,8 +50,11 @@ impl Auth {
                 auth.jwks_min_refetch,
             )
         };
+        let access_tokens = AccessTokens::load(auth, &config.data_dir)?;
+        let token_mac = TokenMac::new(&access_tokens.derive_key("alias/v1/email-tokens"));
         Ok(Self {
-            access_tokens: AccessTokens::load(auth, &config.data_dir)?,
+            access_tokens,
+            token_mac,
             passwords: Passwords::new(AttemptBudget {
                 limit: PASSWORD_ATTEMPTS_PER_ACCOUNT,
                 window: auth.login_lock,

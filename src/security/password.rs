@@ -4,6 +4,7 @@
 //! reserves one of the account's attempts (`password_attempts`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -46,6 +47,8 @@ pub struct Passwords {
     /// Verified against when the account does not exist, so an unknown email takes as long
     /// as a wrong password.
     dummy_hash: String,
+    /// Stored passwords verified (hash computations of `check`) since start-up.
+    verifications: AtomicU64,
 }
 
 impl Passwords {
@@ -56,6 +59,7 @@ impl Passwords {
             per_owner: OwnerLocks::default(),
             attempts,
             dummy_hash: hash_now("not a real password: equalizes timing")?,
+            verifications: AtomicU64::new(0),
         })
     }
 
@@ -67,8 +71,7 @@ impl Passwords {
 
     /// Whether `password` is `account`'s (`stored`: its hash; `None`: no such account or no
     /// password, which still costs a hash and an attempt, so neither is revealed). Refused
-    /// without hashing once the account's attempts are used up; a right password gives its
-    /// attempt back.
+    /// without hashing once the account's attempts are used up, right password or not.
     pub async fn check(
         &self,
         db: &DatabaseConnection,
@@ -79,14 +82,33 @@ impl Passwords {
         if let Reservation::Locked(retry) = self.attempts.reserve(db, account).await? {
             return Err(CheckError::Locked(retry));
         }
-        let matches = self
-            .verify(account, password, stored)
+        self.verify(account, password, stored)
             .await
-            .map_err(CheckError::Hashing)?;
-        if matches {
-            self.attempts.give_back(db, account).await?;
-        }
-        Ok(matches)
+            .map_err(CheckError::Hashing)
+    }
+
+    /// Ends `account`'s lock (after a password reset).
+    pub async fn clear_attempts(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        account: &str,
+    ) -> Result<(), sea_orm::DbErr> {
+        self.attempts.clear(db, account).await
+    }
+
+    /// Deletes attempt windows that ended before `before`.
+    pub async fn prune_attempts(
+        &self,
+        db: &DatabaseConnection,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, sea_orm::DbErr> {
+        self.attempts.prune(db, before).await
+    }
+
+    /// Stored passwords verified since start-up (each one a hash computation): what the
+    /// attempt budget bounds.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     async fn verify(
@@ -97,6 +119,7 @@ impl Passwords {
     ) -> anyhow::Result<bool> {
         let exists = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let matches = self
             .run(owner, move || verify_now(&password, &hash))
             .await?;

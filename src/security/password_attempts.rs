@@ -3,14 +3,17 @@
 //! instances: an attempt is *reserved* by one conditional statement before the password is
 //! hashed, never counted after. Each statement is atomic on its own (SQLite runs one writer at a
 //! time; PostgreSQL re-checks an UPDATE's condition on the row it locked), so of any number of
-//! racing attempts at most `limit` are granted per window.
+//! racing attempts at most `limit` are granted per window, right passwords included (nothing
+//! is given back: a lucky guess among many must not reopen the budget).
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::password_attempts::{self, Column};
 use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
+};
 
 use super::sha256_hex;
 use crate::rate_limit::RetryAfter;
@@ -90,16 +93,26 @@ impl AttemptBudget {
         Ok(Reservation::Locked(RetryAfter(1)))
     }
 
-    /// Gives back an attempt that proved the password: the budget is for wrong guesses, so
-    /// signing in on several devices never locks the owner out.
-    pub async fn give_back(&self, db: &DatabaseConnection, account: &str) -> Result<(), DbErr> {
-        password_attempts::Entity::update_many()
-            .col_expr(Column::Attempts, Expr::col(Column::Attempts).sub(1))
-            .filter(Column::Account.eq(account_key(account)))
-            .filter(Column::Attempts.gt(0))
+    /// Ends the account's lock (a password reset proved the owner): its next sign-in starts
+    /// a new window.
+    pub async fn clear(&self, db: &impl ConnectionTrait, account: &str) -> Result<(), DbErr> {
+        password_attempts::Entity::delete_by_id(account_key(account))
             .exec(db)
             .await?;
         Ok(())
+    }
+
+    /// Deletes the rows of windows that ended before `before` (the periodic prune).
+    pub async fn prune(&self, db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, DbErr> {
+        let window = chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
+        let Some(ended_before) = before.checked_sub_signed(window) else {
+            return Ok(0);
+        };
+        let deleted = password_attempts::Entity::delete_many()
+            .filter(Column::WindowStartedAt.lt(ended_before))
+            .exec(db)
+            .await?;
+        Ok(deleted.rows_affected)
     }
 }
 

@@ -1,24 +1,30 @@
-//! Proving an account's address: the verification mail, confirming it (by link or code), and
-//! `users.changeEmail`, which applies only once the new address is confirmed.
+//! Proving an account's address: the verification mail, and `users.changeEmail`, which
+//! applies only once the new address is confirmed (`auth.verifyEmail`, `GET /auth/verify`).
 
-use chrono::Utc;
-use entity::{email_tokens, users};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, SqlErr};
+use std::time::Duration;
+
+use entity::users;
 use serde::Deserialize;
+use serde_json::json;
 
-use super::email_tokens::{Purpose, consume, issue};
-use super::password::require_password;
+use super::email_tokens::{Purpose, issue};
+use super::password::{require_password, too_many_attempts};
 use super::{Email, find_by_email, mails};
+use crate::audit::{self, AuditAction};
 use crate::context::{AppState, Ctx};
 use crate::guard::SignedIn;
 use crate::reason::Reason;
 use crate::rpc::{ErrorCode, FieldErrors, RpcError, internal};
 
+/// `users.changeEmail` calls per user per hour (each mails two addresses).
+const CHANGES_PER_HOUR: u32 = 5;
+const HOUR: Duration = Duration::from_secs(3600);
+
 /// Mails `user` a link and code to verify its address. A failure is logged, not returned:
 /// the account works without it and the app can ask again (`auth.resendVerification`).
 pub async fn send_verification(state: &AppState, user: &users::Model) {
-    match issue(&state.db, user.id, Purpose::VerifyEmail, &user.email).await {
+    let mac = &state.auth.token_mac;
+    match issue(&state.db, mac, user.id, Purpose::VerifyEmail, &user.email, &user.email).await {
         Ok(issued) => state.mailer.send(mails::verify_email(
             &state.config.mail,
             &user.email,
@@ -35,50 +41,6 @@ pub fn invalid_code() -> RpcError {
         "This code or link is wrong, expired or already used. Ask for a new one.",
     )
     .with_reason(Reason::InvalidCode)
-}
-
-/// Applies a verification or email-change token found by its link or code: the address is
-/// verified (and, for a change, becomes the account's), once.
-pub async fn confirm_email(state: &AppState, token: email_tokens::Model) -> Result<(), RpcError> {
-    let purpose = Purpose::of(&token);
-    let transaction = crate::db::begin_write(&state.db)
-        .await
-        .map_err(internal("begin a transaction"))?;
-    if !consume(&transaction, &token)
-        .await
-        .map_err(internal("use an email token"))?
-    {
-        return Err(invalid_code());
-    }
-    let now = Utc::now();
-    let mut update = users::Entity::update_many()
-        .col_expr(users::Column::EmailVerifiedAt, Expr::value(now))
-        .col_expr(users::Column::UpdatedAt, Expr::value(now))
-        .filter(users::Column::Id.eq(token.user_id));
-    update = match purpose {
-        Some(Purpose::ChangeEmail) => {
-            update.col_expr(users::Column::Email, Expr::value(token.email.clone()))
-        }
-        // Only while the account still has the address the mail went to.
-        Some(Purpose::VerifyEmail) => update.filter(users::Column::Email.eq(&token.email)),
-        _ => return Err(invalid_code()),
-    };
-    let updated = update.exec(&transaction).await.map_err(|error| {
-        match error.sql_err() {
-            // Another account took the address meanwhile.
-            Some(SqlErr::UniqueConstraintViolation(_)) => email_taken(),
-            _ => internal("verify an email address")(error),
-        }
-    })?;
-    if updated.rows_affected != 1 {
-        return Err(invalid_code());
-    }
-    transaction
-        .commit()
-        .await
-        .map_err(internal("commit an email verification"))?;
-    state.auth.session_cache.forget_user(token.user_id);
-    Ok(())
 }
 
 pub fn email_taken() -> RpcError {
@@ -100,7 +62,9 @@ pub struct ChangeEmailInput {
 
 /// `users.changeEmail`: mails a link and code to the new address and a notice to the current
 /// one; the account's address changes only when the new one is confirmed (`GET /auth/verify`
-/// or `auth.verifyEmail` with the new address).
+/// or `auth.verifyEmail` with the new address), and only while the account still has the
+/// address it was asked from. 5 per hour per account, and each counts against the caller's
+/// per-IP sign-in limit.
 pub async fn change_email(
     ctx: Ctx,
     caller: SignedIn,
@@ -136,15 +100,36 @@ pub async fn change_email(
     }
     let state = &ctx.state;
     let user = &caller.user;
+    state
+        .auth
+        .rate_limits
+        .hit(&format!("change-email:{}", user.id), CHANGES_PER_HOUR, HOUR)
+        .await
+        .map_err(too_many_attempts)?;
     if let Some((hash, password)) = password {
         require_password(&ctx, user, password, hash, "users.changeEmail").await?;
     }
     if find_by_email(&state.db, &new_email).await?.is_some() {
         return Err(email_taken());
     }
-    let issued = issue(&state.db, user.id, Purpose::ChangeEmail, new_email.as_str())
-        .await
-        .map_err(internal("issue an email change"))?;
+    let issued = issue(
+        &state.db,
+        &state.auth.token_mac,
+        user.id,
+        Purpose::ChangeEmail,
+        new_email.as_str(),
+        &user.email,
+    )
+    .await
+    .map_err(internal("issue an email change"))?;
+    audit::record(
+        &state.db,
+        &ctx.request,
+        Some(user.id),
+        AuditAction::EmailChangeRequested,
+        json!({}),
+    )
+    .await;
     let mail = &state.config.mail;
     state
         .mailer
@@ -154,3 +139,4 @@ pub async fn change_email(
         .send(mails::email_change_notice(&user.email, new_email.as_str()));
     Ok(())
 }
+

@@ -1,12 +1,15 @@
 //! The single-use links and 6-digit codes mailed to prove an address: for verifying it, for
-//! resetting a password, for changing to a new address. Only hashes are stored; a token
-//! expires after 24 hours, works once, and its code stops working after 5 wrong tries (each
-//! try is reserved in the database before the code is compared, so concurrent guesses get no
-//! more). Issuing a new one retires the earlier ones of the same purpose.
+//! resetting a password, for changing to a new address. Only keyed hashes are stored
+//! (HMAC-SHA256 under a server secret: `TokenMac`), so a database dump cannot brute-force a
+//! code; a token expires after 24 hours, works once, and its code stops working after 5 wrong
+//! tries (each try is reserved in the database before the code is compared, so concurrent
+//! guesses get no more). Issuing a new one retires the earlier ones of the same purpose;
+//! whatever proves or takes over the address (a confirmation, a reset, a reclaim) retires
+//! every one of the account's.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use entity::email_tokens::{self, Column};
 use rand::{Rng as _, RngCore as _};
 use sea_orm::sea_query::{Expr, ExprTrait as _};
@@ -16,7 +19,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::security::sha256_hex;
+use crate::security::TokenMac;
 
 const LIFETIME_HOURS: i64 = 24;
 /// Wrong codes a token survives.
@@ -52,11 +55,15 @@ pub struct Issued {
 }
 
 /// Issues a token for `user_id` to prove `email`, retiring its earlier ones of `purpose`.
+/// `issued_for`: the account's address when it was asked for; an email change applies only
+/// while the account still has it.
 pub async fn issue(
     db: &impl ConnectionTrait,
+    mac: &TokenMac,
     user_id: Uuid,
     purpose: Purpose,
     email: &str,
+    issued_for: &str,
 ) -> Result<Issued, DbErr> {
     let now = Utc::now();
     email_tokens::Entity::update_many()
@@ -76,8 +83,9 @@ pub async fn issue(
         user_id: Set(user_id),
         purpose: Set(purpose.as_str().to_owned()),
         email: Set(email.to_owned()),
-        token_hash: Set(sha256_hex(&token)),
-        code_hash: Set(code_hash(id, &code)),
+        issued_for_email: Set(Some(issued_for.to_owned())),
+        token_hash: Set(link_hash(mac, &token)),
+        code_hash: Set(code_hash(mac, id, &code)),
         code_attempts: Set(0),
         expires_at: Set(now + Duration::hours(LIFETIME_HOURS)),
         used_at: Set(None),
@@ -88,18 +96,23 @@ pub async fn issue(
     Ok(Issued { token, code })
 }
 
-fn code_hash(id: Uuid, code: &str) -> String {
-    sha256_hex(&format!("{id}:{code}"))
+fn link_hash(mac: &TokenMac, token: &str) -> String {
+    mac.hex("email-link", token)
+}
+
+fn code_hash(mac: &TokenMac, id: Uuid, code: &str) -> String {
+    mac.hex("email-code", &format!("{id}:{code}"))
 }
 
 /// The live token of one of `purposes` behind a mailed link, if any.
 pub async fn find_by_link(
     db: &DatabaseConnection,
+    mac: &TokenMac,
     purposes: &[Purpose],
     token: &str,
 ) -> Result<Option<email_tokens::Model>, DbErr> {
     live(purposes)
-        .filter(Column::TokenHash.eq(sha256_hex(token.trim())))
+        .filter(Column::TokenHash.eq(link_hash(mac, token.trim())))
         .one(db)
         .await
 }
@@ -108,6 +121,7 @@ pub async fn find_by_link(
 /// try is counted before the code is compared; past the limit the token never matches.
 pub async fn find_by_code(
     db: &DatabaseConnection,
+    mac: &TokenMac,
     purposes: &[Purpose],
     email: &str,
     code: &str,
@@ -128,7 +142,7 @@ pub async fn find_by_code(
         .await?
         .rows_affected
         == 1;
-    let matches = counted && token.code_hash == code_hash(token.id, code.trim());
+    let matches = counted && token.code_hash == code_hash(mac, token.id, code.trim());
     Ok(matches.then_some(token))
 }
 
@@ -152,4 +166,30 @@ pub async fn consume(
         .exec(db)
         .await?;
     Ok(used.rows_affected == 1)
+}
+
+/// Retires every live token of the account, whatever its purpose: inside the transaction
+/// that proves or hands over its address, so no link or code mailed before (an email change
+/// a squatter asked for, say) works after it.
+pub async fn retire_all(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(), DbErr> {
+    email_tokens::Entity::update_many()
+        .col_expr(Column::UsedAt, Expr::value(Utc::now()))
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes tokens that expired or were used before `before` (the periodic prune).
+pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, DbErr> {
+    let deleted = email_tokens::Entity::delete_many()
+        .filter(
+            Column::ExpiresAt
+                .lt(before)
+                .or(Column::UsedAt.lt(before)),
+        )
+        .exec(db)
+        .await?;
+    Ok(deleted.rows_affected)
 }

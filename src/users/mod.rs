@@ -5,7 +5,11 @@ pub mod email_tokens;
 mod fields;
 pub mod mails;
 mod password;
+<<<<<<< HEAD
 mod tier;
+=======
+mod prune;
+>>>>>>> 72e1943 (Accounts fix: HMAC-keyed email tokens, all tokens retired on proof, clean reclaim inside the write transaction, strict password budget, verified-email guard, changeEmail limits and audit, reset clears lock, bounded mail queue, prune)
 
 use chrono::Utc;
 use entity::users;
@@ -16,10 +20,15 @@ use sea_orm::{
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-pub use email::{confirm_email, email_taken, invalid_code, send_verification};
+pub use email::{email_taken, invalid_code, send_verification};
 pub use fields::{DisplayName, Email, parse_avatar_url};
+<<<<<<< HEAD
 pub use password::{check_password, too_many_attempts};
 pub use tier::{SetTierError, Tier, set_tier};
+=======
+pub use password::{check_password, limit_ip, too_many_attempts};
+pub use prune::{Pruned, prune, run_periodically as prune_periodically};
+>>>>>>> 72e1943 (Accounts fix: HMAC-keyed email tokens, all tokens retired on proof, clean reclaim inside the write transaction, strict password budget, verified-email guard, changeEmail limits and audit, reset clears lock, bounded mail queue, prune)
 
 use email::change_email;
 use password::require_password;
@@ -27,17 +36,17 @@ use password::require_password;
 use crate::audit::{self, AuditAction};
 use crate::context::{App, Ctx};
 use crate::files;
-use crate::guard::{SignedIn, signed_in};
+use crate::guard::{SignedIn, signed_in_unverified};
 use crate::rpc::Timestamp;
 use crate::rpc::{FieldErrors, Router, RpcError, internal};
 use crate::security::{AuthProvider, auth_providers};
 
 pub fn router() -> Router<App> {
     Router::new()
-        .query("me", signed_in(me))
-        .mutation("update", signed_in(update))
-        .mutation("delete", signed_in(delete))
-        .mutation("changeEmail", signed_in(change_email))
+        .query("me", signed_in_unverified(me))
+        .mutation("update", signed_in_unverified(update))
+        .mutation("delete", signed_in_unverified(delete))
+        .mutation("changeEmail", signed_in_unverified(change_email))
 }
 
 #[derive(Debug, Serialize, specta::Type)]
@@ -50,8 +59,9 @@ pub struct User {
     /// Whether the account proved it receives mail at `email` (a mailed link or code, a
     /// password reset, or Google/Apple vouching for it).
     pub email_verified: bool,
-    /// The server's `ALIAS_REQUIRE_VERIFIED_EMAIL`: when true, the app should ask an account
-    /// whose `emailVerified` is false to verify before using it.
+    /// The server's `ALIAS_REQUIRE_VERIFIED_EMAIL`: when true and `emailVerified` is false,
+    /// every signed-in procedure but `users.me`, `update`, `changeEmail`, `delete` and
+    /// `auth.*` answers FORBIDDEN `email_not_verified`; the app asks the user to verify.
     pub email_verification_required: bool,
     /// How this account can sign in.
     pub auth_providers: Vec<AuthProvider>,

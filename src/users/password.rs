@@ -2,6 +2,8 @@
 //! `users.delete`, `users.changeEmail`): through the account's shared attempt budget, so no
 //! procedure is a password oracle beside the sign-in form.
 
+use std::time::Duration;
+
 use entity::users;
 use serde_json::json;
 
@@ -9,7 +11,7 @@ use crate::audit::{self, AuditAction};
 use crate::context::{AppState, Ctx};
 use crate::rate_limit::RetryAfter;
 use crate::reason::Reason;
-use crate::rpc::{ErrorCode, RpcError, internal};
+use crate::rpc::{ErrorCode, RequestInfo, RpcError, internal};
 use crate::security::CheckError;
 
 /// Whether `password` is the account's (`account`: its normalized email; `stored`: its hash, `None` when there is no such
@@ -33,6 +35,24 @@ pub async fn check_password(
         })
 }
 
+const IP_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts an attempt of `action` (`login`, `register`, ...) from the caller's IP against the
+/// per-minute limit (`ALIAS_AUTH_IP_LIMIT_PER_MINUTE`).
+pub async fn limit_ip(
+    state: &AppState,
+    request: &RequestInfo,
+    action: &str,
+) -> Result<(), RpcError> {
+    let key = format!("ip:{action}:{}", request.client_ip);
+    state
+        .auth
+        .rate_limits
+        .hit(&key, state.config.auth.ip_limit_per_minute, IP_WINDOW)
+        .await
+        .map_err(too_many_attempts)
+}
+
 /// TOO_MANY_REQUESTS with reason `rate_limited` and `retryAfterSeconds`.
 pub fn too_many_attempts(retry: RetryAfter) -> RpcError {
     RpcError::new(
@@ -45,6 +65,7 @@ pub fn too_many_attempts(retry: RetryAfter) -> RpcError {
 
 /// For a signed-in procedure that needs the password again (`procedure` names it in the
 /// audit row written when it is wrong): UNAUTHORIZED `invalid_credentials` unless it matches.
+/// It counts against the caller's per-IP sign-in limit too, like `auth.login`.
 pub(super) async fn require_password(
     ctx: &Ctx,
     user: &users::Model,
@@ -52,6 +73,7 @@ pub(super) async fn require_password(
     stored: String,
     procedure: &str,
 ) -> Result<(), RpcError> {
+    limit_ip(&ctx.state, &ctx.request, "login").await?;
     if check_password(&ctx.state, &user.email, password, Some(stored)).await? {
         return Ok(());
     }
