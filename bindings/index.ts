@@ -114,7 +114,7 @@ export type AppRouter = TRPCBuiltRouter<
 export const AI_PROVIDERS = ["gemini", "openai", "anthropic"] as const;
 
 /** Every `AuditAction`, in declaration order. */
-export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "account_reclaimed", "password_reset", "password_check_failed", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited", "file_uploaded", "file_rejected", "file_deleted"] as const;
+export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "account_reclaimed", "email_change_requested", "email_changed", "password_reset", "password_check_failed", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited", "file_uploaded", "file_rejected", "file_deleted"] as const;
 
 /** Every `AuthProvider`, in declaration order. */
 export const AUTH_PROVIDERS = ["password", "google", "apple"] as const;
@@ -191,10 +191,14 @@ export type AppleSignInInput = {
 
 export type AuditAction = "sign_up" | "sign_in" | "sign_in_failed" | "refresh_token_reused" | "sign_out" | "session_revoked" | "account_deleted" | 
 /**
- *  A Google/Apple sign-in proved the address of an account that never verified it: its
- *  password, sessions and other identities were removed and the caller took it over.
+ *  A Google/Apple sign-in proved the address of an account that never verified it: that
+ *  account was deleted with all it held and this fresh one made for the caller.
  */
 "account_reclaimed" | 
+/**  `users.changeEmail`: a link and code were mailed to the new address. */
+"email_change_requested" | 
+/**  The new address was confirmed and became the account's. */
+"email_changed" | 
 /**  `auth.resetPassword`: a new password set with a mailed token; every session ended. */
 "password_reset" | 
 /**  A wrong password given to a procedure other than sign-in (`users.delete`, ...). */
@@ -966,8 +970,9 @@ export type User = {
 	 */
 	emailVerified: boolean,
 	/**
-	 *  The server's `ALIAS_REQUIRE_VERIFIED_EMAIL`: when true, the app should ask an account
-	 *  whose `emailVerified` is false to verify before using it.
+	 *  The server's `ALIAS_REQUIRE_VERIFIED_EMAIL`: when true and `emailVerified` is false,
+	 *  every signed-in procedure but `users.me`, `update`, `changeEmail`, `delete` and
+	 *  `auth.*` answers FORBIDDEN `email_not_verified`; the app asks the user to verify.
 	 */
 	emailVerificationRequired: boolean,
 	/**  How this account can sign in. */

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Html;
 use axum::http::{Extensions, HeaderMap};
+use axum::response::Html;
 use chrono::Utc;
 use entity::{email_tokens as email_token, user_identities, users};
 use sea_orm::sea_query::Expr;
@@ -150,7 +150,6 @@ async fn end_unproved_access(
         .map_err(internal("sign out every session"))?;
     Ok(())
 }
-
 
 /// `auth.resendVerification`: mails the caller a new link and code (the earlier ones stop
 /// working); nothing when the address is already verified.
@@ -374,8 +373,7 @@ pub(super) async fn verify_link(
     headers: HeaderMap,
 ) -> (StatusCode, Html<String>) {
     let found =
-        email_tokens::find_by_link(&app.db, &app.auth.token_mac, ADDRESS_PROOFS, &link.token)
-            .await;
+        email_tokens::find_by_link(&app.db, &app.auth.token_mac, ADDRESS_PROOFS, &link.token).await;
     let request = RequestInfo::of_route(&extensions, headers, app.config.trust_proxy);
     let confirmed = match found {
         Ok(Some(token)) => confirm_email(&app, &request, token).await.is_ok(),

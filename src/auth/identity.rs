@@ -163,9 +163,16 @@ async fn link_or_create(
         // Nobody ever proved this address for the account (it may be a squatter's, made to
         // catch the owner signing in later); the provider just proved it for this caller.
         Some(squatted) => {
-            let Some(user) =
-                reclaim(ctx, &transaction, &squatted, provider, claims, &email, name_from_app)
-                    .await?
+            let Some(user) = reclaim(
+                ctx,
+                &transaction,
+                &squatted,
+                provider,
+                claims,
+                &email,
+                name_from_app,
+            )
+            .await?
             else {
                 return Ok(None);
             };
@@ -173,9 +180,7 @@ async fn link_or_create(
             user
         }
         None => {
-            let Some(user) =
-                create_user(&transaction, claims, &email, name_from_app).await?
-            else {
+            let Some(user) = create_user(&transaction, claims, &email, name_from_app).await? else {
                 return Ok(None);
             };
             audit::record(

@@ -34,7 +34,10 @@ pub fn router() -> Router<App> {
         .mutation("apple", identity::apple)
         .mutation("refresh", refresh)
         .mutation("verifyEmail", email::verify_email)
-        .mutation("resendVerification", signed_in_unverified(email::resend_verification))
+        .mutation(
+            "resendVerification",
+            signed_in_unverified(email::resend_verification),
+        )
         .mutation("requestPasswordReset", email::request_password_reset)
         .mutation("resetPassword", email::reset_password)
         .mutation("logout", signed_in_unverified(logout))

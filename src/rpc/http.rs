@@ -628,7 +628,11 @@ impl RequestInfo {
     /// What a plain axum route (not a procedure) knows of its caller, as a procedure would
     /// see it: the client address (from the connection's `ConnectInfo` in `extensions`) and
     /// the headers.
-    pub fn of_route(extensions: &axum::http::Extensions, headers: HeaderMap, trust_proxy: bool) -> Self {
+    pub fn of_route(
+        extensions: &axum::http::Extensions,
+        headers: HeaderMap,
+        trust_proxy: bool,
+    ) -> Self {
         let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());

@@ -103,7 +103,11 @@ impl AttemptBudget {
     }
 
     /// Deletes the rows of windows that ended before `before` (the periodic prune).
-    pub async fn prune(&self, db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, DbErr> {
+    pub async fn prune(
+        &self,
+        db: &impl ConnectionTrait,
+        before: DateTime<Utc>,
+    ) -> Result<u64, DbErr> {
         let window = chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
         let Some(ended_before) = before.checked_sub_signed(window) else {
             return Ok(0);

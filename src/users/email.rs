@@ -24,7 +24,16 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// the account works without it and the app can ask again (`auth.resendVerification`).
 pub async fn send_verification(state: &AppState, user: &users::Model) {
     let mac = &state.auth.token_mac;
-    match issue(&state.db, mac, user.id, Purpose::VerifyEmail, &user.email, &user.email).await {
+    match issue(
+        &state.db,
+        mac,
+        user.id,
+        Purpose::VerifyEmail,
+        &user.email,
+        &user.email,
+    )
+    .await
+    {
         Ok(issued) => state.mailer.send(mails::verify_email(
             &state.config.mail,
             &user.email,
@@ -139,4 +148,3 @@ pub async fn change_email(
         .send(mails::email_change_notice(&user.email, new_email.as_str()));
     Ok(())
 }
-

@@ -184,11 +184,7 @@ pub async fn retire_all(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(), 
 /// Deletes tokens that expired or were used before `before` (the periodic prune).
 pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, DbErr> {
     let deleted = email_tokens::Entity::delete_many()
-        .filter(
-            Column::ExpiresAt
-                .lt(before)
-                .or(Column::UsedAt.lt(before)),
-        )
+        .filter(Column::ExpiresAt.lt(before).or(Column::UsedAt.lt(before)))
         .exec(db)
         .await?;
     Ok(deleted.rows_affected)

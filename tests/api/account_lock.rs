@@ -1,7 +1,9 @@
 //! The account lock as an attacker meets it: at most 5 password verifications per account
 //! per window, whatever the concurrency, batching or source addresses, and every procedure
 //! that checks a password (`users.delete` too) draws on the same attempts and is audited.
-//! Verifications are counted from the audit rows: each one writes exactly one.
+//! Verifications are counted twice: by the server's own counter of password hashes computed
+//! (`Passwords::verifications`), and from the audit rows (each verification writes exactly
+//! one), which must agree.
 
 use entity::audit_events;
 use futures::future::join_all;
@@ -76,6 +78,11 @@ async fn assert_locked(
     );
     let verified = before + unauthorized as u64;
     assert_eq!(verifications(app, user_id).await, verified);
+    assert_eq!(
+        app.state.auth.passwords.verifications(),
+        verified,
+        "hashes computed"
+    );
     let (status, body) = app
         .mutation(
             "auth.login",
@@ -91,6 +98,7 @@ async fn assert_locked(
         "{body}"
     );
     assert_eq!(verifications(app, user_id).await, verified);
+    assert_eq!(app.state.auth.passwords.verifications(), verified);
 }
 
 async fn concurrent_logins_verify_at_most_five(db_kind: DbKind) {
@@ -103,6 +111,55 @@ async fn concurrent_logins_verify_at_most_five(db_kind: DbKind) {
     assert_locked(&app, &email, user_id, unauthorized, 0).await;
 }
 each_database!(concurrent_logins_verify_at_most_five);
+
+/// The right password among 40 wrong ones, all at once: still at most 5 hashes computed,
+/// whichever order they ran in (a right one gives nothing back), and the lucky guess does not
+/// reopen the account.
+async fn right_and_wrong_passwords_together_verify_at_most_five(db_kind: DbKind) {
+    let (app, email, user_id) = app_with_account(db_kind).await;
+    let inputs: Vec<Value> = (0..41)
+        .map(|i| {
+            if i == 20 {
+                json!({ "email": email, "password": PASSWORD })
+            } else {
+                wrong_login(&email, i)
+            }
+        })
+        .collect();
+    let answers = join_all(
+        inputs
+            .iter()
+            .map(|input| app.mutation("auth.login", Some(input.clone()))),
+    )
+    .await;
+    let (mut signed_in, mut refused, mut limited) = (0, 0, 0);
+    for (status, body) in &answers {
+        match *status {
+            StatusCode::OK => signed_in += 1,
+            StatusCode::UNAUTHORIZED => refused += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+    assert_eq!(signed_in + refused + limited, 41);
+    assert!(signed_in <= 1);
+    let hashed = app.state.auth.passwords.verifications();
+    assert!(hashed <= 5, "{hashed} hashes computed");
+    assert_eq!(hashed, (signed_in + refused) as u64);
+    assert_eq!(
+        verifications(&app, user_id).await,
+        hashed,
+        "one audit row each"
+    );
+    let (status, _) = app
+        .mutation(
+            "auth.login",
+            Some(json!({ "email": email, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "5 used: locked");
+}
+each_database!(right_and_wrong_passwords_together_verify_at_most_five);
 
 async fn one_batch_of_logins_verifies_at_most_five(db_kind: DbKind) {
     let (app, email, user_id) = app_with_account(db_kind).await;
@@ -176,8 +233,8 @@ async fn users_delete_shares_the_lock_and_is_audited(db_kind: DbKind) {
         .await
         .expect("count audit rows");
     assert_eq!(failed, unauthorized as u64);
-    // The sign-in above was one verification; it proved the password, so it gave its attempt
-    // back: the guesses had the usual 5.
+    // The sign-in above was one verification of the 5 (a right password counts too): the
+    // guesses had 4.
     assert_locked(&app, &email, user_id, unauthorized, 1).await;
     let (status, _) = app
         .mutation_as(

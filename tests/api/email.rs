@@ -17,7 +17,7 @@ use crate::smtp_server::{ReceivedMail, TestSmtp};
 const PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
-async fn mail_app(db_kind: DbKind) -> (TestApp, TestSmtp) {
+pub(crate) async fn mail_app(db_kind: DbKind) -> (TestApp, TestSmtp) {
     let smtp = TestSmtp::start().await;
     let url = smtp.url.clone();
     let app = TestApp::spawn_with(db_kind, move |config| {
@@ -28,7 +28,7 @@ async fn mail_app(db_kind: DbKind) -> (TestApp, TestSmtp) {
 }
 
 /// The `token` query parameter of the link in a mail.
-fn link_token(mail: &ReceivedMail) -> String {
+pub(crate) fn link_token(mail: &ReceivedMail) -> String {
     let start = mail.body.find("token=").expect("a link in the mail") + "token=".len();
     mail.body[start..]
         .chars()
@@ -37,7 +37,7 @@ fn link_token(mail: &ReceivedMail) -> String {
 }
 
 /// The 6-digit code in a mail.
-fn code(mail: &ReceivedMail) -> String {
+pub(crate) fn code(mail: &ReceivedMail) -> String {
     let start = mail
         .body
         .find("code in the app: ")
@@ -57,18 +57,18 @@ async fn open_link(app: &TestApp, token: &str) -> (StatusCode, String) {
     (status, response.text().await.expect("page"))
 }
 
-async fn me(app: &TestApp, access: &str) -> (StatusCode, Value) {
+pub(crate) async fn me(app: &TestApp, access: &str) -> (StatusCode, Value) {
     app.query_as(access, "users.me", None).await
 }
 
-fn access(session: &Value) -> String {
+pub(crate) fn access(session: &Value) -> String {
     session["accessToken"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
 }
 
-async fn login(app: &TestApp, email: &str, password: &str) -> (StatusCode, Value) {
+pub(crate) async fn login(app: &TestApp, email: &str, password: &str) -> (StatusCode, Value) {
     app.mutation(
         "auth.login",
         Some(json!({ "email": email, "password": password })),
@@ -89,8 +89,11 @@ async fn the_mailed_link_verifies_once(db_kind: DbKind) {
     let (status, page) = open_link(&app, &token).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("confirmed") && page.contains("href=\"alias://\""));
-    let (_, body) = me(&app, &access(&session)).await;
-    assert_eq!(data(&body)["emailVerified"], true, "{body}");
+    // The first proof of the address ends the sessions made before it: sign in again.
+    let (status, _) = me(&app, &access(&session)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, body) = login(&app, &email, PASSWORD).await;
+    assert_eq!(data(&body)["user"]["emailVerified"], true, "{body}");
 
     let (status, page) = open_link(&app, &token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "single use: {page}");
@@ -144,8 +147,8 @@ async fn codes_verify_and_cannot_be_guessed(db_kind: DbKind) {
     let fresh = code(&smtp.nth_mail_to(&email, "Confirm", 1).await);
     let (status, body) = verify(fresh.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, body) = me(&app, &access(&session)).await;
-    assert_eq!(data(&body)["emailVerified"], true);
+    let (_, body) = login(&app, &email, PASSWORD).await;
+    assert_eq!(data(&body)["user"]["emailVerified"], true, "{body}");
     let (status, _) = verify(fresh).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "single use");
 }
@@ -295,17 +298,19 @@ async fn changing_the_email_applies_once_confirmed(db_kind: DbKind) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, body) = me(&app, &access).await;
-    assert_eq!(data(&body)["email"], new_email);
-    assert_eq!(data(&body)["emailVerified"], true);
-    let (status, _) = login(&app, &new_email, PASSWORD).await;
-    assert_eq!(status, StatusCode::OK);
+    // The account had never proved an address: its sessions end with this first proof.
+    let (status, _) = me(&app, &access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = login(&app, &new_email, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(data(&body)["user"]["email"], new_email);
+    assert_eq!(data(&body)["user"]["emailVerified"], true);
 }
 each_database!(changing_the_email_applies_once_confirmed);
 
 /// Account pre-hijacking: an attacker registers the victim's address (never verified); the
-/// victim then signs in with Google. The victim gets in; the attacker's password and session
-/// stop working.
+/// victim then signs in with Google. The victim gets in (a fresh account); the attacker's
+/// password and session stop working.
 async fn a_squatted_address_goes_to_its_owner(db_kind: DbKind) {
     let provider = FakeIdProvider::start().await;
     let app = id_provider::spawn_app(db_kind, &provider).await;

@@ -182,8 +182,18 @@ pub fn apple_claims(sub: &str, email: &str) -> Value {
 
 /// A server accepting Google and Apple sign-ins checked with `provider`'s keys.
 pub async fn spawn_app(db_kind: DbKind, provider: &FakeIdProvider) -> TestApp {
+    spawn_app_with(db_kind, provider, |_| {}).await
+}
+
+/// [`spawn_app`], with more configuration.
+pub async fn spawn_app_with(
+    db_kind: DbKind,
+    provider: &FakeIdProvider,
+    adjust: impl FnOnce(&mut alias_server::config::Config),
+) -> TestApp {
     let jwks_url = provider.jwks_url.clone();
     TestApp::spawn_with(db_kind, move |config| {
+        adjust(config);
         config.auth.google = IdProviderConfig {
             client_ids: vec!["web-client".to_owned(), GOOGLE_CLIENT_ID.to_owned()],
             jwks_url: jwks_url.clone(),

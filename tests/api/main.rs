@@ -9,6 +9,7 @@ mod smtp_server;
 mod tcp_proxy;
 
 mod account_lock;
+mod account_security;
 mod accounts;
 mod audit_log;
 mod auth;
