@@ -319,16 +319,13 @@ pub(super) async fn reset_password(ctx: Ctx, input: ResetPasswordInput) -> Resul
         return Err(invalid_code());
     }
     if user.email_verified_at.is_none() {
-        // Sign-ins planted before anyone proved the address go (every session ends below).
-        user_identities::Entity::delete_many()
-            .filter(user_identities::Column::UserId.eq(user.id))
-            .exec(&transaction)
+        // The first proof of the address: sign-ins planted before it go too.
+        end_unproved_access(&transaction, user.id).await?;
+    } else {
+        sessions::revoke_all(&transaction, user.id)
             .await
-            .map_err(internal("remove sign-in identities"))?;
+            .map_err(internal("sign out every session"))?;
     }
-    sessions::revoke_all(&transaction, token.user_id)
-        .await
-        .map_err(internal("sign out every session"))?;
     retire_all(&transaction, user.id)
         .await
         .map_err(internal("retire email tokens"))?;
