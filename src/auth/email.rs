@@ -110,11 +110,10 @@ async fn confirm_email(
     retire_all(&transaction, user.id)
         .await
         .map_err(internal("retire email tokens"))?;
-    if user.email_verified_at.is_none() {
-        // The first proof of the account's address: whoever made it (a squatter, say) and
-        // planted sign-ins meanwhile is out; the owner signs in again.
-        end_unproved_access(&transaction, user.id).await?;
-    }
+    // Sessions and sign-ins stay: the person who registered usually confirms from the app
+    // they are signed in to. A squatter is put out when the owner proves the address the
+    // way only the owner can use against them: a password reset (new password, every
+    // session ended, planted sign-ins removed) or a Google/Apple sign-in (a fresh account).
     if purpose == Some(Purpose::ChangeEmail) {
         audit::record(
             &transaction,

@@ -5,11 +5,8 @@ pub mod email_tokens;
 mod fields;
 pub mod mails;
 mod password;
-<<<<<<< HEAD
-mod tier;
-=======
 mod prune;
->>>>>>> 72e1943 (Accounts fix: HMAC-keyed email tokens, all tokens retired on proof, clean reclaim inside the write transaction, strict password budget, verified-email guard, changeEmail limits and audit, reset clears lock, bounded mail queue, prune)
+mod tier;
 
 use chrono::Utc;
 use entity::users;
@@ -22,13 +19,9 @@ use uuid::Uuid;
 
 pub use email::{email_taken, invalid_code, send_verification};
 pub use fields::{DisplayName, Email, parse_avatar_url};
-<<<<<<< HEAD
-pub use password::{check_password, too_many_attempts};
-pub use tier::{SetTierError, Tier, set_tier};
-=======
 pub use password::{check_password, limit_ip, too_many_attempts};
 pub use prune::{Pruned, prune, run_periodically as prune_periodically};
->>>>>>> 72e1943 (Accounts fix: HMAC-keyed email tokens, all tokens retired on proof, clean reclaim inside the write transaction, strict password budget, verified-email guard, changeEmail limits and audit, reset clears lock, bounded mail queue, prune)
+pub use tier::{SetTierError, Tier, set_tier};
 
 use email::change_email;
 use password::require_password;

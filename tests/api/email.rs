@@ -89,11 +89,9 @@ async fn the_mailed_link_verifies_once(db_kind: DbKind) {
     let (status, page) = open_link(&app, &token).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("confirmed") && page.contains("href=\"alias://\""));
-    // The first proof of the address ends the sessions made before it: sign in again.
-    let (status, _) = me(&app, &access(&session)).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (_, body) = login(&app, &email, PASSWORD).await;
-    assert_eq!(data(&body)["user"]["emailVerified"], true, "{body}");
+    // Verifying keeps the app signed in.
+    let (_, body) = me(&app, &access(&session)).await;
+    assert_eq!(data(&body)["emailVerified"], true, "{body}");
 
     let (status, page) = open_link(&app, &token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "single use: {page}");
@@ -147,8 +145,8 @@ async fn codes_verify_and_cannot_be_guessed(db_kind: DbKind) {
     let fresh = code(&smtp.nth_mail_to(&email, "Confirm", 1).await);
     let (status, body) = verify(fresh.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, body) = login(&app, &email, PASSWORD).await;
-    assert_eq!(data(&body)["user"]["emailVerified"], true, "{body}");
+    let (_, body) = me(&app, &access(&session)).await;
+    assert_eq!(data(&body)["emailVerified"], true, "{body}");
     let (status, _) = verify(fresh).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "single use");
 }
@@ -298,13 +296,11 @@ async fn changing_the_email_applies_once_confirmed(db_kind: DbKind) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    // The account had never proved an address: its sessions end with this first proof.
-    let (status, _) = me(&app, &access).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) = login(&app, &new_email, PASSWORD).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(data(&body)["user"]["email"], new_email);
-    assert_eq!(data(&body)["user"]["emailVerified"], true);
+    let (_, body) = me(&app, &access).await;
+    assert_eq!(data(&body)["email"], new_email);
+    assert_eq!(data(&body)["emailVerified"], true);
+    let (status, _) = login(&app, &new_email, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
 }
 each_database!(changing_the_email_applies_once_confirmed);
 
