@@ -159,6 +159,8 @@ pub struct GoogleConfig {
     pub sync_days: u32,
     /// Characters of a message's plain text kept.
     pub body_chars: usize,
+    /// Messages a first sync (or a resync) stores at most, newest first.
+    pub sync_max_messages: u32,
 }
 
 /// The background job worker.
@@ -534,6 +536,7 @@ fn google_config(env: &Env<'_>) -> Result<GoogleConfig, ConfigError> {
         sync_interval: env.seconds("ALIAS_GMAIL_SYNC_INTERVAL_SECONDS", 300)?,
         sync_days,
         body_chars: env.parse_positive("ALIAS_GMAIL_BODY_CHARS", 20_000)?,
+        sync_max_messages: env.parse_positive("ALIAS_GMAIL_SYNC_MAX_MESSAGES", 5_000)?,
     })
 }
 
@@ -838,6 +841,7 @@ mod tests {
             ("ALIAS_REQUIRE_VERIFIED_EMAIL", "sometimes"),
             ("ALIAS_GMAIL_SYNC_DAYS", "366"),
             ("ALIAS_GMAIL_BASE_URL", "gmail"),
+            ("ALIAS_GMAIL_SYNC_MAX_MESSAGES", "0"),
             ("ALIAS_JOBS_POLL_MS", "0"),
             ("ALIAS_USER_CALLS_PER_MINUTE", "0"),
             ("ALIAS_USER_CHAT_SENDS_PER_MINUTE", "fast"),

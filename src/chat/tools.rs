@@ -13,7 +13,7 @@ use crate::mail;
 use crate::providers::{ToolCallRequest, ToolSpec};
 
 const SEARCH_RESULTS: u64 = 5;
-const EMAIL_RESULTS: usize = 8;
+const EMAIL_RESULTS: u32 = 8;
 /// Characters of a thread's text given to the model.
 const THREAD_CHARS: usize = 12_000;
 /// Wraps mail in tool results: third parties wrote it.
@@ -53,16 +53,15 @@ fn mail_specs() -> [ToolSpec; 2] {
     [
         ToolSpec {
             name: "search_email",
-            description: "Search the user's recent Gmail (subject, sender, text). Returns message and thread ids, senders, subjects, dates and snippets.",
+            description: "Search the user's recent Gmail (subject, sender, text), by words, sender or dates (at least one). Returns message and thread ids, senders, subjects, dates and snippets, best first (newest first without words).",
             parameters: json!({
                 "type": "object",
                 "properties": {
-                    "query": { "type": "string", "description": "Words to look for." },
+                    "query": { "type": "string", "description": "Words to look for (may be left out to list by sender or dates)." },
                     "from": { "type": "string", "description": "Only mail whose sender contains this (name or address)." },
                     "after": { "type": "string", "description": "Only mail on or after this date (YYYY-MM-DD)." },
                     "before": { "type": "string", "description": "Only mail before this date (YYYY-MM-DD)." }
-                },
-                "required": ["query"]
+                }
             }),
         },
         ToolSpec {
@@ -138,10 +137,17 @@ fn date_argument(arguments: &Value, name: &str) -> Result<Option<chrono::DateTim
         .ok_or_else(|| json!({ "error": format!("{name} must be a date like 2026-01-31") }))
 }
 
+/// The connection's trouble as a tool result (`google_reconnect_required`: the mail is no
+/// longer kept in sync, so the assistant can tell the user to connect Gmail again).
+async fn mail_unavailable(context: &ToolContext<'_>) -> Option<Value> {
+    let error = mail::check_connection(&context.state.db, context.user_id)
+        .await
+        .err()?;
+    Some(json!({ "error": error.message, "reason": error.reason }))
+}
+
 async fn search_email(context: &ToolContext<'_>, arguments: &Value) -> Value {
-    let Some(query) = arguments["query"].as_str() else {
-        return json!({ "error": "query is required" });
-    };
+    let query = arguments["query"].as_str().unwrap_or_default();
     let (after, before) = match (
         date_argument(arguments, "after"),
         date_argument(arguments, "before"),
@@ -149,19 +155,23 @@ async fn search_email(context: &ToolContext<'_>, arguments: &Value) -> Value {
         (Ok(after), Ok(before)) => (after, before),
         (Err(error), _) | (_, Err(error)) => return error,
     };
-    let from = arguments["from"].as_str().filter(|from| !from.is_empty());
-    let db = &context.state.db;
-    match mail::search_for_tool(
-        db,
-        context.user_id,
-        query,
+    let from = arguments["from"]
+        .as_str()
+        .map(str::trim)
+        .filter(|from| !from.is_empty());
+    let filters = mail::search::Filters {
         from,
         after,
         before,
-        EMAIL_RESULTS,
-    )
-    .await
-    {
+    };
+    if query.trim().is_empty() && filters.is_empty() {
+        return json!({ "error": "give a query, a sender (from) or dates (after, before)" });
+    }
+    if let Some(unavailable) = mail_unavailable(context).await {
+        return unavailable;
+    }
+    let db = &context.state.db;
+    match mail::search_for_tool(db, context.user_id, query, &filters, EMAIL_RESULTS).await {
         Ok(hits) => json!({
             "notice": UNTRUSTED,
             "results": hits.iter().map(|hit| json!({
@@ -184,6 +194,9 @@ async fn read_email_thread(context: &ToolContext<'_>, arguments: &Value) -> Valu
     let Some(thread_id) = arguments["threadId"].as_str() else {
         return json!({ "error": "threadId is required" });
     };
+    if let Some(unavailable) = mail_unavailable(context).await {
+        return unavailable;
+    }
     let rows = match mail::thread_for_tool(&context.state.db, context.user_id, thread_id).await {
         Ok(rows) => rows,
         Err(error) => {

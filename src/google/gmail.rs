@@ -1,17 +1,22 @@
 //! The Gmail v1 REST calls sync needs, with the field names of Google's discovery document.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 use super::{GoogleError, TIMEOUT, encode, status_error, unreachable};
+use crate::config::GoogleConfig;
 
-/// Gmail as one user, with a short-lived access token.
+/// Gmail as one user, with a short-lived access token; given the refresh token too, an
+/// access token Google stops honouring (401) is replaced once and the call retried.
 pub struct Gmail<'a> {
-    pub http: &'a reqwest::Client,
-    pub base_url: &'a str,
-    pub access_token: &'a str,
+    http: &'a reqwest::Client,
+    config: &'a GoogleConfig,
+    access_token: Mutex<Zeroizing<String>>,
+    refresh_token: Option<&'a str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -27,9 +32,9 @@ pub struct MessageRef {
     pub id: String,
     #[serde(default)]
     pub thread_id: String,
-    /// In history records of label changes: the message's labels after the change.
+    /// The message's labels, when Google includes them (history records may not).
     #[serde(default)]
-    pub label_ids: Vec<String>,
+    pub label_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,10 +111,13 @@ pub struct HistoryMessage {
     pub message: MessageRef,
 }
 
+/// `HistoryLabelAdded`/`HistoryLabelRemoved`: the labels added to or removed from `message`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelChange {
     pub message: MessageRef,
+    #[serde(default)]
+    pub label_ids: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,21 +137,73 @@ struct ErrorItem {
     reason: String,
 }
 
-impl Gmail<'_> {
+impl<'a> Gmail<'a> {
+    pub fn new(
+        http: &'a reqwest::Client,
+        config: &'a GoogleConfig,
+        access_token: Zeroizing<String>,
+    ) -> Self {
+        Self {
+            http,
+            config,
+            access_token: Mutex::new(access_token),
+            refresh_token: None,
+        }
+    }
+
+    /// Lets a refused access token be replaced with this refresh token (once per call).
+    pub fn refreshing_with(mut self, refresh_token: &'a str) -> Self {
+        self.refresh_token = Some(refresh_token);
+        self
+    }
+
+    fn access_token(&self) -> Zeroizing<String> {
+        self.access_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, GoogleError> {
+        match self.get_once(path, query).await {
+            Err(GoogleError::Unauthorized(reason)) => {
+                let Some(refresh_token) = self.refresh_token else {
+                    return Err(GoogleError::InvalidGrant(reason));
+                };
+                // The access token expired or was revoked early: mint another, once.
+                let tokens = super::refresh(self.http, self.config, refresh_token).await?;
+                *self
+                    .access_token
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = tokens.access_token;
+                match self.get_once(path, query).await {
+                    // A fresh token refused too: Google no longer honours the grant.
+                    Err(GoogleError::Unauthorized(reason)) => Err(GoogleError::InvalidGrant(reason)),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn get_once<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, GoogleError> {
         let url = format!(
             "{}/gmail/v1/users/me/{path}?{}",
-            self.base_url.trim_end_matches('/'),
+            self.config.gmail_base_url.trim_end_matches('/'),
             encode(query)
         );
         let response = self
             .http
             .get(url)
-            .bearer_auth(self.access_token)
+            .bearer_auth(self.access_token().as_str())
             .timeout(TIMEOUT)
             .send()
             .await
@@ -164,8 +224,7 @@ impl Gmail<'_> {
                 .map(|item| item.reason)
                 .unwrap_or_default();
             if status.as_u16() == 401 {
-                // The access token was just minted: Google no longer honours the grant.
-                return Err(GoogleError::InvalidGrant(reason));
+                return Err(GoogleError::Unauthorized(reason));
             }
             return Err(status_error(status.as_u16(), retry_after, reason));
         }

@@ -26,6 +26,10 @@ pub enum GoogleError {
     /// The grant (code or refresh token) was refused: expired, revoked or already used.
     #[error("Google refused the grant ({0})")]
     InvalidGrant(String),
+    /// 401 on a Gmail call: the access token is not (or no longer) honoured. [`Gmail`] turns
+    /// it into `InvalidGrant` when a fresh access token is refused too.
+    #[error("Google refused the access token ({0})")]
+    Unauthorized(String),
     /// 429, or 403 `rateLimitExceeded`/`userRateLimitExceeded`.
     #[error("Google asked to slow down")]
     RateLimited(Option<Duration>),

@@ -78,6 +78,12 @@ pub struct Integration {
     last_sync_at: Option<Timestamp>,
     /// Messages stored from the last sync window.
     message_count: u32,
+    /// What the app should do about the status: `google_reconnect_required` with
+    /// `reconnect_required` (connect Gmail again); otherwise none.
+    reason: Option<Reason>,
+    /// Why the last sync failed (with `reconnect_required`, `error`, or a `syncing` that
+    /// retries), in words for people; none once a sync succeeds.
+    last_error: Option<String>,
 }
 
 /// What Google Sign-In returned: `serverAuthCode` (iOS/Android, offline access), or an
@@ -107,11 +113,15 @@ async fn list(ctx: Ctx, caller: SignedIn, _: ()) -> Result<Vec<Integration>, Rpc
     let count = store::message_count(db, caller.user.id)
         .await
         .map_err(internal("count synced mail"))?;
+    let status = ConnectionStatus::parse(&row.status);
     Ok(vec![Integration {
         provider: IntegrationProvider::Google,
         email: row.email,
         scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
-        status: ConnectionStatus::parse(&row.status),
+        status,
+        reason: (status == ConnectionStatus::ReconnectRequired)
+            .then_some(Reason::GoogleReconnectRequired),
+        last_error: row.last_error,
         last_sync_at: row.last_sync_at.map(Timestamp::from),
         message_count: u32::try_from(count).unwrap_or(u32::MAX),
     }])
@@ -188,23 +198,38 @@ async fn connect(ctx: Ctx, caller: SignedIn, input: ConnectGoogleInput) -> Resul
         .split_whitespace()
         .any(|scope| scope == google::GMAIL_READONLY)
     {
+        // Nothing will use this grant: do not leave it open at Google.
+        let unused = tokens.refresh_token.as_ref().unwrap_or(&tokens.access_token);
+        revoke(state, unused).await;
         return Err(RpcError::bad_request(
             "Google did not grant read access to Gmail. Connect again and allow Gmail access.",
         )
         .with_reason(Reason::ScopeMissing));
     }
+    // (Without a refresh token, the grant is most likely the one already connected: it stays.)
     let Some(refresh_token) = tokens.refresh_token else {
         return Err(RpcError::bad_request(
             "Google granted no offline access. Connect again, asking for offline access with consent.",
         )
         .with_reason(Reason::GoogleCodeRejected));
     };
-    let gmail = google::Gmail {
-        http: &state.http,
-        base_url: &config.gmail_base_url,
-        access_token: &tokens.access_token,
-    };
+    let gmail = google::Gmail::new(&state.http, config, tokens.access_token);
     let profile = gmail.profile().await.map_err(connect_error)?;
+    // Another Google account's grant is replaced: revoke it once the new one is saved.
+    let replaced = store::find(&state.db, caller.user.id)
+        .await
+        .map_err(internal("read the Google connection"))?
+        .filter(|row| !row.email.eq_ignore_ascii_case(&profile.email_address));
+    let replaced_token = match &replaced {
+        Some(row) => match store::refresh_token(state, row).await {
+            Ok(token) => Some(token),
+            Err(error) => {
+                tracing::warn!(%error, "could not open a replaced Google token to revoke it");
+                None
+            }
+        },
+        None => None,
+    };
     store::connect(
         state,
         caller.user.id,
@@ -214,7 +239,18 @@ async fn connect(ctx: Ctx, caller: SignedIn, input: ConnectGoogleInput) -> Resul
     )
     .await
     .map_err(store_error)?;
+    if let Some(token) = replaced_token {
+        revoke(state, &token).await;
+    }
     queue_sync(state, caller.user.id).await
+}
+
+/// Revokes a token at Google; a failure is logged (the user can also revoke at
+/// myaccount.google.com).
+async fn revoke(state: &AppState, token: &str) {
+    if let Err(error) = google::revoke(&state.http, &state.config.google, token).await {
+        tracing::warn!(%error, "could not revoke a Google grant");
+    }
 }
 
 /// `integrations.google.disconnect`: revokes the grant at Google, then deletes the token and
@@ -228,11 +264,7 @@ async fn disconnect(ctx: Ctx, caller: SignedIn, _: ()) -> Result<(), RpcError> {
         .map_err(internal("read the Google connection"))?
         .ok_or_else(not_connected)?;
     match store::refresh_token(state, &row).await {
-        Ok(token) => {
-            if let Err(error) = google::revoke(&state.http, &state.config.google, &token).await {
-                tracing::warn!(%error, "could not revoke a Google grant; deleting it anyway");
-            }
-        }
+        Ok(token) => revoke(state, &token).await,
         Err(error) => tracing::warn!(%error, "could not open a Google token to revoke it"),
     }
     jobs::cancel(&state.db, &sync_key(user_id))
@@ -292,7 +324,7 @@ pub fn reconnect_required() -> RpcError {
 
 fn connect_error(error: GoogleError) -> RpcError {
     match error {
-        GoogleError::InvalidGrant(_) => RpcError::bad_request(
+        GoogleError::InvalidGrant(_) | GoogleError::Unauthorized(_) => RpcError::bad_request(
             "Google refused the sign-in code (expired or already used). Sign in with Google again.",
         )
         .with_reason(Reason::GoogleCodeRejected),

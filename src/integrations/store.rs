@@ -2,9 +2,9 @@
 
 use chrono::Utc;
 use entity::{google_connections, mail_messages};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
     Set,
 };
 use uuid::Uuid;
@@ -44,7 +44,8 @@ pub async fn message_count(db: &DatabaseConnection, user_id: Uuid) -> Result<u64
 
 /// Saves a new connection, or a new token for the same Google account (keeping the synced
 /// mail and where incremental sync stands). Connecting another Google account starts over:
-/// the previous account's mail goes with its row.
+/// the previous account's mail goes with its row. One upsert, so concurrent connects of one
+/// user all succeed (the last one stands).
 pub async fn connect(
     state: &AppState,
     user_id: Uuid,
@@ -59,25 +60,20 @@ pub async fn connect(
     )
     .await?;
     let now = Utc::now();
-    let existing = find(&state.db, user_id).await?;
-    if let Some(row) = existing {
-        if row.email.eq_ignore_ascii_case(email) {
-            let mut row: google_connections::ActiveModel = row.into();
-            row.scopes = Set(scopes.to_owned());
-            row.status = Set("syncing".to_owned());
-            row.ciphertext = Set(sealed.ciphertext);
-            row.nonce = Set(sealed.nonce);
-            row.wrapped_key = Set(sealed.wrapped_key);
-            row.key_id = Set(sealed.key_id);
-            row.format_version = Set(sealed.format_version);
-            row.last_error = Set(None);
-            row.updated_at = Set(now);
-            row.update(&state.db).await?;
-            return Ok(());
-        }
+    if let Some(row) = find(&state.db, user_id).await?
+        && !row.email.eq_ignore_ascii_case(email)
+    {
         delete(&state.db, user_id).await?;
     }
-    google_connections::ActiveModel {
+    use google_connections::Column as C;
+    // A row another connect saved meanwhile keeps its sync state only for the same account.
+    let same_account_or_null = |column: &str| {
+        Expr::cust(format!(
+            "CASE WHEN lower(google_connections.email) = lower(excluded.email) \
+             THEN google_connections.{column} ELSE NULL END"
+        ))
+    };
+    google_connections::Entity::insert(google_connections::ActiveModel {
         user_id: Set(user_id),
         email: Set(email.to_owned()),
         scopes: Set(scopes.to_owned()),
@@ -93,8 +89,27 @@ pub async fn connect(
         last_sync_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
-    }
-    .insert(&state.db)
+    })
+    .on_conflict(
+        OnConflict::column(C::UserId)
+            .value(C::HistoryId, same_account_or_null("history_id"))
+            .value(C::SyncPageToken, same_account_or_null("sync_page_token"))
+            .value(C::LastSyncAt, same_account_or_null("last_sync_at"))
+            .update_columns([
+                C::Email,
+                C::Scopes,
+                C::Status,
+                C::Ciphertext,
+                C::Nonce,
+                C::WrappedKey,
+                C::KeyId,
+                C::FormatVersion,
+                C::LastError,
+                C::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(&state.db)
     .await?;
     Ok(())
 }

@@ -6,8 +6,9 @@
 //! lease (`locked_until`), renews it while the handler runs, and releases it when the server
 //! shuts down, so another instance (or this one after a restart) resumes the job. Claiming is
 //! `FOR UPDATE SKIP LOCKED` on PostgreSQL and a conditional `UPDATE` (the single writer
-//! decides) on SQLite: a job never runs twice at once. A failed run is retried after an
-//! exponential backoff with jitter.
+//! decides) on SQLite: a job never runs twice at once. A handler whose lease renewal fails
+//! (its job was cancelled, or the lease ran out and another worker may hold it) is stopped.
+//! A failed run is retried after an exponential backoff with jitter.
 
 mod store;
 
@@ -37,6 +38,8 @@ pub struct Job {
     pub payload: serde_json::Value,
     /// Failed runs before this one.
     pub attempts: i32,
+    /// Why the last run failed (the `Retry` message), when it did.
+    pub last_error: Option<String>,
     /// `enqueue` calls when it was claimed.
     pub(crate) requests: i64,
 }
@@ -156,19 +159,36 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         };
         let (id, kind, attempts, requests) = (job.id, job.kind.clone(), job.attempts, job.requests);
         let work = handler(state, job);
+        // Renews the lease until it is lost (the job was cancelled, or the lease ran out
+        // unrenewed and another worker may have it): then the handler is dropped, so a job
+        // never runs twice at once.
         let renew = async {
             let mut every = tokio::time::interval(self.options.lease / 3);
             every.tick().await;
+            let mut renewed_at = tokio::time::Instant::now();
             loop {
                 every.tick().await;
-                if let Err(error) = store::renew(&self.db, id, &self.id, self.options.lease).await {
-                    tracing::warn!(%error, job = %id, "could not renew a job's lease");
+                match store::renew(&self.db, id, &self.id, self.options.lease).await {
+                    Ok(true) => renewed_at = tokio::time::Instant::now(),
+                    Ok(false) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, job = %id, "could not renew a job's lease");
+                        if renewed_at.elapsed() >= self.options.lease {
+                            return;
+                        }
+                    }
                 }
             }
         };
         let outcome = tokio::select! {
             outcome = work => outcome,
-            () = renew => return,
+            () = renew => {
+                tracing::info!(job = %id, kind, "a job's lease was lost; its run stops");
+                if let Err(error) = store::cancelled(&self.db, id).await {
+                    tracing::warn!(%error, job = %id, "could not hand back a cancelled job");
+                }
+                return;
+            }
             () = shutdown.cancelled() => {
                 if let Err(error) = store::release(&self.db, id, &self.id).await {
                     tracing::warn!(%error, job = %id, "could not release a job at shutdown");

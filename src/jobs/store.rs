@@ -19,8 +19,9 @@ fn after(duration: Duration) -> chrono::DateTime<Utc> {
 }
 
 /// Queues a job of `kind` to run at `run_at`. A job already queued under `unique_key` is
-/// moved to `run_at` (and given this payload) instead: one job per key. A job running now
-/// keeps running, and runs again at `run_at` once it ends, whatever it decides then.
+/// moved to `run_at` (and given this payload) instead: one job per key; but a job backing
+/// off after failures (a `Retry-After`, say) keeps its later time. A job running now keeps
+/// running, and runs again at `run_at` once it ends, whatever it decides then.
 pub async fn enqueue(
     db: &DatabaseConnection,
     kind: &str,
@@ -47,8 +48,15 @@ pub async fn enqueue(
     jobs::Entity::insert(row)
         .on_conflict(
             OnConflict::column(C::UniqueKey)
-                .update_columns([C::Payload, C::RunAt, C::UpdatedAt])
+                .update_columns([C::Payload, C::UpdatedAt])
                 .value(C::Requests, Expr::col((jobs::Entity, C::Requests)).add(1))
+                .value(
+                    C::RunAt,
+                    Expr::cust(
+                        "CASE WHEN jobs.attempts > 0 AND jobs.run_at > excluded.run_at \
+                         THEN jobs.run_at ELSE excluded.run_at END",
+                    ),
+                )
                 .to_owned(),
         )
         .exec_without_returning(db)
@@ -56,13 +64,44 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Removes the job queued under `unique_key`, if any (a running one finishes its run, and
-/// its outcome then finds no row).
+/// Who holds a job cancelled while it ran, until its handler has stopped.
+const CANCELLED: &str = "cancelled";
+
+fn running(now: chrono::DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(jobs::Column::LockedUntil.is_not_null())
+        .add(jobs::Column::LockedUntil.gte(now))
+}
+
+/// Removes the job queued under `unique_key`, if any. A running one is taken from its worker
+/// instead (its next lease renewal fails, which stops the handler) and removed once it has
+/// stopped, so a job enqueued again under the key meanwhile never runs beside it.
 pub async fn cancel(db: &DatabaseConnection, unique_key: &str) -> Result<(), DbErr> {
+    let now = Utc::now();
     jobs::Entity::delete_many()
         .filter(jobs::Column::UniqueKey.eq(unique_key))
+        .filter(running(now).not())
         .exec(db)
         .await?;
+    jobs::Entity::update_many()
+        .col_expr(jobs::Column::LockedBy, Expr::value(CANCELLED))
+        .col_expr(jobs::Column::Requests, Expr::value(0))
+        .filter(jobs::Column::UniqueKey.eq(unique_key))
+        .filter(running(now))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// A handler stopped after its job was cancelled: the job goes, unless it was enqueued again
+/// since (then it runs at the requested time).
+pub(super) async fn cancelled(db: &DatabaseConnection, id: Uuid) -> Result<(), DbErr> {
+    jobs::Entity::delete_many()
+        .filter(held(id, CANCELLED))
+        .filter(jobs::Column::Requests.eq(0))
+        .exec(db)
+        .await?;
+    unlock(db, id, CANCELLED, None).await?;
     Ok(())
 }
 
@@ -138,6 +177,7 @@ pub(super) async fn claim(
             unique_key: row.unique_key,
             payload: row.payload,
             attempts: row.attempts,
+            last_error: row.last_error,
             requests: row.requests,
         })
         .collect())
@@ -149,18 +189,20 @@ fn held(id: Uuid, worker: &str) -> Condition {
         .add(jobs::Column::LockedBy.eq(worker))
 }
 
+/// Extends the lease; `false` when the job is no longer held by `worker` (cancelled, or taken
+/// over after the lease ran out).
 pub(super) async fn renew(
     db: &DatabaseConnection,
     id: Uuid,
     worker: &str,
     lease: Duration,
-) -> Result<(), DbErr> {
-    jobs::Entity::update_many()
+) -> Result<bool, DbErr> {
+    let renewed = jobs::Entity::update_many()
         .col_expr(jobs::Column::LockedUntil, Expr::value(after(lease)))
         .filter(held(id, worker))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(renewed.rows_affected == 1)
 }
 
 /// Gives the job back untouched, for another worker to take at once.

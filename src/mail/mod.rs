@@ -25,29 +25,34 @@ pub async fn connected(db: &sea_orm::DatabaseConnection, user_id: uuid::Uuid) ->
     matches!(integrations::store::find(db, user_id).await, Ok(Some(_)))
 }
 
-/// For the assistant's `search_email` tool: the best matches, filtered by sender (a part of
-/// the From header) and date range.
+/// Why the user's synced mail cannot be relied on: not connected, or Google no longer honours
+/// the connection (the mail stops syncing until the user connects again).
+pub async fn check_connection(
+    db: &sea_orm::DatabaseConnection,
+    user_id: uuid::Uuid,
+) -> Result<(), RpcError> {
+    let row = integrations::store::find(db, user_id)
+        .await
+        .map_err(internal("read the Google connection"))?
+        .ok_or_else(integrations::not_connected)?;
+    if integrations::ConnectionStatus::parse(&row.status)
+        == integrations::ConnectionStatus::ReconnectRequired
+    {
+        return Err(integrations::reconnect_required());
+    }
+    Ok(())
+}
+
+/// For the assistant's `search_email` tool: the best matches (the newest, without words) by
+/// sender (a part of the From header) and date range.
 pub async fn search_for_tool(
     db: &sea_orm::DatabaseConnection,
     user_id: uuid::Uuid,
     query: &str,
-    from: Option<&str>,
-    after: Option<chrono::DateTime<chrono::Utc>>,
-    before: Option<chrono::DateTime<chrono::Utc>>,
-    limit: usize,
+    filters: &search::Filters<'_>,
+    limit: u32,
 ) -> Result<Vec<search::Hit>, sea_orm::DbErr> {
-    let from = from.map(str::to_lowercase);
-    let hits = search::search(db, user_id, query, 50, 0).await?;
-    Ok(hits
-        .into_iter()
-        .filter(|hit| {
-            from.as_ref()
-                .is_none_or(|from| hit.from_addr.to_lowercase().contains(from))
-        })
-        .filter(|hit| after.is_none_or(|after| hit.date >= after))
-        .filter(|hit| before.is_none_or(|before| hit.date < before))
-        .take(limit)
-        .collect())
+    search::search(db, user_id, query, filters, limit, 0).await
 }
 
 /// For the assistant's `read_email_thread` tool: the thread's messages, oldest first.
@@ -126,7 +131,8 @@ pub struct MailHit {
     snippet: String,
 }
 
-/// `mail.search`: the caller's synced mail matching every word of `query` (as prefixes).
+/// `mail.search`: the caller's synced mail matching every word of `query` (as prefixes), not
+/// in the bin, spam or drafts.
 async fn search_mail(
     ctx: Ctx,
     caller: SignedIn,
@@ -152,12 +158,10 @@ async fn search_mail(
         return Err(errors.into_error());
     };
     let db = &ctx.state.db;
-    integrations::store::find(db, caller.user.id)
-        .await
-        .map_err(internal("read the Google connection"))?
-        .ok_or_else(integrations::not_connected)?;
+    check_connection(db, caller.user.id).await?;
     let offset = input.cursor.unwrap_or(0);
-    let mut hits = search::search(db, caller.user.id, query, limit + 1, offset)
+    let filters = search::Filters::default();
+    let mut hits = search::search(db, caller.user.id, query, &filters, limit + 1, offset)
         .await
         .map_err(internal("search mail"))?;
     let more = hits.len() > limit as usize;
@@ -198,10 +202,7 @@ async fn thread_get(
         return Err(errors.into_error());
     };
     let db = &ctx.state.db;
-    integrations::store::find(db, caller.user.id)
-        .await
-        .map_err(internal("read the Google connection"))?
-        .ok_or_else(integrations::not_connected)?;
+    check_connection(db, caller.user.id).await?;
     let rows = store::thread(db, caller.user.id, thread_id)
         .await
         .map_err(internal("read a mail thread"))?;

@@ -6,6 +6,7 @@
 //! (Chat's search is being moved onto owner-tagged terms in a shared crate; mail should follow
 //! it when that lands, sharing its word handling instead of this copy.)
 //! Ranked pages are offsets into the ranking: a message synced between two pages may shift it.
+//! Sender and date filters are conditions of the same query, so they page like the words do.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, Value};
@@ -24,48 +25,121 @@ pub struct Hit {
     pub snippet: String,
 }
 
-const SQLITE: &str = "
-SELECT m.gmail_id, m.thread_id, m.from_addr, m.subject, m.date, m.snippet
-FROM mail_messages_fts
-JOIN mail_messages m ON m.rowid = mail_messages_fts.rowid
-WHERE mail_messages_fts MATCH ?1 AND m.user_id = ?2
-ORDER BY bm25(mail_messages_fts), m.date DESC, m.gmail_id
-LIMIT ?3 OFFSET ?4";
+/// What else a hit must match, applied in the query (before ranking and paging).
+#[derive(Debug, Default)]
+pub struct Filters<'a> {
+    /// A part of the From header (name or address), any case.
+    pub from: Option<&'a str>,
+    /// Sent at or after.
+    pub after: Option<DateTime<Utc>>,
+    /// Sent before.
+    pub before: Option<DateTime<Utc>>,
+}
 
-const POSTGRES: &str = "
-SELECT gmail_id, thread_id, from_addr, subject, date, snippet
-FROM mail_messages
-WHERE search_vector @@ to_tsquery('simple', $1) AND user_id = $2
-ORDER BY ts_rank(search_vector, to_tsquery('simple', $1), 1) DESC, date DESC, gmail_id
-LIMIT $3 OFFSET $4";
+impl Filters<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.from.is_none() && self.after.is_none() && self.before.is_none()
+    }
+}
 
-/// The caller's messages matching `query`, best first, `limit` from `offset`.
+/// Numbered placeholders (`?1` or `$1`) and their values.
+struct Params {
+    postgres: bool,
+    values: Vec<Value>,
+}
+
+impl Params {
+    fn push(&mut self, value: impl Into<Value>) -> String {
+        self.values.push(value.into());
+        let n = self.values.len();
+        if self.postgres {
+            format!("${n}")
+        } else {
+            format!("?{n}")
+        }
+    }
+}
+
+/// `%text%` for `LIKE … ESCAPE '\'`, its wildcards taken literally.
+fn contains_pattern(text: &str) -> String {
+    let escaped = text
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// The caller's visible messages (not in the bin, spam or drafts) matching `query` and
+/// `filters`, best first (newest first without words), `limit` from `offset`. A query without
+/// words matches everything the filters let through; without filters either, nothing.
 pub async fn search(
     db: &DatabaseConnection,
     user_id: Uuid,
     query: &str,
+    filters: &Filters<'_>,
     limit: u32,
     offset: u32,
 ) -> Result<Vec<Hit>, DbErr> {
     let words = words(query);
-    if words.is_empty() {
+    if words.is_empty() && filters.is_empty() {
         return Ok(Vec::new());
     }
     let backend = db.get_database_backend();
-    let (sql, expression) = match backend {
-        DbBackend::Postgres => (POSTGRES, tsquery(&words)),
-        _ => (SQLITE, fts5(&words)),
+    let postgres = backend == DbBackend::Postgres;
+    let mut params = Params {
+        postgres,
+        values: Vec::new(),
     };
-    let statement = Statement::from_sql_and_values(
-        backend,
-        sql,
-        [
-            Value::from(expression),
-            Value::from(user_id),
-            Value::from(i64::from(limit)),
-            Value::from(i64::from(offset)),
-        ],
-    );
+    let columns = "m.gmail_id, m.thread_id, m.from_addr, m.subject, m.date, m.snippet";
+    let (mut sql, order) = if words.is_empty() {
+        let user = params.push(user_id);
+        (
+            format!("SELECT {columns} FROM mail_messages m WHERE m.user_id = {user}"),
+            "m.date DESC, m.gmail_id".to_owned(),
+        )
+    } else if postgres {
+        let matched = params.push(tsquery(&words));
+        let user = params.push(user_id);
+        (
+            format!(
+                "SELECT {columns} FROM mail_messages m \
+                 WHERE m.search_vector @@ to_tsquery('simple', {matched}) AND m.user_id = {user}"
+            ),
+            format!(
+                "ts_rank(m.search_vector, to_tsquery('simple', {matched}), 1) DESC, \
+                 m.date DESC, m.gmail_id"
+            ),
+        )
+    } else {
+        let matched = params.push(fts5(&words));
+        let user = params.push(user_id);
+        (
+            format!(
+                "SELECT {columns} FROM mail_messages_fts \
+                 JOIN mail_messages m ON m.rowid = mail_messages_fts.rowid \
+                 WHERE mail_messages_fts MATCH {matched} AND m.user_id = {user}"
+            ),
+            "bm25(mail_messages_fts), m.date DESC, m.gmail_id".to_owned(),
+        )
+    };
+    sql.push_str(&format!(" AND {}", super::store::visible("m.labels")));
+    if let Some(from) = filters.from {
+        let pattern = params.push(contains_pattern(from));
+        sql.push_str(&format!(" AND lower(m.from_addr) LIKE {pattern} ESCAPE '\\'"));
+    }
+    if let Some(after) = filters.after {
+        let after = params.push(after);
+        sql.push_str(&format!(" AND m.date >= {after}"));
+    }
+    if let Some(before) = filters.before {
+        let before = params.push(before);
+        sql.push_str(&format!(" AND m.date < {before}"));
+    }
+    let limit = params.push(i64::from(limit));
+    let offset = params.push(i64::from(offset));
+    sql.push_str(&format!(" ORDER BY {order} LIMIT {limit} OFFSET {offset}"));
+    let statement = Statement::from_sql_and_values(backend, sql, params.values);
     Hit::find_by_statement(statement).all(db).await
 }
 

@@ -82,6 +82,43 @@ pub async fn set_labels(
     Ok(())
 }
 
+/// Adds `labels` to (or removes them from) a stored message's labels.
+pub async fn change_labels(
+    db: &DatabaseConnection,
+    user_id: Uuid,
+    gmail_id: &str,
+    labels: &[String],
+    added: bool,
+) -> Result<(), DbErr> {
+    let Some(row) = mail_messages::Entity::find()
+        .filter(mail_messages::Column::UserId.eq(user_id))
+        .filter(mail_messages::Column::GmailId.eq(gmail_id))
+        .one(db)
+        .await?
+    else {
+        // Not synced (older than the window, or past the cap): nothing to change.
+        return Ok(());
+    };
+    let mut current: Vec<String> = row.labels.split_whitespace().map(str::to_owned).collect();
+    current.retain(|label| !labels.contains(label));
+    if added {
+        current.extend(labels.iter().cloned());
+    }
+    set_labels(db, user_id, gmail_id, &current).await
+}
+
+/// Labels of mail no search or thread shows: moved to the bin or to spam, or an unsent draft.
+pub const HIDDEN_LABELS: [&str; 3] = ["TRASH", "SPAM", "DRAFT"];
+
+/// SQL keeping only messages without a [`HIDDEN_LABELS`] label (`labels` is space-separated).
+pub fn visible(labels_column: &str) -> String {
+    HIDDEN_LABELS
+        .iter()
+        .map(|label| format!("(' ' || {labels_column} || ' ') NOT LIKE '% {label} %'"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 /// The user's stored messages of one Gmail thread, oldest first.
 pub async fn thread(
     db: &DatabaseConnection,
@@ -91,6 +128,7 @@ pub async fn thread(
     mail_messages::Entity::find()
         .filter(mail_messages::Column::UserId.eq(user_id))
         .filter(mail_messages::Column::ThreadId.eq(thread_id))
+        .filter(Expr::cust(visible("labels")))
         .order_by_asc(mail_messages::Column::Date)
         .order_by_asc(mail_messages::Column::GmailId)
         .all(db)
