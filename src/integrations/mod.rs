@@ -230,6 +230,12 @@ async fn connect(ctx: Ctx, caller: SignedIn, input: ConnectGoogleInput) -> Resul
         },
         None => None,
     };
+    if replaced.is_some() {
+        // A sync of the old account may be running: it stops before the new one starts.
+        jobs::cancel(&state.db, &sync_key(caller.user.id))
+            .await
+            .map_err(internal("cancel the Gmail sync"))?;
+    }
     store::connect(
         state,
         caller.user.id,

@@ -3,8 +3,6 @@
 //! chat or an account stops its reply at once; `chat.stop` never waits for a title; provider
 //! texts never carry the user's key.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use entity::chat_messages;
@@ -14,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::chat::{Chat, new_id, of_type, payloads, text_of};
 use crate::each_database;
+use crate::log_capture::LogCapture;
 use crate::helpers::{DbKind, SseEvent, SseStream, data};
 
 /// What a failing reply must end with: no serialized error, a `return`, and a `done` whose
@@ -344,51 +343,6 @@ async fn stop_during_the_title_is_prompt(db: DbKind) {
 }
 
 each_database!(stop_during_the_title_is_prompt);
-
-/// Everything logged while it lives, on this thread (a `#[tokio::test]` runs the server's
-/// tasks on the test's thread).
-struct LogCapture {
-    lines: Arc<Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CaptureWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut lines) = self.0.lock() {
-            lines.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogCapture {
-    fn start() -> Self {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let writer = Arc::clone(&lines);
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || CaptureWriter(Arc::clone(&writer)))
-            .finish();
-        Self {
-            lines,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
-    }
-
-    fn text(&self) -> String {
-        self.lines
-            .lock()
-            .map(|lines| String::from_utf8_lossy(&lines).into_owned())
-            .unwrap_or_default()
-    }
-}
 
 /// A provider quoting the key inside a streamed error event: the key reaches neither the app
 /// (events, saved messages) nor the logs.

@@ -5,7 +5,9 @@
 //!   `nogmail:<email>` grants only `openid email`, anything else is `invalid_grant`;
 //! - each mailbox (by email) holds messages, a history log and a `historyId`; changes made
 //!   through [`FakeGoogle`] are recorded in the history like Gmail's;
-//! - failures can be queued per mailbox (`fail_next`), messages can be made to hang (`hold`).
+//! - failures can be queued per mailbox (`fail_next`; 429s with `retry_after`), history can
+//!   be expired once (`expire_history`) or for good (`break_history`), messages can be made
+//!   to hang (`hold`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,8 @@ struct Mailbox {
     history_floor: u64,
     fail_next: VecDeque<u16>,
     always_fail: bool,
+    /// Sent as `Retry-After` with 429s.
+    retry_after: Option<u64>,
     next_id: u64,
 }
 
@@ -200,17 +204,28 @@ impl FakeGoogle {
 
     /// Removes `UNREAD`, as reading the message in Gmail does.
     pub fn mark_read(&self, email: &str, id: &str) {
+        self.relabel(email, id, &[], &["UNREAD"]);
+    }
+
+    /// Adds and removes labels (`TRASH`, `SPAM`…), recorded like Gmail's history: the change
+    /// in the record's `labelIds`, the message without its labels.
+    pub fn relabel(&self, email: &str, id: &str, add: &[&str], remove: &[&str]) {
         let mut state = lock(&self.state);
         let mailbox = state.mailboxes.entry(email.to_owned()).or_default();
         let Some(mail) = mailbox.messages.get_mut(id) else {
             return;
         };
-        mail.labels.retain(|label| label != "UNREAD");
-        let reference = json!({ "id": id, "threadId": mail.thread_id, "labelIds": mail.labels });
-        record(
-            mailbox,
-            json!({ "labelsRemoved": [{ "message": reference, "labelIds": ["UNREAD"] }] }),
-        );
+        mail.labels.retain(|label| !remove.contains(&label.as_str()));
+        mail.labels.extend(add.iter().map(|label| (*label).to_owned()));
+        let reference = json!({ "id": id, "threadId": mail.thread_id });
+        if !add.is_empty() {
+            let change = json!({ "labelsAdded": [{ "message": reference, "labelIds": add }] });
+            record(mailbox, change);
+        }
+        if !remove.is_empty() {
+            let change = json!({ "labelsRemoved": [{ "message": reference, "labelIds": remove }] });
+            record(mailbox, change);
+        }
     }
 
     /// History before now is forgotten: `history.list` from an older id answers 404.
@@ -218,6 +233,18 @@ impl FakeGoogle {
         let mut state = lock(&self.state);
         let mailbox = state.mailboxes.entry(email.to_owned()).or_default();
         mailbox.history_floor = mailbox.history_id + 1;
+    }
+
+    /// Every `history.list` answers 404, whatever the start id.
+    pub fn break_history(&self, email: &str) {
+        let mut state = lock(&self.state);
+        state.mailboxes.entry(email.to_owned()).or_default().history_floor = u64::MAX;
+    }
+
+    /// 429s for `email` carry `Retry-After: seconds`.
+    pub fn retry_after(&self, email: &str, seconds: u64) {
+        let mut state = lock(&self.state);
+        state.mailboxes.entry(email.to_owned()).or_default().retry_after = Some(seconds);
     }
 
     /// The next Gmail calls for `email` answer these statuses (`0`: answer normally).
@@ -262,6 +289,11 @@ impl FakeGoogle {
     /// Refresh tokens issued so far.
     pub fn refresh_tokens(&self) -> Vec<String> {
         lock(&self.state).refresh_tokens.keys().cloned().collect()
+    }
+
+    /// Every Gmail call so far, in order: (email, path with query).
+    pub fn all_calls(&self) -> Vec<(String, String)> {
+        lock(&self.state).calls.clone()
     }
 
     pub fn calls(&self, email: &str) -> Vec<String> {
@@ -384,10 +416,19 @@ fn authorize(state: &Shared, headers: &HeaderMap, path: String) -> Result<String
         return Err(Box::new(google_error(500, "backendError", "Backend Error")));
     }
     match mailbox.fail_next.pop_front() {
-        Some(429) => Err(Box::new(google_error(
-            429,
-            "rateLimitExceeded",
-            "Rate Limit Exceeded",
+        Some(429) => {
+            let mut response = google_error(429, "rateLimitExceeded", "Rate Limit Exceeded");
+            if let Some(seconds) = mailbox.retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", seconds.to_string().parse().expect("header"));
+            }
+            Err(Box::new(response))
+        }
+        Some(401) => Err(Box::new(google_error(
+            401,
+            "authError",
+            "Invalid Credentials",
         ))),
         Some(0) | None => Ok(email),
         Some(status) => Err(Box::new(google_error(

@@ -434,7 +434,9 @@ impl LastSaid {
 /// with Retry-After: 7; "overloaded" is a 503 (Anthropic: 529) with Retry-After: 11; "slow
 /// title" makes the title (a whole reply) take a minute; anything else is "Hello from
 /// <provider>." at 20 ms a word; "check my email" calls `search_email` for "board deck", then
-/// `read_email_thread` of thread `t9`, then says "Dana says the deck is ready.".
+/// `read_email_thread` of thread `t9`, then says "Dana says the deck is ready."; "mail from
+/// ann" calls `search_email` with only `from: "ANN"` and `after: 2025-12-01` ("old mail from
+/// ann": `before` it), then says hello.
 enum Reply {
     Words {
         words: Vec<String>,
@@ -482,6 +484,17 @@ impl Reply {
             Self::ToolCall { name, arguments }
         } else if said.text.contains("check my email") {
             words("Dana says the deck is ready.", 20)
+        } else if said.text.contains("mail from ann") && said.tool_results == 0 {
+            // Filters alone, no words: sender (any case) and dates.
+            let arguments = if said.text.contains("old mail") {
+                json!({ "from": "ANN", "before": "2025-12-01" })
+            } else {
+                json!({ "from": "ANN", "after": "2025-12-01" })
+            };
+            Self::ToolCall {
+                name: "search_email",
+                arguments,
+            }
         } else if said.text.contains("use a tool") {
             words("The time is known.", 20)
         } else if said.text.contains("long reply") {

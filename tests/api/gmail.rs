@@ -13,12 +13,25 @@ use crate::each_database;
 use crate::fake_google::FakeGoogle;
 use crate::helpers::{DbKind, TestApp, data, error_code, error_reason};
 
-async fn spawn(db: DbKind, google: &FakeGoogle) -> TestApp {
-    let google = google.clone();
-    TestApp::spawn_with(db, move |config| google.configure(config)).await
+pub async fn spawn(db: DbKind, google: &FakeGoogle) -> TestApp {
+    spawn_with(db, google, |_| {}).await
 }
 
-async fn connect(app: &TestApp, token: &str, email: &str) {
+/// With the fake's settings, then `more` of the test's own.
+pub async fn spawn_with(
+    db: DbKind,
+    google: &FakeGoogle,
+    more: impl FnOnce(&mut alias_server::config::Config) + Send + 'static,
+) -> TestApp {
+    let google = google.clone();
+    TestApp::spawn_with(db, move |config| {
+        google.configure(config);
+        more(config);
+    })
+    .await
+}
+
+pub async fn connect(app: &TestApp, token: &str, email: &str) {
     let input = json!({ "serverAuthCode": format!("gmail:{email}") });
     let (status, body) = app
         .mutation_as(token, "integrations.google.connect", Some(input))
@@ -26,14 +39,14 @@ async fn connect(app: &TestApp, token: &str, email: &str) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-async fn integration(app: &TestApp, token: &str) -> Value {
+pub async fn integration(app: &TestApp, token: &str) -> Value {
     let (status, body) = app.query_as(token, "integrations.list", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     data(&body)[0].clone()
 }
 
 /// Waits until the connection satisfies `done` (10 s at most).
-async fn wait_for(app: &TestApp, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_for(app: &TestApp, token: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
         last = integration(app, token).await;
@@ -45,11 +58,11 @@ async fn wait_for(app: &TestApp, token: &str, done: impl Fn(&Value) -> bool) -> 
     panic!("the connection never got there: {last}");
 }
 
-fn synced(count: u64) -> impl Fn(&Value) -> bool {
+pub fn synced(count: u64) -> impl Fn(&Value) -> bool {
     move |connection| connection["status"] == "active" && connection["messageCount"] == count
 }
 
-async fn stored(app: &TestApp, email_owner: &str) -> Vec<mail_messages::Model> {
+pub async fn stored(app: &TestApp, email_owner: &str) -> Vec<mail_messages::Model> {
     let db = app.db().await;
     let owner = google_connections::Entity::find()
         .filter(google_connections::Column::Email.eq(email_owner))

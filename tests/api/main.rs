@@ -5,6 +5,7 @@ mod fake_google;
 mod fake_providers;
 mod helpers;
 mod id_provider;
+mod log_capture;
 mod smtp_server;
 mod tcp_proxy;
 
@@ -26,6 +27,8 @@ mod files;
 mod files_images;
 mod files_s3;
 mod gmail;
+mod gmail_connect;
+mod gmail_sync;
 mod id_token_outage;
 mod input_hygiene;
 mod key_faults;
