@@ -159,7 +159,8 @@ each_database!(search_email_by_sender_and_dates);
 /// user ever run at once, and the old account's mail never lands in the new connection.
 async fn reconnect_while_syncing_never_runs_two_syncs(db: DbKind) {
     let google = FakeGoogle::start().await;
-    let (old, new) = ("old@example.com", "new@example.com");
+    // (Message ids are per mailbox numbers and the email's length: held ids must differ.)
+    let (old, new) = ("old@example.com", "newer@example.com");
     let held = google.add(old, "t1", "a@example.com", "Old account", "a");
     google.add(new, "t2", "b@example.com", "New account", "b");
     google.hold(&held);
