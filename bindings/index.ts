@@ -433,6 +433,16 @@ export type Integration = {
 	lastSyncAt: string | null,
 	/**  Messages stored from the last sync window. */
 	messageCount: number,
+	/**
+	 *  What the app should do about the status: `google_reconnect_required` with
+	 *  `reconnect_required` (connect Gmail again); otherwise none.
+	 */
+	reason: Reason | null,
+	/**
+	 *  Why the last sync failed (with `reconnect_required`, `error`, or a `syncing` that
+	 *  retries), in words for people; none once a sync succeeds.
+	 */
+	lastError: string | null,
 };
 
 export type IntegrationProvider = "google";

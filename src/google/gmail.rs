@@ -182,7 +182,9 @@ impl<'a> Gmail<'a> {
                     .unwrap_or_else(PoisonError::into_inner) = tokens.access_token;
                 match self.get_once(path, query).await {
                     // A fresh token refused too: Google no longer honours the grant.
-                    Err(GoogleError::Unauthorized(reason)) => Err(GoogleError::InvalidGrant(reason)),
+                    Err(GoogleError::Unauthorized(reason)) => {
+                        Err(GoogleError::InvalidGrant(reason))
+                    }
                     other => other,
                 }
             }

@@ -199,7 +199,10 @@ async fn connect(ctx: Ctx, caller: SignedIn, input: ConnectGoogleInput) -> Resul
         .any(|scope| scope == google::GMAIL_READONLY)
     {
         // Nothing will use this grant: do not leave it open at Google.
-        let unused = tokens.refresh_token.as_ref().unwrap_or(&tokens.access_token);
+        let unused = tokens
+            .refresh_token
+            .as_ref()
+            .unwrap_or(&tokens.access_token);
         revoke(state, unused).await;
         return Err(RpcError::bad_request(
             "Google did not grant read access to Gmail. Connect again and allow Gmail access.",

@@ -126,7 +126,9 @@ pub async fn search(
     sql.push_str(&format!(" AND {}", super::store::visible("m.labels")));
     if let Some(from) = filters.from {
         let pattern = params.push(contains_pattern(from));
-        sql.push_str(&format!(" AND lower(m.from_addr) LIKE {pattern} ESCAPE '\\'"));
+        sql.push_str(&format!(
+            " AND lower(m.from_addr) LIKE {pattern} ESCAPE '\\'"
+        ));
     }
     if let Some(after) = filters.after {
         let after = params.push(after);

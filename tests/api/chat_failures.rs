@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::chat::{Chat, new_id, of_type, payloads, text_of};
 use crate::each_database;
-use crate::log_capture::LogCapture;
 use crate::helpers::{DbKind, SseEvent, SseStream, data};
+use crate::log_capture::LogCapture;
 
 /// What a failing reply must end with: no serialized error, a `return`, and a `done` whose
 /// message failed with `reason`. Answers that `done` event.

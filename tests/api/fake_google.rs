@@ -215,8 +215,10 @@ impl FakeGoogle {
         let Some(mail) = mailbox.messages.get_mut(id) else {
             return;
         };
-        mail.labels.retain(|label| !remove.contains(&label.as_str()));
-        mail.labels.extend(add.iter().map(|label| (*label).to_owned()));
+        mail.labels
+            .retain(|label| !remove.contains(&label.as_str()));
+        mail.labels
+            .extend(add.iter().map(|label| (*label).to_owned()));
         let reference = json!({ "id": id, "threadId": mail.thread_id });
         if !add.is_empty() {
             let change = json!({ "labelsAdded": [{ "message": reference, "labelIds": add }] });
@@ -238,13 +240,21 @@ impl FakeGoogle {
     /// Every `history.list` answers 404, whatever the start id.
     pub fn break_history(&self, email: &str) {
         let mut state = lock(&self.state);
-        state.mailboxes.entry(email.to_owned()).or_default().history_floor = u64::MAX;
+        state
+            .mailboxes
+            .entry(email.to_owned())
+            .or_default()
+            .history_floor = u64::MAX;
     }
 
     /// 429s for `email` carry `Retry-After: seconds`.
     pub fn retry_after(&self, email: &str, seconds: u64) {
         let mut state = lock(&self.state);
-        state.mailboxes.entry(email.to_owned()).or_default().retry_after = Some(seconds);
+        state
+            .mailboxes
+            .entry(email.to_owned())
+            .or_default()
+            .retry_after = Some(seconds);
     }
 
     /// The next Gmail calls for `email` answer these statuses (`0`: answer normally).

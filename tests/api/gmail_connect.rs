@@ -38,7 +38,11 @@ async fn unused_grants_are_revoked(db: DbKind) {
     connect(&app, &token, first).await;
     wait_for(&app, &token, synced(1)).await;
     connect(&app, &token, first).await;
-    assert_eq!(google.revoked().len(), 1, "the same account: nothing revoked");
+    assert_eq!(
+        google.revoked().len(),
+        1,
+        "the same account: nothing revoked"
+    );
     connect(&app, &token, second).await;
     let revoked = google.revoked();
     assert_eq!(revoked.len(), 2, "{revoked:?}");
@@ -67,7 +71,11 @@ async fn concurrent_connects(db: DbKind) {
     let token = app.new_user().await;
     let calls = (0..6).map(|n| {
         let (app, token) = (&app, &token);
-        let account = if n % 3 == 2 { "other@example.com" } else { email };
+        let account = if n % 3 == 2 {
+            "other@example.com"
+        } else {
+            email
+        };
         async move {
             app.mutation_as(
                 token,
@@ -137,8 +145,17 @@ async fn refresh_token_stays_secret(db: DbKind) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let logged = logs.text();
-    assert!(logged.contains("Gmail sync failed"), "the capture works: {logged}");
-    assert!(!logged.contains(&refresh_token), "the token is logged: {logged}");
-    assert!(!logged.contains("1//refresh-"), "a token is logged: {logged}");
+    assert!(
+        logged.contains("Gmail sync failed"),
+        "the capture works: {logged}"
+    );
+    assert!(
+        !logged.contains(&refresh_token),
+        "the token is logged: {logged}"
+    );
+    assert!(
+        !logged.contains("1//refresh-"),
+        "a token is logged: {logged}"
+    );
 }
 each_database!(refresh_token_stays_secret);

@@ -66,7 +66,13 @@ async fn label_changes_and_hidden_mail(db: DbKind) {
     let google = FakeGoogle::start().await;
     let email = "labels@example.com";
     let add = |thread: &str, text: &str| {
-        google.add(email, thread, "Ann <ann@example.com>", "Quarterly plan", text)
+        google.add(
+            email,
+            thread,
+            "Ann <ann@example.com>",
+            "Quarterly plan",
+            text,
+        )
     };
     let (read, binned, spam, draft) = (
         add("t1", "one"),
@@ -98,7 +104,11 @@ async fn label_changes_and_hidden_mail(db: DbKind) {
     assert_eq!(search(&app, &token, "quarterly").await, vec![read.clone()]);
     for thread in ["t2", "t3", "t4"] {
         let (status, body) = app
-            .query_as(&token, "mail.thread.get", Some(json!({ "threadId": thread })))
+            .query_as(
+                &token,
+                "mail.thread.get",
+                Some(json!({ "threadId": thread })),
+            )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{thread}: {body}");
     }
@@ -142,7 +152,10 @@ async fn search_email_by_sender_and_dates(db: DbKind) {
             let events = chat.send(&chat.input(text, &new_id()), None).await;
             let payloads = payloads(&events.collect().await);
             let results = of_type(&payloads, "toolResult");
-            results.first().map(|r| r["result"].clone()).unwrap_or_default()
+            results
+                .first()
+                .map(|r| r["result"].clone())
+                .unwrap_or_default()
         }
     };
     let result = found("Any mail from ann?").await;
@@ -186,7 +199,10 @@ async fn reconnect_while_syncing_never_runs_two_syncs(db: DbKind) {
     let subjects: Vec<&str> = mail.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(subjects, ["New account"]);
     assert_eq!(integration(&app, &token).await["messageCount"], 1);
-    let queued = jobs::Entity::find().all(&app.db().await).await.expect("jobs");
+    let queued = jobs::Entity::find()
+        .all(&app.db().await)
+        .await
+        .expect("jobs");
     assert_eq!(queued.len(), 1, "{queued:?}");
     assert_ne!(queued[0].locked_by.as_deref(), Some("cancelled"));
 }
@@ -212,8 +228,16 @@ async fn sync_now_keeps_the_backoff(db: DbKind) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(google.calls(email).len(), before, "{:?}", google.calls(email));
-    let queued = jobs::Entity::find().all(&app.db().await).await.expect("jobs");
+    assert_eq!(
+        google.calls(email).len(),
+        before,
+        "{:?}",
+        google.calls(email)
+    );
+    let queued = jobs::Entity::find()
+        .all(&app.db().await)
+        .await
+        .expect("jobs");
     let wait = queued[0].run_at - chrono::Utc::now();
     assert!(wait > chrono::Duration::seconds(30), "runs in {wait}");
 }
@@ -225,7 +249,15 @@ async fn first_sync_pages_per_run_and_is_capped(db: DbKind) {
     let google = FakeGoogle::start().await;
     let (big, small) = ("big@example.com", "small@example.com");
     let ids: Vec<String> = (0..6)
-        .map(|n| google.add(big, &format!("t{n}"), "a@example.com", &format!("M{n}"), "x"))
+        .map(|n| {
+            google.add(
+                big,
+                &format!("t{n}"),
+                "a@example.com",
+                &format!("M{n}"),
+                "x",
+            )
+        })
         .collect();
     google.add(small, "t1", "a@example.com", "Small", "y");
     // Newest first: the first page starts with the last added.
@@ -246,10 +278,18 @@ async fn first_sync_pages_per_run_and_is_capped(db: DbKind) {
     google.release(&ids[5]);
     wait_for(&app, &second, synced(1)).await;
     wait_for(&app, &first, synced(3)).await;
-    let mut subjects: Vec<String> = stored(&app, big).await.into_iter().map(|m| m.subject).collect();
+    let mut subjects: Vec<String> = stored(&app, big)
+        .await
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
     subjects.sort();
     assert_eq!(subjects, ["M3", "M4", "M5"]);
-    assert_eq!(count(&google.calls(big), "messages?"), 2, "the cap ends paging");
+    assert_eq!(
+        count(&google.calls(big), "messages?"),
+        2,
+        "the cap ends paging"
+    );
     let order = google.all_calls();
     let position = |email: &str, call: &str| {
         order
@@ -320,7 +360,10 @@ async fn refused_access_token_is_refreshed_once(db: DbKind) {
         .iter()
         .filter(|form| form.get("grant_type").map(String::as_str) == Some("refresh_token"))
         .count();
-    assert_eq!(refreshes, 2, "one at the start of the run, one after the 401");
+    assert_eq!(
+        refreshes, 2,
+        "one at the start of the run, one after the 401"
+    );
 
     google.fail_next(email, &[401, 401]);
     app.mutation_as(token, "integrations.google.syncNow", None)

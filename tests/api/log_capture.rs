@@ -47,4 +47,3 @@ impl LogCapture {
             .unwrap_or_default()
     }
 }
-
