@@ -173,7 +173,10 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                     Ok(false) => return,
                     Err(error) => {
                         tracing::warn!(%error, job = %id, "could not renew a job's lease");
-                        if renewed_at.elapsed() >= self.options.lease {
+                        // Stop before the lease can run out unrenewed (the next try is
+                        // a third of a lease away).
+                        let next_try = renewed_at.elapsed() + self.options.lease / 3;
+                        if next_try >= self.options.lease {
                             return;
                         }
                     }
