@@ -17,4 +17,5 @@ pub fn router() -> rpc::Router<App> {
         .nest("integrations", crate::integrations::router())
         .nest("mail", crate::mail::router())
         .nest("usage", crate::usage::router())
+        .nest("voice", crate::voice::router())
 }

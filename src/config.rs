@@ -55,6 +55,7 @@ pub struct Config {
     pub google: GoogleConfig,
     pub jobs: JobsConfig,
     pub usage: UsageConfig,
+    pub voice: VoiceConfig,
 }
 
 /// Per-user call budgets and the daily quotas of each tier (`free`, `plus`, `pro`).
@@ -76,6 +77,35 @@ pub struct DailyQuota {
     pub messages: Option<u64>,
     /// Input and output tokens together.
     pub tokens: Option<u64>,
+}
+
+/// Voice calls through LiveKit.
+#[derive(Debug, Clone)]
+pub struct VoiceConfig {
+    /// Without it the voice procedures answer `voice_not_configured`.
+    pub livekit: Option<LiveKitConfig>,
+    /// A call with no webhook and no transcript for this long is ended by the sweep.
+    pub quiet_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveKitConfig {
+    /// The `wss://` URL the app connects to.
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: ApiSecret,
+    /// The agent dispatched into every call's room by name (none: LiveKit's default).
+    pub agent_name: Option<String>,
+}
+
+/// A shared secret, kept out of debug output.
+#[derive(Clone)]
+pub struct ApiSecret(pub String);
+
+impl std::fmt::Debug for ApiSecret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ApiSecret(<redacted>)")
+    }
 }
 
 /// Where files' bytes live (`ALIAS_STORAGE`), and how links to them are signed.
@@ -382,6 +412,10 @@ impl Config {
                 backoff_max: env.seconds("ALIAS_JOBS_BACKOFF_MAX_SECONDS", 3600)?,
             },
             usage: usage_config(&env)?,
+            voice: VoiceConfig {
+                livekit: livekit_config(&env)?,
+                quiet_after: env.seconds("ALIAS_VOICE_QUIET_SECONDS", 7200)?,
+            },
         })
     }
 }
@@ -409,6 +443,41 @@ fn usage_config(env: &Env<'_>) -> Result<UsageConfig, ConfigError> {
             ("ALIAS_QUOTA_PRO_TOKENS_PER_DAY", None),
         )?,
     })
+}
+
+/// All of URL, key and secret, or none of them (then voice is off).
+fn livekit_config(env: &Env<'_>) -> Result<Option<LiveKitConfig>, ConfigError> {
+    let url = env.get("ALIAS_LIVEKIT_URL");
+    let api_key = env.get("ALIAS_LIVEKIT_API_KEY");
+    let api_secret = env.get("ALIAS_LIVEKIT_API_SECRET");
+    let agent_name = env.get("ALIAS_LIVEKIT_AGENT_NAME");
+    if url.is_none() && api_key.is_none() && api_secret.is_none() && agent_name.is_none() {
+        return Ok(None);
+    }
+    let required = |var: &'static str, value: Option<String>| {
+        value.ok_or_else(|| ConfigError {
+            var,
+            message: "needed with the other ALIAS_LIVEKIT_* variables (set URL, API key and \
+                      secret together, or none of them)"
+                .to_owned(),
+        })
+    };
+    let url = required("ALIAS_LIVEKIT_URL", url)?;
+    let valid = reqwest::Url::parse(&url).is_ok_and(|parsed| {
+        matches!(parsed.scheme(), "ws" | "wss" | "http" | "https") && parsed.has_host()
+    });
+    if !valid {
+        return Err(ConfigError {
+            var: "ALIAS_LIVEKIT_URL",
+            message: format!("expected a wss:// URL, got {url:?}"),
+        });
+    }
+    Ok(Some(LiveKitConfig {
+        url,
+        api_key: required("ALIAS_LIVEKIT_API_KEY", api_key)?,
+        api_secret: ApiSecret(required("ALIAS_LIVEKIT_API_SECRET", api_secret)?),
+        agent_name,
+    }))
 }
 
 fn storage_config(env: &Env<'_>, data_dir: &std::path::Path) -> Result<StorageConfig, ConfigError> {
@@ -848,6 +917,8 @@ mod tests {
             ("ALIAS_QUOTA_FREE_MESSAGES_PER_DAY", "-1"),
             ("ALIAS_QUOTA_PLUS_TOKENS_PER_DAY", "lots"),
             ("ALIAS_QUOTA_PRO_MESSAGES_PER_DAY", "1.5"),
+            ("ALIAS_LIVEKIT_URL", "livekit.example.com"),
+            ("ALIAS_VOICE_QUIET_SECONDS", "0"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);
@@ -874,6 +945,26 @@ mod tests {
         assert_eq!(config.usage.pro.tokens, Some(5000));
         assert_eq!(config.usage.calls_per_minute, 100);
         assert_eq!(config.usage.chat_sends_per_minute, 20);
+    }
+
+    #[test]
+    fn livekit_needs_url_key_and_secret_together_and_hides_the_secret() {
+        let error = config(&[("ALIAS_LIVEKIT_URL", "wss://lk.example.com")]).expect_err("no key");
+        assert_eq!(error.var, "ALIAS_LIVEKIT_API_KEY");
+        let error = config(&[
+            ("ALIAS_LIVEKIT_URL", "wss://lk.example.com"),
+            ("ALIAS_LIVEKIT_API_KEY", "APIkey"),
+        ])
+        .expect_err("no secret");
+        assert_eq!(error.var, "ALIAS_LIVEKIT_API_SECRET");
+        let config = config(&[
+            ("ALIAS_LIVEKIT_URL", "wss://lk.example.com"),
+            ("ALIAS_LIVEKIT_API_KEY", "APIkey"),
+            ("ALIAS_LIVEKIT_API_SECRET", "lk-s3cret"),
+        ])
+        .expect("valid");
+        assert!(config.voice.livekit.is_some());
+        assert!(!format!("{config:?}").contains("lk-s3cret"));
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn unauthorized(reason: Reason, message: &'static str) -> RpcError {
     RpcError::new(ErrorCode::Unauthorized, message).with_reason(reason)
 }
 
-async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
+pub async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
     let header = ctx
         .request
         .header("authorization")

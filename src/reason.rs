@@ -72,6 +72,10 @@ pub enum Reason {
     /// The plan's daily message or token quota is used up: it resets at the user's midnight,
     /// in `retryAfterSeconds` (see `usage.summary`).
     QuotaExceeded,
+    /// Voice calls are not configured on this server (no LiveKit).
+    VoiceNotConfigured,
+    /// A voice call's agent credential is past its use (the call ended a while ago).
+    VoiceCredentialExpired,
 }
 
 impl ErrorReason for Reason {
@@ -106,6 +110,8 @@ impl ErrorReason for Reason {
             Self::GoogleNotConnected => "google_not_connected",
             Self::GoogleCodeRejected => "google_code_rejected",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::VoiceNotConfigured => "voice_not_configured",
+            Self::VoiceCredentialExpired => "voice_credential_expired",
         }
     }
 }
@@ -144,6 +150,8 @@ mod tests {
             StorageQuotaExceeded,
             UploadIncomplete,
             QuotaExceeded,
+            VoiceNotConfigured,
+            VoiceCredentialExpired,
         ];
         for reason in all {
             assert_eq!(

@@ -26,6 +26,7 @@ use crate::security;
 use crate::server;
 use crate::storage;
 use crate::users;
+use crate::voice;
 
 pub struct Application {
     listener: TcpListener,
@@ -72,6 +73,10 @@ impl Application {
             Arc::clone(&state),
             shutdown.clone(),
         ));
+        tokio::spawn(voice::sweep_periodically(
+            Arc::clone(&state),
+            shutdown.clone(),
+        ));
         let jobs = &state.config.jobs;
         let worker = Worker::new(
             state.db.clone(),
@@ -94,7 +99,8 @@ impl Application {
             .into_axum()
             .merge(health::routes(Arc::clone(&state)))
             .merge(auth::routes(Arc::clone(&state)))
-            .merge(storage::routes(Arc::clone(&state.storage)));
+            .merge(storage::routes(Arc::clone(&state.storage)))
+            .merge(voice::routes(Arc::clone(&state)));
         if let Some(cors) = cors {
             router = router.layer(cors);
         }

@@ -26,6 +26,8 @@ pub struct Model {
     pub error: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// "text" (typed in chat) or "voice" (said in a voice call).
+    pub source: String,
     #[sea_orm(belongs_to, from = "session_id", to = "id")]
     pub session: HasOne<super::chat_sessions::Entity>,
 }

@@ -18,3 +18,6 @@ pub mod usage_days;
 pub mod usage_models;
 pub mod user_identities;
 pub mod users;
+pub mod voice_segments;
+pub mod voice_sessions;
+pub mod voice_webhook_events;

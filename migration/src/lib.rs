@@ -15,6 +15,7 @@ mod m20261202_05_gmail;
 mod m20261202_06_message_files;
 mod m20261202_08_usage;
 mod m20261202_11_email_token_binding;
+mod m20261202_07_voice;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_05_gmail::Migration),
             Box::new(m20261202_08_usage::Migration),
             Box::new(m20261202_11_email_token_binding::Migration),
+            Box::new(m20261202_07_voice::Migration),
         ]
     }
 }

@@ -19,11 +19,15 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 pub use store::fail_interrupted_replies;
-pub use types::{ChatEvent, ChatSession, Message};
+// For domains built on chats (voice calls add spoken turns to a chat session).
+pub use store::{
+    VoiceTurn, create_session as new_session, delete_voice_turns, find_session, insert_voice_turn,
+};
+pub use types::{ChatEvent, ChatSession, Message, MessageSource, Role};
 
 use self::reply::ReplyJob;
 use self::store::{NewMessage, SessionChanges, SessionCursor, SessionQuery};
-use self::types::{MessageStatus, Role};
+use self::types::MessageStatus;
 use crate::context::{App, Ctx};
 use crate::guard::{SignedIn, signed_in};
 use crate::keys;
@@ -742,6 +746,8 @@ pub struct SearchHit {
     message_id: Uuid,
     /// An excerpt with the matched words in `**bold**`.
     snippet: String,
+    /// "voice" when the match was said in a voice call (`voice.sessions.*`), else "text".
+    source: MessageSource,
     created_at: Timestamp,
 }
 
@@ -800,6 +806,7 @@ async fn search_chats(
                 session_title: hit.session_title,
                 message_id: hit.message_id,
                 snippet: hit.snippet,
+                source: MessageSource::parse(&hit.source),
                 created_at: hit.created_at.into(),
             })
             .collect(),

@@ -342,6 +342,7 @@ async fn unindexed_message(
         error: NotSet,
         created_at: Set(now),
         updated_at: Set(now),
+        source: NotSet,
     };
     chat_messages::Entity::insert(row)
         .exec_without_returning(db)

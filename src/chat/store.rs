@@ -13,7 +13,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::search;
-use super::types::{MessageError, MessageErrorReason, MessageStatus, Role, ToolCallRecord, Usage};
+use super::types::{
+    MessageError, MessageErrorReason, MessageSource, MessageStatus, Role, ToolCallRecord, Usage,
+};
 use crate::db::begin_write;
 use crate::pagination::{Cursor, PageRequest};
 
@@ -275,11 +277,81 @@ pub async fn insert_message(
         error: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        source: Set(MessageSource::Text.as_str().to_owned()),
     }
     .insert(db)
     .await?;
     search::index_message(db, &row).await?;
     Ok(row)
+}
+
+/// A turn said in a voice call.
+pub struct VoiceTurn<'a> {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub role: Role,
+    pub content: &'a str,
+    /// When it was said: the message is dated then, and its id (UUIDv7) carries that time,
+    /// so the session's messages stay in time order however late the transcript arrives.
+    pub said_at: DateTime<Utc>,
+}
+
+/// Adds a voice turn to its chat session (indexed for search, counted in the session); call
+/// it inside a transaction.
+pub async fn insert_voice_turn(
+    db: &impl ConnectionTrait,
+    turn: VoiceTurn<'_>,
+) -> Result<chat_messages::Model, DbErr> {
+    let millis = u64::try_from(turn.said_at.timestamp_millis()).unwrap_or_default();
+    let timestamp = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        millis / 1000,
+        u32::try_from(millis % 1000).unwrap_or_default() * 1_000_000,
+    );
+    let row = chat_messages::ActiveModel {
+        id: Set(Uuid::new_v7(timestamp)),
+        session_id: Set(turn.session_id),
+        user_id: Set(turn.user_id),
+        role: Set(turn.role.as_str().to_owned()),
+        content: Set(turn.content.to_owned()),
+        status: Set(MessageStatus::Complete.as_str().to_owned()),
+        provider: Set(None),
+        model: Set(None),
+        input_tokens: Set(None),
+        output_tokens: Set(None),
+        tool_calls: Set(None),
+        is_liked: Set(false),
+        client_message_id: Set(None),
+        reply_to: Set(None),
+        error: Set(None),
+        created_at: Set(turn.said_at),
+        updated_at: Set(Utc::now()),
+        source: Set(MessageSource::Voice.as_str().to_owned()),
+    }
+    .insert(db)
+    .await?;
+    search::index_message(db, &row).await?;
+    touch_session(db, turn.session_id, 1).await?;
+    Ok(row)
+}
+
+/// Removes voice turns (by message id) from their chat session and its search index.
+pub async fn delete_voice_turns(
+    db: &impl ConnectionTrait,
+    session_id: Uuid,
+    message_ids: Vec<Uuid>,
+) -> Result<(), DbErr> {
+    if message_ids.is_empty() {
+        return Ok(());
+    }
+    let removed = chat_messages::Entity::delete_many()
+        .filter(chat_messages::Column::SessionId.eq(session_id))
+        .filter(chat_messages::Column::Source.eq(MessageSource::Voice.as_str()))
+        .filter(chat_messages::Column::Id.is_in(message_ids))
+        .exec(db)
+        .await?
+        .rows_affected;
+    touch_session(db, session_id, -i32::try_from(removed).unwrap_or(0)).await
 }
 
 pub async fn find_message(

@@ -65,6 +65,32 @@ impl Role {
     }
 }
 
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageSource {
+    /// Typed in the chat (and the assistant's written replies).
+    Text,
+    /// Said in a voice call (`voice.transcript.append`), by the user or the assistant.
+    Voice,
+}
+
+impl MessageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Voice => "voice",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "voice" => Self::Voice,
+            _ => Self::Text,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
@@ -121,6 +147,8 @@ pub struct Message {
     pub session_id: Uuid,
     pub role: Role,
     pub content: String,
+    /// "voice" for a turn said in a voice call (dated when it was said), "text" otherwise.
+    pub source: MessageSource,
     pub status: MessageStatus,
     pub provider: Option<AiProvider>,
     pub model: Option<String>,
@@ -150,6 +178,7 @@ impl From<chat_messages::Model> for Message {
             session_id: row.session_id,
             role: Role::parse(&row.role),
             content: row.content,
+            source: MessageSource::parse(&row.source),
             status: MessageStatus::parse(&row.status),
             provider: row.provider.as_deref().and_then(AiProvider::parse),
             model: row.model,

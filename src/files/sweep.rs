@@ -35,19 +35,10 @@ pub struct Swept {
 
 /// Sweeps until `shutdown`.
 pub async fn run_periodically(state: App, shutdown: CancellationToken) {
-    let mut wait = FIRST_RUN;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        match sweep(&state, Utc::now()).await {
-            Ok(swept) if swept != Swept::default() => tracing::info!(?swept, "file sweep"),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "file sweep failed; retrying later"),
-        }
-        wait = INTERVAL;
-    }
+    crate::periodic::every("file sweep", FIRST_RUN, INTERVAL, shutdown, || {
+        sweep(&state, Utc::now())
+    })
+    .await;
 }
 
 /// `files/<user id>/<file id>` or `…/<file id>.thumb` → the file id.

@@ -28,6 +28,8 @@ pub struct SearchHit {
     pub message_id: Uuid,
     /// A short excerpt around the match, matched words wrapped in `**`.
     pub snippet: String,
+    /// The message's `source`: "text", or "voice" for what was said in a voice call.
+    pub source: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -37,6 +39,7 @@ struct HitRow {
     session_title: String,
     message_id: Uuid,
     content: String,
+    source: String,
     created_at: DateTime<Utc>,
 }
 
@@ -65,6 +68,7 @@ pub async fn search_messages(
             session_id: row.session_id,
             session_title: row.session_title,
             message_id: row.message_id,
+            source: row.source,
             created_at: row.created_at,
         })
         .collect())
@@ -148,6 +152,7 @@ SELECT m.session_id AS session_id,
        s.title AS session_title,
        m.id AS message_id,
        m.content AS content,
+       m.source AS source,
        m.created_at AS created_at
 FROM top
 CROSS JOIN chat_messages m ON m.rowid = top.message_rowid
@@ -167,6 +172,7 @@ SELECT m.session_id AS session_id,
        s.title AS session_title,
        m.id AS message_id,
        m.content AS content,
+       m.source AS source,
        m.created_at AS created_at
 FROM top
 JOIN chat_messages m ON m.id = top.id
