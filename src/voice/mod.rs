@@ -84,7 +84,7 @@ fn room_name(call_id: Uuid) -> String {
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StartInput {
+pub struct VoiceStartInput {
     /// The chat the call continues; absent or null: a new chat session for the call.
     #[serde(default)]
     chat_session_id: Option<Uuid>,
@@ -117,7 +117,7 @@ struct AgentMetadata<'a> {
 }
 
 /// `voice.start`
-async fn start(ctx: Ctx, caller: SignedIn, input: StartInput) -> Result<StartedCall, RpcError> {
+async fn start(ctx: Ctx, caller: SignedIn, input: VoiceStartInput) -> Result<StartedCall, RpcError> {
     let config = livekit(&ctx)?;
     let db = &ctx.state.db;
     let chat_session_id = match input.chat_session_id {
@@ -185,12 +185,12 @@ async fn start(ctx: Ctx, caller: SignedIn, input: StartInput) -> Result<StartedC
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EndInput {
+pub struct VoiceEndInput {
     voice_session_id: Uuid,
 }
 
 /// `voice.end`: the call ends now (or stays ended when it already was).
-async fn end(ctx: Ctx, caller: SignedIn, input: EndInput) -> Result<VoiceSession, RpcError> {
+async fn end(ctx: Ctx, caller: SignedIn, input: VoiceEndInput) -> Result<VoiceSession, RpcError> {
     owned_call(&ctx, &caller, input.voice_session_id).await?;
     let ended = async {
         let transaction = begin_write(&ctx.state.db).await?;
@@ -219,7 +219,7 @@ async fn end(ctx: Ctx, caller: SignedIn, input: EndInput) -> Result<VoiceSession
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ListSessionsInput {
+pub struct VoiceListInput {
     /// 1 to 100 (default 20).
     #[serde(default)]
     limit: Option<u32>,
@@ -233,7 +233,7 @@ pub struct ListSessionsInput {
 
 #[derive(Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionPage {
+pub struct VoiceSessionPage {
     /// Newest first within the page, in either direction.
     sessions: Vec<VoiceSession>,
     /// The next page's `cursor`, in the same direction; null at the end.
@@ -244,8 +244,8 @@ pub struct SessionPage {
 async fn list_sessions(
     ctx: Ctx,
     caller: SignedIn,
-    input: ListSessionsInput,
-) -> Result<SessionPage, RpcError> {
+    input: VoiceListInput,
+) -> Result<VoiceSessionPage, RpcError> {
     let mut errors = FieldErrors::default();
     let Some(page) = PageRequest::<Uuid>::parse(
         &mut errors,
@@ -263,7 +263,7 @@ async fn list_sessions(
     if !page.is_forward() {
         rows.reverse();
     }
-    Ok(SessionPage {
+    Ok(VoiceSessionPage {
         sessions: rows.iter().map(VoiceSession::from).collect(),
         next_cursor,
     })
@@ -271,7 +271,7 @@ async fn list_sessions(
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IdInput {
+pub struct VoiceIdInput {
     id: Uuid,
 }
 
@@ -279,7 +279,7 @@ pub struct IdInput {
 async fn get_session(
     ctx: Ctx,
     caller: SignedIn,
-    input: IdInput,
+    input: VoiceIdInput,
 ) -> Result<VoiceSessionDetail, RpcError> {
     let call = owned_call(&ctx, &caller, input.id).await?;
     let transcript = store::transcript(&ctx.state.db, call.id, None)
@@ -296,7 +296,7 @@ async fn get_session(
 
 /// `voice.sessions.delete`: the call and what was said in it (its messages leave the chat
 /// session and search); the chat session stays.
-async fn delete_session(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<(), RpcError> {
+async fn delete_session(ctx: Ctx, caller: SignedIn, input: VoiceIdInput) -> Result<(), RpcError> {
     let call = owned_call(&ctx, &caller, input.id).await?;
     async {
         let transaction = begin_write(&ctx.state.db).await?;

@@ -101,15 +101,15 @@ async fn identify(ctx: &Ctx) -> Result<Appender, RpcError> {
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AppendInput {
+pub struct TranscriptAppendInput {
     voice_session_id: Uuid,
     /// 1 to 100 segments, in any order.
-    segments: Vec<SegmentInput>,
+    segments: Vec<TranscriptSegmentInput>,
 }
 
 #[derive(Deserialize, specta::Type)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SegmentInput {
+pub struct TranscriptSegmentInput {
     /// The client's id for the segment (1 to 128 characters), unique within the call:
     /// sending it again changes nothing.
     id: String,
@@ -124,7 +124,7 @@ pub struct SegmentInput {
 
 #[derive(Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
-pub struct AppendResult {
+pub struct TranscriptAppendResult {
     /// Segments added now.
     appended: u32,
     /// Segments already known (ids sent before), left as they were.
@@ -140,7 +140,7 @@ struct Segment {
 }
 
 fn parse_segments(
-    input: Vec<SegmentInput>,
+    input: Vec<TranscriptSegmentInput>,
     call: &voice_sessions::Model,
     now: DateTime<Utc>,
 ) -> Result<Vec<Segment>, RpcError> {
@@ -214,8 +214,8 @@ fn parse_segments(
 pub async fn append(
     ctx: Ctx,
     appender: Appender,
-    input: AppendInput,
-) -> Result<AppendResult, RpcError> {
+    input: TranscriptAppendInput,
+) -> Result<TranscriptAppendResult, RpcError> {
     let call = match appender {
         Appender::User(user) => owned_call(&ctx, &user, input.voice_session_id).await?,
         // A credential appends to its own call only; another id is as unknown as any.
@@ -238,10 +238,10 @@ async fn save(
     ctx: &Ctx,
     call: &voice_sessions::Model,
     segments: &[Segment],
-) -> Result<AppendResult, DbErr> {
+) -> Result<TranscriptAppendResult, DbErr> {
     let db = &ctx.state.db;
     let transaction = begin_write(db).await?;
-    let mut result = AppendResult {
+    let mut result = TranscriptAppendResult {
         appended: 0,
         duplicates: 0,
     };
