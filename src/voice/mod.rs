@@ -117,7 +117,11 @@ struct AgentMetadata<'a> {
 }
 
 /// `voice.start`
-async fn start(ctx: Ctx, caller: SignedIn, input: VoiceStartInput) -> Result<StartedCall, RpcError> {
+async fn start(
+    ctx: Ctx,
+    caller: SignedIn,
+    input: VoiceStartInput,
+) -> Result<StartedCall, RpcError> {
     let config = livekit(&ctx)?;
     let db = &ctx.state.db;
     let chat_session_id = match input.chat_session_id {

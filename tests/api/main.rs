@@ -42,3 +42,4 @@ mod slow_clients;
 mod system;
 mod timestamps;
 mod usage;
+mod voice;
