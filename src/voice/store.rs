@@ -280,7 +280,7 @@ pub async fn end_quiet_calls(
     voice_sessions::Entity::update_many()
         .col_expr(
             voice_sessions::Column::EndedAt,
-            Expr::col(voice_sessions::Column::LastActivityAt).into(),
+            Expr::col(voice_sessions::Column::LastActivityAt),
         )
         .filter(voice_sessions::Column::EndedAt.is_null())
         .filter(voice_sessions::Column::LastActivityAt.lt(quiet_since))
