@@ -107,6 +107,18 @@ export type AppRouter = TRPCBuiltRouter<
 			me: TRPCQueryProcedure<{ meta: object; input: void; output: User }>;
 			update: TRPCMutationProcedure<{ meta: object; input: UpdateUserInput | void; output: User }>;
 		};
+		voice: {
+			end: TRPCMutationProcedure<{ meta: object; input: VoiceEndInput; output: VoiceSession }>;
+			sessions: {
+				delete: TRPCMutationProcedure<{ meta: object; input: VoiceIdInput; output: null }>;
+				get: TRPCQueryProcedure<{ meta: object; input: VoiceIdInput; output: VoiceSessionDetail }>;
+				list: TRPCQueryProcedure<{ meta: object; input: VoiceListInput | void; output: VoiceSessionPage }>;
+			};
+			start: TRPCMutationProcedure<{ meta: object; input: VoiceStartInput | void; output: StartedCall }>;
+			transcript: {
+				append: TRPCMutationProcedure<{ meta: object; input: TranscriptAppendInput; output: TranscriptAppendResult }>;
+			};
+		};
 	}
 >;
 
@@ -121,6 +133,9 @@ export const AUTH_PROVIDERS = ["password", "google", "apple"] as const;
 
 /** Every `Backend`, in declaration order. */
 export const BACKENDS = ["sqlite", "postgres"] as const;
+
+/** Every `CallStatus`, in declaration order. */
+export const CALL_STATUSES = ["active", "ended"] as const;
 
 /** Every `ConnectionStatus`, in declaration order. */
 export const CONNECTION_STATUSES = ["active", "syncing", "reconnect_required", "error"] as const;
@@ -149,14 +164,20 @@ export const KEY_STATUSES = ["valid", "invalid", "unvalidated"] as const;
 /** Every `MessageErrorReason`, in declaration order. */
 export const MESSAGE_ERROR_REASONS = ["api_key_rejected", "provider_rate_limited", "provider_overloaded", "provider_timeout", "provider_error", "interrupted", "internal"] as const;
 
+/** Every `MessageSource`, in declaration order. */
+export const MESSAGE_SOURCES = ["text", "voice"] as const;
+
 /** Every `MessageStatus`, in declaration order. */
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
 /** Every `Reason`, in declaration order. */
-export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected", "quota_exceeded"] as const;
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected", "quota_exceeded", "voice_not_configured", "voice_credential_expired"] as const;
 
 /** Every `Role`, in declaration order. */
 export const ROLES = ["user", "assistant", "tool"] as const;
+
+/** Every `Speaker`, in declaration order. */
+export const SPEAKERS = ["user", "assistant"] as const;
 
 /** Every `Theme`, in declaration order. */
 export const THEMES = ["light", "dark", "system"] as const;
@@ -257,6 +278,10 @@ export type AuthSession = {
 };
 
 export type Backend = "sqlite" | "postgres";
+
+export type CallStatus = 
+/**  Not ended yet (`voice.end`, LiveKit's `room_finished` or the quiet-call sweep end it). */
+"active" | "ended";
 
 export type ChangeEmailInput = {
 	newEmail: string,
@@ -565,6 +590,8 @@ export type Message = {
 	sessionId: string,
 	role: Role,
 	content: string,
+	/**  "voice" for a turn said in a voice call (dated when it was said), "text" otherwise. */
+	source: MessageSource,
 	status: MessageStatus,
 	provider: AiProvider | null,
 	model: string | null,
@@ -626,6 +653,13 @@ export type MessagePage = {
 	 */
 	nextCursor: string | null,
 };
+
+/**  Where a message came from. */
+export type MessageSource = 
+/**  Typed in the chat (and the assistant's written replies). */
+"text" | 
+/**  Said in a voice call (`voice.transcript.append`), by the user or the assistant. */
+"voice";
 
 export type MessageStatus = "complete" | 
 /**  Being written: the text grows until the reply ends. */
@@ -755,7 +789,11 @@ export type Reason =
  *  The plan's daily message or token quota is used up: it resets at the user's midnight,
  *  in `retryAfterSeconds` (see `usage.summary`).
  */
-"quota_exceeded";
+"quota_exceeded" | 
+/**  Voice calls are not configured on this server (no LiveKit). */
+"voice_not_configured" | 
+/**  A voice call's agent credential is past its use (the call ended a while ago). */
+"voice_credential_expired";
 
 export type RefreshInput = {
 	refreshToken: string,
@@ -794,6 +832,8 @@ export type SearchHit = {
 	messageId: string,
 	/**  An excerpt with the matched words in `**bold**`. */
 	snippet: string,
+	/**  "voice" when the match was said in a voice call (`voice.sessions.*`), else "text". */
+	source: MessageSource,
 	createdAt: string,
 };
 
@@ -864,6 +904,24 @@ export type SetLikedInput = {
 	liked: boolean,
 };
 
+/**  Who said a transcript segment. */
+export type Speaker = "user" | "assistant";
+
+export type StartedCall = {
+	voiceSessionId: string,
+	chatSessionId: string,
+	roomName: string,
+	/**  The LiveKit server to connect to (`ALIAS_LIVEKIT_URL`). */
+	serverUrl: string,
+	/**
+	 *  LiveKit access token for this room only (join, publish, subscribe, data); it also
+	 *  creates the room with the assistant's agent dispatched.
+	 */
+	token: string,
+	/**  Connect before this; a joined call is not cut when it passes. */
+	expiresAt: string,
+};
+
 export type StopInput = {
 	messageId: string,
 };
@@ -906,6 +964,46 @@ export type ToolCallRecord = {
 	name: string,
 	arguments: JsonValue,
 	result: JsonValue,
+};
+
+export type TranscriptAppendInput = {
+	voiceSessionId: string,
+	/**  1 to 100 segments, in any order. */
+	segments: TranscriptSegmentInput[],
+};
+
+export type TranscriptAppendResult = {
+	/**  Segments added now. */
+	appended: number,
+	/**  Segments already known (ids sent before), left as they were. */
+	duplicates: number,
+};
+
+/**  One thing said, as its chat message shows it. */
+export type TranscriptSegment = {
+	/**  The client's segment id. */
+	id: string,
+	/**  The chat message it became (in the call's chat session). */
+	messageId: string,
+	speaker: Speaker,
+	text: string,
+	/**  Milliseconds since `voice.start`. */
+	startMs: number,
+	endMs: number | null,
+};
+
+export type TranscriptSegmentInput = {
+	/**
+	 *  The client's id for the segment (1 to 128 characters), unique within the call:
+	 *  sending it again changes nothing.
+	 */
+	id: string,
+	speaker: Speaker,
+	/**  1 to 10,000 characters. */
+	text: string,
+	/**  Milliseconds since `voice.start`. */
+	startMs: number,
+	endMs?: number | null,
 };
 
 /**  Any subset of the fields; omitted ones stay as they are. Every invalid field is reported. */
@@ -997,4 +1095,55 @@ export type VerifyEmailInput = {
 	email: string,
 	/**  The 6 digits from the mail. */
 	code: string,
+};
+
+export type VoiceEndInput = {
+	voiceSessionId: string,
+};
+
+export type VoiceIdInput = {
+	id: string,
+};
+
+export type VoiceListInput = {
+	/**  1 to 100 (default 20). */
+	limit?: number | null,
+	/**  The `nextCursor` of a previous page; absent or null for the first page. */
+	cursor?: string | null,
+	/**  `forward` (default): older calls after the cursor. `backward`: newer ones. */
+	direction?: Direction | null,
+};
+
+export type VoiceSession = {
+	id: string,
+	chatSessionId: string,
+	roomName: string,
+	status: CallStatus,
+	/**
+	 *  From the start to the end of the call (the user's leaving, when they left before the
+	 *  room closed); null while it lasts.
+	 */
+	durationSeconds: number | null,
+	/**  The transcript's opening words ("" before anything was said). */
+	transcriptPreview: string,
+	/**  When LiveKit saw the room start or the user join (`voice.start`'s time until then). */
+	startedAt: string,
+	endedAt: string | null,
+};
+
+export type VoiceSessionDetail = {
+	/**  In time order. */
+	transcript: TranscriptSegment[],
+} & VoiceSession;
+
+export type VoiceSessionPage = {
+	/**  Newest first within the page, in either direction. */
+	sessions: VoiceSession[],
+	/**  The next page's `cursor`, in the same direction; null at the end. */
+	nextCursor: string | null,
+};
+
+export type VoiceStartInput = {
+	/**  The chat the call continues; absent or null: a new chat session for the call. */
+	chatSessionId?: string | null,
 };

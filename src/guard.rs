@@ -74,6 +74,7 @@ fn unauthorized(reason: Reason, message: &'static str) -> RpcError {
     RpcError::new(ErrorCode::Unauthorized, message).with_reason(reason)
 }
 
+/// The signed-in caller of the request (for guards that also accept other credentials).
 pub async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
     let header = ctx
         .request
@@ -145,8 +146,9 @@ pub async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
 }
 
 /// Counts the call against its user's budget (`ALIAS_USER_CALLS_PER_MINUTE`): once per
-/// signed-in call, each call of a batch on its own, before its input is read.
-async fn limit_calls(ctx: &Ctx, user_id: Uuid) -> Result<(), RpcError> {
+/// signed-in call, each call of a batch on its own, before its input is read (and for calls
+/// made on the user's behalf, such as a voice call's agent appending its transcript).
+pub async fn limit_calls(ctx: &Ctx, user_id: Uuid) -> Result<(), RpcError> {
     let state = &ctx.state;
     state
         .auth

@@ -19,7 +19,7 @@ use super::{not_found, owned_call};
 use crate::chat::{self, VoiceTurn};
 use crate::context::Ctx;
 use crate::db::begin_write;
-use crate::guard::{SignedIn, authenticate};
+use crate::guard::{SignedIn, authenticate, limit_calls};
 use crate::reason::Reason;
 use crate::rpc::{ErrorCode, FieldErrors, Guarded, RpcError, internal};
 use crate::security::sha256_hex;
@@ -96,6 +96,8 @@ async fn identify(ctx: &Ctx) -> Result<Appender, RpcError> {
         )
         .with_reason(Reason::VoiceCredentialExpired));
     }
+    // The agent speaks for the user: its calls count against the user's budget.
+    limit_calls(ctx, call.user_id).await?;
     Ok(Appender::Agent(Box::new(call)))
 }
 
