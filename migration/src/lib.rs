@@ -13,9 +13,9 @@ mod m20261202_03_password_attempts;
 mod m20261202_04_files;
 mod m20261202_05_gmail;
 mod m20261202_06_message_files;
+mod m20261202_07_voice;
 mod m20261202_08_usage;
 mod m20261202_11_email_token_binding;
-mod m20261202_07_voice;
 
 pub struct Migrator;
 
