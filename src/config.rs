@@ -56,6 +56,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub usage: UsageConfig,
     pub voice: VoiceConfig,
+    /// Redis shared by several instances (`ALIAS_REDIS_URL`); `None`: one instance, in memory.
+    pub redis: Option<RedisConfig>,
 }
 
 /// Per-user call budgets and the daily quotas of each tier (`free`, `plus`, `pro`).
@@ -105,6 +107,26 @@ pub struct ApiSecret(pub String);
 impl std::fmt::Debug for ApiSecret {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str("ApiSecret(<redacted>)")
+    }
+}
+
+/// Redis shared by the instances behind one address: rate limits and cache evictions.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: RedisUrl,
+    /// Put before every key and channel name, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// How long a call waits for Redis before it is answered `SERVICE_UNAVAILABLE`.
+    pub timeout: Duration,
+}
+
+/// `redis://` or `rediss://`, maybe with a password: shown without it.
+#[derive(Clone)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("RedisUrl(<redacted>)")
     }
 }
 
@@ -402,6 +424,7 @@ impl Config {
                 ),
             },
             google: google_config(&env)?,
+            redis: redis_config(&env)?,
             jobs: JobsConfig {
                 poll_interval: Duration::from_millis(
                     env.parse_positive("ALIAS_JOBS_POLL_MS", 1000)?,
@@ -532,6 +555,37 @@ fn storage_config(env: &Env<'_>, data_dir: &std::path::Path) -> Result<StorageCo
         url_key,
         public_url,
     })
+}
+
+/// Prefix and timeout are checked even without a URL, so a typo never waits for the day Redis
+/// is turned on.
+fn redis_config(env: &Env<'_>) -> Result<Option<RedisConfig>, ConfigError> {
+    let key_prefix = env
+        .get("ALIAS_REDIS_KEY_PREFIX")
+        .unwrap_or_else(|| "alias:".to_owned());
+    if key_prefix.chars().any(char::is_whitespace) {
+        return Err(ConfigError {
+            var: "ALIAS_REDIS_KEY_PREFIX",
+            message: format!("expected a prefix without spaces, got {key_prefix:?}"),
+        });
+    }
+    let timeout = Duration::from_millis(env.parse_positive("ALIAS_REDIS_TIMEOUT_MS", 1000)?);
+    let Some(url) = env.get("ALIAS_REDIS_URL") else {
+        return Ok(None);
+    };
+    let supported = url.starts_with("redis://") || url.starts_with("rediss://");
+    if !supported || redis::Client::open(url.as_str()).is_err() {
+        // The value may hold a password: never echo it.
+        return Err(ConfigError {
+            var: "ALIAS_REDIS_URL",
+            message: "expected redis://[:password@]host[:port][/db] or rediss://…".to_owned(),
+        });
+    }
+    Ok(Some(RedisConfig {
+        url: RedisUrl(url),
+        key_prefix,
+        timeout,
+    }))
 }
 
 /// `public_url`: `ALIAS_PUBLIC_URL`, as the storage settings read it.
@@ -919,6 +973,10 @@ mod tests {
             ("ALIAS_QUOTA_PRO_MESSAGES_PER_DAY", "1.5"),
             ("ALIAS_LIVEKIT_URL", "livekit.example.com"),
             ("ALIAS_VOICE_QUIET_SECONDS", "0"),
+            ("ALIAS_REDIS_URL", "localhost:6379"),
+            ("ALIAS_REDIS_URL", "redis://:pw@host:port"),
+            ("ALIAS_REDIS_KEY_PREFIX", "my app:"),
+            ("ALIAS_REDIS_TIMEOUT_MS", "0"),
         ] {
             let error = config(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var);
@@ -973,6 +1031,25 @@ mod tests {
             config(&[("ALIAS_SMTP_URL", "smtps://ada:s3cret@mail.example.com")]).expect("valid");
         assert!(!format!("{config:?}").contains("s3cret"));
         assert_eq!(config.mail.public_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn redis_is_off_unless_configured_and_its_password_stays_hidden() {
+        assert!(config(&[]).expect("defaults").redis.is_none());
+        let config = config(&[
+            ("ALIAS_REDIS_URL", "redis://:s3cret@cache.internal:6379/2"),
+            ("ALIAS_REDIS_TIMEOUT_MS", "250"),
+        ])
+        .expect("valid");
+        let redis = config.redis.as_ref().expect("configured");
+        assert_eq!(redis.key_prefix, "alias:");
+        assert_eq!(redis.timeout, Duration::from_millis(250));
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let invalid = super::Config::from_lookup(|name| {
+            (name == "ALIAS_REDIS_URL").then(|| "redis://:s3cret@host:port".to_owned())
+        })
+        .expect_err("a port must be a number");
+        assert!(!invalid.to_string().contains("s3cret"));
     }
 
     #[test]

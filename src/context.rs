@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Redis;
 use crate::config::Config;
 use crate::crypto::{self, KeyVault};
 use crate::db::Backend;
@@ -34,6 +35,9 @@ pub struct AppState {
     pub storage: Arc<Storage>,
     /// Account mails, queued and sent in the background.
     pub mailer: Mailer,
+    /// Shared by the instances behind one address (`ALIAS_REDIS_URL`); `None`: this instance
+    /// alone, in memory.
+    pub redis: Option<Redis>,
 }
 
 pub type App = Arc<AppState>;
@@ -64,16 +68,26 @@ impl AppState {
         tracing::info!(vault = vault.describe(), "API keys are sealed with");
         let storage = Arc::new(Storage::open(&config.storage, &config.data_dir)?);
         tracing::info!(storage = storage.describe(), "files are stored in");
+        let redis = config.redis.as_ref().map(Redis::new).transpose()?;
+        if let Some(redis) = &redis {
+            match redis.ping().await {
+                Ok(()) => tracing::info!("rate limits and session evictions are shared through Redis"),
+                Err(_) => tracing::error!(
+                    "Redis (ALIAS_REDIS_URL) does not answer; calls needing it are refused until it does"
+                ),
+            }
+        }
         Ok(Arc::new(Self {
             backend: Backend::of(&db),
             db,
-            auth: Auth::new(&config, &http)?,
+            auth: Auth::new(&config, &http, redis.as_ref(), shutdown)?,
             vault,
             streams: Streams::new(shutdown.clone()),
             mailer: Mailer::start(&config.mail, shutdown)?,
             config,
             http,
             storage,
+            redis,
         }))
     }
 }

@@ -159,12 +159,14 @@ pub async fn limit_calls(ctx: &Ctx, user_id: Uuid) -> Result<(), RpcError> {
             Duration::from_secs(60),
         )
         .await
-        .map_err(|retry| {
-            RpcError::new(
-                ErrorCode::TooManyRequests,
-                format!("Too many requests. Try again in {} seconds.", retry.0),
-            )
-            .with_reason(Reason::RateLimited)
-            .with_retry_after(retry.0)
+        .map_err(|refusal| {
+            refusal.into_error(|retry| {
+                RpcError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("Too many requests. Try again in {} seconds.", retry.0),
+                )
+                .with_reason(Reason::RateLimited)
+                .with_retry_after(retry.0)
+            })
         })
 }

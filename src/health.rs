@@ -21,8 +21,9 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and can take writes; a load balancer stops sending traffic while it
-/// cannot (a read-only SQLite file, a PostgreSQL standby).
+/// The database answers and can take writes, and Redis answers when one is configured; a load
+/// balancer stops sending traffic while they cannot (a read-only SQLite file, a PostgreSQL
+/// standby, Redis down).
 async fn ready(State(app): State<App>) -> (StatusCode, Json<Value>) {
     let problem = match app.db.ping().await {
         Err(error) => Some(("unreachable", error.to_string())),
@@ -31,19 +32,24 @@ async fn ready(State(app): State<App>) -> (StatusCode, Json<Value>) {
             .err()
             .map(|error| ("read_only", error)),
     };
+    let redis = match &app.redis {
+        None => None,
+        Some(redis) => Some(redis.ping().await.is_ok()),
+    };
+    let mut body = json!({ "status": "ready", "database": app.backend });
+    if let Some(up) = redis {
+        body["redis"] = json!(if up { "ok" } else { "unreachable" });
+    }
+    let problem = problem.or_else(|| {
+        (redis == Some(false)).then(|| ("redis_unreachable", "Redis does not answer".to_owned()))
+    });
     match problem {
-        None => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "database": app.backend })),
-        ),
+        None => (StatusCode::OK, Json(body)),
         Some((problem, error)) => {
-            tracing::warn!(%error, problem, "readiness check: the database cannot serve");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(
-                    json!({ "status": "unavailable", "database": app.backend, "problem": problem }),
-                ),
-            )
+            tracing::warn!(%error, problem, "readiness check: cannot serve");
+            body["status"] = json!("unavailable");
+            body["problem"] = json!(problem);
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bindings;
 pub mod cache;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod crypto;

@@ -1,19 +1,48 @@
-//! Counting attempts per key in fixed windows. In memory for one instance; the trait is the
-//! seam for a shared store (Redis) when there are several.
+//! Counting attempts per key in fixed windows. In memory for one instance; with
+//! `ALIAS_REDIS_URL`, every instance counts in Redis behind the same trait
+//! ([`RedisRateLimits`]).
+
+mod shared;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use shared::RedisRateLimits;
+
+use crate::cluster::Unavailable;
+use crate::rpc::RpcError;
+
 /// Over the limit: the caller may try again after this many seconds (at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub u32);
+
+/// Why an attempt was not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the limit.
+    Limited(RetryAfter),
+    /// The shared store (Redis) cannot be reached, so the attempt cannot be counted: the call
+    /// is refused rather than let through unlimited.
+    Unavailable,
+}
+
+impl Refusal {
+    /// The error to answer: `limited` builds the call's own TOO_MANY_REQUESTS; an unavailable
+    /// store is SERVICE_UNAVAILABLE (`shared_state_unavailable`).
+    pub fn into_error(self, limited: impl FnOnce(RetryAfter) -> RpcError) -> RpcError {
+        match self {
+            Self::Limited(retry) => limited(retry),
+            Self::Unavailable => Unavailable.into(),
+        }
+    }
+}
 
 #[async_trait::async_trait]
 pub trait RateLimitStore: Send + Sync {
     /// Counts one attempt for `key`; refuses it when `limit` attempts were already counted in
     /// the current `window`.
-    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter>;
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Refusal>;
 }
 
 /// Keys beyond which expired windows are swept before a new key is added, so a flood of
@@ -81,10 +110,10 @@ impl InMemoryRateLimits {
 
 #[async_trait::async_trait]
 impl RateLimitStore for InMemoryRateLimits {
-    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter> {
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Refusal> {
         self.with_window(key, window, |w, now| {
             if w.count >= limit {
-                return Err(w.retry_after(now));
+                return Err(Refusal::Limited(w.retry_after(now)));
             }
             w.count += 1;
             Ok(())
@@ -104,7 +133,7 @@ mod tests {
             assert!(limits.hit("k", 3, window).await.is_ok());
         }
         let refused = limits.hit("k", 3, window).await;
-        assert_eq!(refused, Err(RetryAfter(1)));
+        assert_eq!(refused, Err(Refusal::Limited(RetryAfter(1))));
         assert!(limits.hit("other", 3, window).await.is_ok());
         tokio::time::sleep(window).await;
         assert!(limits.hit("k", 3, window).await.is_ok());

@@ -48,6 +48,9 @@ pub enum Reason {
     /// The database cannot be reached or cannot write at the moment: retry after
     /// `retryAfterSeconds`.
     DatabaseUnavailable,
+    /// The store the server's instances share (Redis) cannot be reached: nothing is lost;
+    /// retry after `retryAfterSeconds`.
+    SharedStateUnavailable,
     /// The file is larger than allowed for its type (images and other files have their own
     /// limits).
     FileTooLarge,
@@ -100,6 +103,7 @@ impl ErrorReason for Reason {
             Self::RateLimited => "rate_limited",
             Self::DatabaseBusy => "database_busy",
             Self::DatabaseUnavailable => "database_unavailable",
+            Self::SharedStateUnavailable => "shared_state_unavailable",
             Self::FileTooLarge => "file_too_large",
             Self::FileTypeNotAllowed => "file_type_not_allowed",
             Self::FileContentMismatch => "file_content_mismatch",
@@ -144,6 +148,7 @@ mod tests {
             RateLimited,
             DatabaseBusy,
             DatabaseUnavailable,
+            SharedStateUnavailable,
             FileTooLarge,
             FileTypeNotAllowed,
             FileContentMismatch,

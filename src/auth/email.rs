@@ -128,7 +128,7 @@ async fn confirm_email(
         .commit()
         .await
         .map_err(internal("commit an email verification"))?;
-    state.auth.session_cache.forget_user(user.id);
+    state.auth.session_cache.forget_user(user.id).await;
     Ok(())
 }
 
@@ -170,7 +170,7 @@ pub(super) async fn resend_verification(
             HOUR,
         )
         .await
-        .map_err(too_many_attempts)?;
+        .map_err(|refusal| refusal.into_error(too_many_attempts))?;
     send_verification(state, &caller.user).await;
     Ok(())
 }
@@ -203,7 +203,7 @@ pub(super) async fn request_password_reset(
             HOUR,
         )
         .await
-        .map_err(too_many_attempts)?;
+        .map_err(|refusal| refusal.into_error(too_many_attempts))?;
     let state = App::clone(state);
     tokio::spawn(async move {
         if let Err(error) = mail_reset(&state, &email).await {
@@ -347,7 +347,7 @@ pub(super) async fn reset_password(ctx: Ctx, input: ResetPasswordInput) -> Resul
         .commit()
         .await
         .map_err(internal("commit a password reset"))?;
-    state.auth.session_cache.forget_user(token.user_id);
+    state.auth.session_cache.forget_user(token.user_id).await;
     state
         .mailer
         .send(crate::users::mails::password_changed(&token.email));

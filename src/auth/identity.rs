@@ -213,10 +213,10 @@ async fn link_or_create(
     if let Some(squatter) = replaced {
         // Its running chat replies stop; its sessions are gone with it.
         ctx.state.streams.revoke_owner(squatter);
-        ctx.state.auth.session_cache.forget_user(squatter);
+        ctx.state.auth.session_cache.forget_user(squatter).await;
     }
     // Its sessions now have one more way to sign in (`authProviders`).
-    ctx.state.auth.session_cache.forget_user(user.id);
+    ctx.state.auth.session_cache.forget_user(user.id).await;
     Ok(Some(user))
 }
 

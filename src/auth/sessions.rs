@@ -200,7 +200,7 @@ pub async fn revoke_family(state: &AppState, session_id: Uuid) -> Result<(), sea
         .await?;
     revoke_active_tokens(&transaction, session_id, now).await?;
     transaction.commit().await?;
-    state.auth.session_cache.forget_session(session_id);
+    state.auth.session_cache.forget_session(session_id).await;
     Ok(())
 }
 

@@ -774,13 +774,15 @@ async fn limit_searches(ctx: &Ctx, caller: &SignedIn) -> Result<(), RpcError> {
             SEARCH_WINDOW,
         )
         .await
-        .map_err(|retry| {
-            RpcError::new(
-                ErrorCode::TooManyRequests,
-                format!("Too many searches. Try again in {} seconds.", retry.0),
-            )
-            .with_reason(Reason::RateLimited)
-            .with_retry_after(retry.0)
+        .map_err(|refusal| {
+            refusal.into_error(|retry| {
+                RpcError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("Too many searches. Try again in {} seconds.", retry.0),
+                )
+                .with_reason(Reason::RateLimited)
+                .with_retry_after(retry.0)
+            })
         })
 }
 

@@ -413,7 +413,7 @@ pub async fn remove(ctx: &Ctx, row: &files::Model) -> Result<(), RpcError> {
         .await
         .map_err(internal("clear an avatar"))?
     {
-        ctx.state.auth.session_cache.forget_user(row.user_id);
+        ctx.state.auth.session_cache.forget_user(row.user_id).await;
     }
     store::delete(&ctx.state.db, row.id)
         .await

@@ -13,10 +13,12 @@ use zeroize::Zeroizing;
 pub use store::{RewrapReport, rewrap_all};
 
 use crate::audit::{self, AuditAction};
+use crate::cluster::Unavailable;
 use crate::context::{App, AppState, Ctx};
 use crate::crypto::VaultError;
 use crate::guard::{SignedIn, signed_in};
 use crate::providers::{self, AiProvider, KeyCheck};
+use crate::rate_limit::Refusal;
 use crate::reason::Reason;
 use crate::rpc::Timestamp;
 use crate::rpc::{ErrorCode, FieldErrors, RequestInfo, Router, RpcError, internal};
@@ -192,15 +194,17 @@ async fn limit_key_checks(ctx: &Ctx, user_id: Uuid, provider: AiProvider) -> Res
     let state = &ctx.state;
     let limits = &state.auth.rate_limits;
     let budget = state.config.api_key_checks_per_hour;
-    let Err(retry) = limits
+    let retry = match limits
         .hit(
             &format!("api_key_checks:{user_id}"),
             budget,
             KEY_CHECK_WINDOW,
         )
         .await
-    else {
-        return Ok(());
+    {
+        Ok(()) => return Ok(()),
+        Err(Refusal::Limited(retry)) => retry,
+        Err(Refusal::Unavailable) => return Err(Unavailable.into()),
     };
     let first_refusal = limits
         .hit(

@@ -19,9 +19,11 @@ pub use token_mac::TokenMac;
 
 use crate::config::Config;
 use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use self::password_attempts::AttemptBudget;
-use crate::rate_limit::{InMemoryRateLimits, RateLimitStore};
+use crate::cluster::Redis;
+use crate::rate_limit::{InMemoryRateLimits, RateLimitStore, RedisRateLimits};
 
 /// Password verifications allowed per account per `ALIAS_LOGIN_LOCK_SECONDS`, right or
 /// wrong.
@@ -40,7 +42,13 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(config: &Config, http: &reqwest::Client) -> anyhow::Result<Self> {
+    /// With `redis`, attempt limits and session evictions are shared by every instance.
+    pub fn new(
+        config: &Config,
+        http: &reqwest::Client,
+        redis: Option<&Redis>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
         let auth = &config.auth;
         let verifier = |provider, provider_config| {
             IdTokenVerifier::new(
@@ -61,8 +69,11 @@ impl Auth {
             })?,
             google: verifier(Provider::Google, &auth.google),
             apple: verifier(Provider::Apple, &auth.apple),
-            rate_limits: Arc::new(InMemoryRateLimits::default()),
-            session_cache: SessionCache::new(auth.session_cache_ttl),
+            rate_limits: match redis {
+                Some(redis) => Arc::new(RedisRateLimits::new(redis.clone())),
+                None => Arc::new(InMemoryRateLimits::default()),
+            },
+            session_cache: SessionCache::new(auth.session_cache_ttl, redis, shutdown),
         })
     }
 }

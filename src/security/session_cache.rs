@@ -3,17 +3,23 @@
 //!
 //! Revocation stays immediate on this instance: every change to a session or a user goes
 //! through `forget_session` / `forget_user` after it commits (`auth::sessions::revoke_family`,
-//! `users.update`, `users.delete`, linking a sign-in identity). Another instance keeps
-//! trusting what it read for at most the TTL.
+//! `users.update`, `users.delete`, linking a sign-in identity). Without Redis another instance
+//! keeps trusting what it read for at most the TTL. With Redis the eviction is published to
+//! every instance before the call answers, and an instance trusts its cache only while it is
+//! subscribed (it clears the cache whenever it subscribes again, as messages may have been
+//! missed meanwhile), so revocation is immediate everywhere.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entity::{auth_sessions, user_identities, users};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cache::Cache;
+use crate::cluster::{Channel, Delivery, Redis};
 
 /// A way to sign in to an account (part of the `User` the app sees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
@@ -83,15 +89,48 @@ pub struct KnownSession {
 
 pub struct SessionCache {
     ttl: Duration,
-    entries: Cache<Uuid, KnownSession>,
+    entries: Arc<Cache<Uuid, KnownSession>>,
+    /// Evictions heard from and told to the other instances, with Redis.
+    shared: Option<Channel>,
 }
 
+/// The pub/sub channel (under the key prefix) evictions travel on.
+const EVICTIONS: &str = "session-cache";
+
 impl SessionCache {
-    pub fn new(ttl: Duration) -> Self {
+    /// With `redis`, evictions are shared by every instance (see the module comment);
+    /// `shutdown` ends the subscription.
+    pub fn new(ttl: Duration, redis: Option<&Redis>, shutdown: &CancellationToken) -> Self {
+        let entries = Arc::new(Cache::new(CAPACITY));
+        let shared = redis.map(|redis| {
+            let entries = Arc::clone(&entries);
+            Channel::subscribe(redis, EVICTIONS, shutdown.clone(), move |delivery| {
+                match delivery {
+                    Delivery::Subscribed => entries.invalidate(|_, _| true),
+                    Delivery::Message(message) => match Eviction::parse(message) {
+                        Some(eviction) => eviction.apply(&entries),
+                        None => tracing::warn!(message, "ignored an unknown cache eviction"),
+                    },
+                }
+            })
+        });
         Self {
             ttl,
-            entries: Cache::new(CAPACITY),
+            entries,
+            shared,
         }
+    }
+
+    /// Whether this instance hears the other instances' evictions now (Redis configured and
+    /// subscribed).
+    pub fn hears_other_instances(&self) -> bool {
+        self.shared.as_ref().is_some_and(Channel::is_live)
+    }
+
+    /// Whether remembered sessions may be used: always alone; with Redis, only while this
+    /// instance hears every eviction.
+    fn trusted(&self) -> bool {
+        self.shared.as_ref().is_none_or(Channel::is_live)
     }
 
     /// The session with its user, from memory or else the database; `None` if either is
@@ -101,7 +140,8 @@ impl SessionCache {
         db: &DatabaseConnection,
         session_id: Uuid,
     ) -> Result<Option<KnownSession>, sea_orm::DbErr> {
-        if let Some(known) = self.entries.get(&session_id) {
+        let trusted = self.trusted();
+        if trusted && let Some(known) = self.entries.get(&session_id) {
             return Ok(Some(known));
         }
         let read_at = self.entries.generation();
@@ -114,19 +154,96 @@ impl SessionCache {
             user,
             auth_providers,
         };
-        let expires_at = Instant::now() + self.ttl;
-        self.entries
-            .insert(session_id, known.clone(), expires_at, read_at);
+        if trusted {
+            let expires_at = Instant::now() + self.ttl;
+            self.entries
+                .insert(session_id, known.clone(), expires_at, read_at);
+        }
         Ok(Some(known))
     }
 
     /// Call after a session's row changed (revoked).
-    pub fn forget_session(&self, session_id: Uuid) {
-        self.entries.invalidate(|id, _| *id == session_id);
+    pub async fn forget_session(&self, session_id: Uuid) {
+        self.forget(Eviction::Session(session_id)).await;
     }
 
     /// Call after a user's row or sign-in identities changed, or the user was deleted.
-    pub fn forget_user(&self, user_id: Uuid) {
-        self.entries.invalidate(|_, known| known.user.id == user_id);
+    pub async fn forget_user(&self, user_id: Uuid) {
+        self.forget(Eviction::User(user_id)).await;
+    }
+
+    /// Forgets here at once, then tells the other instances. The change is committed, so the
+    /// call succeeds even when Redis cannot take the message: it is retried in the background
+    /// for as long as another instance may hold the entry (the TTL).
+    async fn forget(&self, eviction: Eviction) {
+        eviction.apply(&self.entries);
+        let Some(channel) = &self.shared else {
+            return;
+        };
+        let message = eviction.to_string();
+        if channel.publish(&message).await.is_ok() {
+            return;
+        }
+        tracing::warn!(%message, "could not tell the other instances to forget a session; retrying");
+        let (channel, ttl) = (channel.clone(), self.ttl);
+        tokio::spawn(async move {
+            let give_up = Instant::now() + ttl;
+            while Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if channel.publish(&message).await.is_ok() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// What a cache eviction message says: `session:<id>` or `user:<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eviction {
+    Session(Uuid),
+    User(Uuid),
+}
+
+impl Eviction {
+    fn parse(message: &str) -> Option<Self> {
+        let (kind, id) = message.split_once(':')?;
+        let id = Uuid::parse_str(id).ok()?;
+        match kind {
+            "session" => Some(Self::Session(id)),
+            "user" => Some(Self::User(id)),
+            _ => None,
+        }
+    }
+
+    fn apply(self, entries: &Cache<Uuid, KnownSession>) {
+        match self {
+            Self::Session(session_id) => entries.invalidate(|id, _| *id == session_id),
+            Self::User(user_id) => entries.invalidate(|_, known| known.user.id == user_id),
+        }
+    }
+}
+
+impl std::fmt::Display for Eviction {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Session(id) => write!(formatter, "session:{id}"),
+            Self::User(id) => write!(formatter, "user:{id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evictions_survive_the_wire() {
+        let id = Uuid::now_v7();
+        for eviction in [Eviction::Session(id), Eviction::User(id)] {
+            assert_eq!(Eviction::parse(&eviction.to_string()), Some(eviction));
+        }
+        assert_eq!(Eviction::parse("team:1"), None);
+        assert_eq!(Eviction::parse("user:not-an-id"), None);
     }
 }

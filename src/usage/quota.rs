@@ -157,13 +157,15 @@ pub async fn limit_sends(ctx: &Ctx, user_id: Uuid) -> Result<(), RpcError> {
             SEND_WINDOW,
         )
         .await
-        .map_err(|retry| {
-            RpcError::new(
-                ErrorCode::TooManyRequests,
-                format!("Too many messages. Try again in {} seconds.", retry.0),
-            )
-            .with_reason(Reason::RateLimited)
-            .with_retry_after(retry.0)
+        .map_err(|refusal| {
+            refusal.into_error(|retry| {
+                RpcError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("Too many messages. Try again in {} seconds.", retry.0),
+                )
+                .with_reason(Reason::RateLimited)
+                .with_retry_after(retry.0)
+            })
         })
 }
 

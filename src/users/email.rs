@@ -114,7 +114,7 @@ pub async fn change_email(
         .rate_limits
         .hit(&format!("change-email:{}", user.id), CHANGES_PER_HOUR, HOUR)
         .await
-        .map_err(too_many_attempts)?;
+        .map_err(|refusal| refusal.into_error(too_many_attempts))?;
     if let Some((hash, password)) = password {
         require_password(&ctx, user, password, hash, "users.changeEmail").await?;
     }

@@ -161,7 +161,7 @@ async fn update(ctx: Ctx, caller: SignedIn, input: UpdateUserInput) -> Result<Us
         .update(&ctx.state.db)
         .await
         .map_err(internal("update a user"))?;
-    ctx.state.auth.session_cache.forget_user(user.id);
+    ctx.state.auth.session_cache.forget_user(user.id).await;
     if let Some(previous) = previous_avatar
         && input.avatar_file_id.is_some()
         && user.avatar_file_id != Some(previous)
@@ -200,7 +200,7 @@ async fn delete(ctx: Ctx, caller: SignedIn, input: DeleteUserInput) -> Result<()
         .exec(&ctx.state.db)
         .await
         .map_err(internal("delete a user"))?;
-    ctx.state.auth.session_cache.forget_user(user.id);
+    ctx.state.auth.session_cache.forget_user(user.id).await;
     // The account's own audit rows are gone; this one outlives it, keyed by the old id.
     let metadata = serde_json::json!({ "userId": user.id });
     audit::record(

@@ -50,7 +50,7 @@ pub async fn limit_ip(
         .rate_limits
         .hit(&key, state.config.auth.ip_limit_per_minute, IP_WINDOW)
         .await
-        .map_err(too_many_attempts)
+        .map_err(|refusal| refusal.into_error(too_many_attempts))
 }
 
 /// TOO_MANY_REQUESTS with reason `rate_limited` and `retryAfterSeconds`.

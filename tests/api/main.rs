@@ -31,6 +31,7 @@ mod gmail_connect;
 mod gmail_sync;
 mod id_token_outage;
 mod input_hygiene;
+mod instances;
 mod key_faults;
 mod keys;
 mod preferences;

@@ -1,4 +1,4 @@
-//! A TCP forwarder the test can cut, to make a real server (KMS) unreachable and back.
+//! A TCP forwarder the test can cut, to make a real server (KMS, Redis) unreachable and back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +8,8 @@ use tokio::sync::watch;
 
 pub struct TcpProxy {
     pub url: String,
+    /// `host:port`, for non-HTTP clients (Redis).
+    pub addr: String,
     up: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
 }
@@ -40,6 +42,7 @@ impl TcpProxy {
         });
         Self {
             url: format!("http://{addr}"),
+            addr: addr.to_string(),
             up,
             cut,
         }

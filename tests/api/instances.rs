@@ -1,0 +1,280 @@
+//! Several instances behind one address: two real servers on one fresh PostgreSQL database and
+//! one Redis (`ALIAS_TEST_REDIS_URL`, a key prefix of their own per test). Limits count across
+//! both, a revocation on one is refused at once by the other, and Redis failing mid-test is
+//! answered SERVICE_UNAVAILABLE quickly, reported by `/ready`, and recovered from without a
+//! restart. Without both services these tests are reported ignored.
+
+use std::time::{Duration, Instant};
+
+use alias_server::config::{Config, RedisConfig, RedisUrl};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{DbKind, TestApp, data, error_code, error_reason, unique_email};
+use crate::tcp_proxy::TcpProxy;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Mirrors the attribute every test here carries.
+macro_rules! needs_postgres_and_redis {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        #[tokio::test]
+        #[cfg_attr(
+            not(all(alias_test_postgres, alias_test_redis)),
+            ignore = "ALIAS_TEST_POSTGRES_URL and ALIAS_TEST_REDIS_URL are not both set"
+        )]
+        async fn $name() $body
+    };
+}
+
+fn redis_url() -> String {
+    std::env::var("ALIAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// `redis_url` through another address (a proxy the test can cut).
+fn redis_url_via(addr: &str) -> String {
+    let url = reqwest::Url::parse(&redis_url()).expect("ALIAS_TEST_REDIS_URL is a URL");
+    let mut via = url.clone();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    via.set_host(Some(host)).expect("host");
+    via.set_port(port.parse().ok()).expect("port");
+    via.to_string()
+}
+
+struct Pair {
+    a: TestApp,
+    b: TestApp,
+}
+
+/// Two instances on one new PostgreSQL database and one Redis with a fresh key prefix; `a`
+/// reaches Redis at `a_redis` (a proxy, say), `b` directly. `adjust` applies to both.
+async fn spawn_pair(a_redis: Option<String>, adjust: impl Fn(&mut Config) + Clone) -> Pair {
+    let prefix = format!("alias-test-{}:", uuid::Uuid::new_v4());
+    let shared = move |url: String| RedisConfig {
+        url: RedisUrl(url),
+        key_prefix: prefix.clone(),
+        timeout: Duration::from_millis(500),
+    };
+    let (shared_a, shared_b) = (shared.clone(), shared);
+    let adjust_a = adjust.clone();
+    let a = TestApp::spawn_with(DbKind::Postgres, move |config| {
+        config.redis = Some(shared_a(a_redis.unwrap_or_else(redis_url)));
+        adjust_a(config);
+    })
+    .await;
+    let b = a
+        .spawn_beside(move |config| {
+            config.redis = Some(shared_b(redis_url()));
+            adjust(config);
+        })
+        .await;
+    for app in [&a, &b] {
+        until("the instance subscribes to evictions", || async {
+            app.state.auth.session_cache.hears_other_instances()
+        })
+        .await;
+    }
+    Pair { a, b }
+}
+
+/// Polls `check` until it holds (at most 15 s, then the test fails naming `what`).
+async fn until<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < give_up, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn token(session: &Value, field: &str) -> String {
+    session[field].as_str().unwrap_or_default().to_owned()
+}
+
+async fn me(app: &TestApp, access: &str) -> (StatusCode, Value) {
+    app.query_as(access, "users.me", None).await
+}
+
+async fn refresh(app: &TestApp, refresh_token: &str) -> (StatusCode, Value) {
+    app.mutation("auth.refresh", Some(json!({ "refreshToken": refresh_token })))
+        .await
+}
+
+async fn ready(app: &TestApp) -> (StatusCode, Value) {
+    let response = reqwest::get(app.url("/ready")).await.expect("/ready");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+needs_postgres_and_redis! {
+    /// Per-IP sign-in limits hold for the pair as for one instance.
+    async fn limits_are_counted_across_instances() {
+        let Pair { a, b } = spawn_pair(None, |config| config.auth.ip_limit_per_minute = 4).await;
+        for app in [&a, &b, &a, &b] {
+            let (status, body) = refresh(app, "not-a-token").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        }
+        for app in [&a, &b] {
+            let (status, body) = refresh(app, "not-a-token").await;
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+            assert_eq!(error_reason(&body), "rate_limited");
+            let retry = body["error"]["data"]["retryAfterSeconds"].as_u64().unwrap_or(0);
+            assert!((1..=60).contains(&retry), "{body}");
+        }
+        // Another action has its own budget.
+        let (status, body) = a
+            .mutation("auth.login", Some(json!({ "email": unique_email(), "password": PASSWORD })))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+}
+
+needs_postgres_and_redis! {
+    /// With a session cache long enough to serve a revoked session for minutes, every kind of
+    /// revocation on A is refused by B on its very next call.
+    async fn revocations_on_one_instance_are_refused_at_once_on_the_other() {
+        let Pair { a, b } = spawn_pair(None, |config| {
+            config.auth.session_cache_ttl = Duration::from_secs(300);
+            config.auth.refresh_reuse_interval = Duration::ZERO;
+        })
+        .await;
+
+        // Logout.
+        let session = a.register(&unique_email(), PASSWORD).await;
+        let access = token(&session, "accessToken");
+        assert_eq!(me(&b, &access).await.0, StatusCode::OK, "B caches the session");
+        let (status, body) = a.mutation_as(&access, "auth.logout", Some(json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = me(&b, &access).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(error_reason(&body), "session_revoked");
+
+        // Revoking another session.
+        let email = unique_email();
+        let first = a.register(&email, PASSWORD).await;
+        let (status, second) = a
+            .mutation("auth.login", Some(json!({ "email": email, "password": PASSWORD })))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{second}");
+        let second = data(&second).clone();
+        let first_access = token(&first, "accessToken");
+        assert_eq!(me(&b, &first_access).await.0, StatusCode::OK);
+        let (status, sessions) = a
+            .query_as(&token(&second, "accessToken"), "auth.sessions.list", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{sessions}");
+        let first_id = data(&sessions)
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["current"] == false))
+            .map(|s| s["id"].clone())
+            .expect("the other session is listed");
+        let (status, body) = a
+            .mutation_as(&token(&second, "accessToken"), "auth.sessions.revoke", Some(json!({ "id": first_id })))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = me(&b, &first_access).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+        // A user's change is seen at once.
+        let second_access = token(&second, "accessToken");
+        assert_eq!(data(&me(&b, &second_access).await.1)["name"], "Test User");
+        let (status, body) = a
+            .mutation_as(&second_access, "users.update", Some(json!({ "name": "Renamed" })))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(data(&me(&b, &second_access).await.1)["name"], "Renamed");
+
+        // Refresh-token reuse revokes the family everywhere.
+        let session = b.register(&unique_email(), PASSWORD).await;
+        let (status, rotated) = refresh(&a, &token(&session, "refreshToken")).await;
+        assert_eq!(status, StatusCode::OK, "{rotated}");
+        let rotated_access = token(data(&rotated), "accessToken");
+        assert_eq!(me(&b, &rotated_access).await.0, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (status, body) = refresh(&a, &token(&session, "refreshToken")).await;
+        assert_eq!(error_reason(&body), "refresh_token_reused", "{status} {body}");
+        let (status, body) = me(&b, &rotated_access).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+        // Deleting the account.
+        let (status, body) = a
+            .mutation_as(&second_access, "users.delete", Some(json!({ "password": PASSWORD })))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = me(&b, &second_access).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+}
+
+needs_postgres_and_redis! {
+    /// A reaches Redis through a proxy the test cuts: calls needing Redis are refused quickly
+    /// with SERVICE_UNAVAILABLE, `/ready` says why, signed-in calls go on (reading sessions
+    /// from the database, as A cannot hear evictions), and all of it recovers when the proxy
+    /// is restored, without a restart.
+    async fn a_redis_outage_is_refused_fast_and_recovered_from() {
+        let proxy = TcpProxy::start(redis_url_via_upstream()).await;
+        let Pair { a, b } = spawn_pair(Some(redis_url_via(&proxy.addr)), |config| {
+            config.auth.session_cache_ttl = Duration::from_secs(300);
+        })
+        .await;
+        let session = a.register(&unique_email(), PASSWORD).await;
+        let access = token(&session, "accessToken");
+        assert_eq!(me(&a, &access).await.0, StatusCode::OK, "A caches the session");
+        assert_eq!(ready(&a).await.0, StatusCode::OK);
+
+        proxy.cut();
+        let started = Instant::now();
+        let (status, body) = refresh(&a, &token(&session, "refreshToken")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(error_code(&body), "SERVICE_UNAVAILABLE");
+        assert_eq!(error_reason(&body), "shared_state_unavailable");
+        assert!(body["error"]["data"]["retryAfterSeconds"].as_u64().is_some(), "{body}");
+        // A bound against hanging, not a speed target (the timeout is 500 ms).
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        let (status, body) = ready(&a).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["problem"], "redis_unreachable", "{body}");
+        assert_eq!(ready(&b).await.0, StatusCode::OK, "B reaches Redis");
+
+        // A stops trusting its cache once it cannot hear evictions: a logout on B is refused
+        // by A even though nothing reached it.
+        until("A notices the lost subscription", || async {
+            !a.state.auth.session_cache.hears_other_instances()
+        })
+        .await;
+        assert_eq!(me(&a, &access).await.0, StatusCode::OK, "no Redis needed");
+        let (status, body) = b.mutation_as(&access, "auth.logout", Some(json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = me(&a, &access).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+        proxy.restore();
+        until("/ready on A is 200 again", || async { ready(&a).await.0 == StatusCode::OK }).await;
+        until("A subscribes again", || async {
+            a.state.auth.session_cache.hears_other_instances()
+        })
+        .await;
+        let session = b.register(&unique_email(), PASSWORD).await;
+        let (status, body) = refresh(&a, &token(&session, "refreshToken")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let access = token(data(&body), "accessToken");
+        assert_eq!(me(&a, &access).await.0, StatusCode::OK, "A caches again");
+        let (status, _) = b.mutation_as(&access, "auth.logout", Some(json!({}))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me(&a, &access).await.0, StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// `host:port` of the test Redis, for the proxy to forward to.
+fn redis_url_via_upstream() -> String {
+    let url = reqwest::Url::parse(&redis_url()).expect("ALIAS_TEST_REDIS_URL is a URL");
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(6379)
+    )
+}
