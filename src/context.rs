@@ -71,7 +71,9 @@ impl AppState {
         let redis = config.redis.as_ref().map(Redis::new).transpose()?;
         if let Some(redis) = &redis {
             match redis.ping().await {
-                Ok(()) => tracing::info!("rate limits and session evictions are shared through Redis"),
+                Ok(()) => {
+                    tracing::info!("rate limits and session evictions are shared through Redis")
+                }
                 Err(_) => tracing::error!(
                     "Redis (ALIAS_REDIS_URL) does not answer; calls needing it are refused until it does"
                 ),

@@ -64,7 +64,10 @@ impl RateLimitStore for RedisRateLimits {
         if remaining_ms < 0 {
             return Ok(());
         }
-        let seconds = u64::try_from(remaining_ms).unwrap_or(0).div_ceil(1000).max(1);
+        let seconds = u64::try_from(remaining_ms)
+            .unwrap_or(0)
+            .div_ceil(1000)
+            .max(1);
         Err(Refusal::Limited(RetryAfter(
             u32::try_from(seconds).unwrap_or(u32::MAX),
         )))

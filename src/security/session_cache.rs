@@ -102,18 +102,19 @@ impl SessionCache {
     /// `shutdown` ends the subscription.
     pub fn new(ttl: Duration, redis: Option<&Redis>, shutdown: &CancellationToken) -> Self {
         let entries = Arc::new(Cache::new(CAPACITY));
-        let shared = redis.map(|redis| {
-            let entries = Arc::clone(&entries);
-            Channel::subscribe(redis, EVICTIONS, shutdown.clone(), move |delivery| {
-                match delivery {
-                    Delivery::Subscribed => entries.invalidate(|_, _| true),
-                    Delivery::Message(message) => match Eviction::parse(message) {
-                        Some(eviction) => eviction.apply(&entries),
-                        None => tracing::warn!(message, "ignored an unknown cache eviction"),
-                    },
-                }
-            })
-        });
+        let shared =
+            redis.map(|redis| {
+                let entries = Arc::clone(&entries);
+                Channel::subscribe(redis, EVICTIONS, shutdown.clone(), move |delivery| {
+                    match delivery {
+                        Delivery::Subscribed => entries.invalidate(|_, _| true),
+                        Delivery::Message(message) => match Eviction::parse(message) {
+                            Some(eviction) => eviction.apply(&entries),
+                            None => tracing::warn!(message, "ignored an unknown cache eviction"),
+                        },
+                    }
+                })
+            });
         Self {
             ttl,
             entries,

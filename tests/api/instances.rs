@@ -100,8 +100,11 @@ async fn me(app: &TestApp, access: &str) -> (StatusCode, Value) {
 }
 
 async fn refresh(app: &TestApp, refresh_token: &str) -> (StatusCode, Value) {
-    app.mutation("auth.refresh", Some(json!({ "refreshToken": refresh_token })))
-        .await
+    app.mutation(
+        "auth.refresh",
+        Some(json!({ "refreshToken": refresh_token })),
+    )
+    .await
 }
 
 async fn ready(app: &TestApp) -> (StatusCode, Value) {
@@ -230,7 +233,11 @@ async fn redis_outage_on_one_instance(outage: Outage) {
     .await;
     let session = a.register(&unique_email(), PASSWORD).await;
     let access = token(&session, "accessToken");
-    assert_eq!(me(&a, &access).await.0, StatusCode::OK, "A caches the session");
+    assert_eq!(
+        me(&a, &access).await.0,
+        StatusCode::OK,
+        "A caches the session"
+    );
     assert_eq!(ready(&a).await.0, StatusCode::OK);
 
     match outage {
@@ -243,9 +250,18 @@ async fn redis_outage_on_one_instance(outage: Outage) {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert_eq!(error_code(&body), "SERVICE_UNAVAILABLE");
         assert_eq!(error_reason(&body), "shared_state_unavailable");
-        assert!(body["error"]["data"]["retryAfterSeconds"].as_u64().is_some(), "{body}");
+        assert!(
+            body["error"]["data"]["retryAfterSeconds"]
+                .as_u64()
+                .is_some(),
+            "{body}"
+        );
         // A bound against hanging, not a speed target (the timeout is 500 ms).
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
     let (status, body) = ready(&a).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
