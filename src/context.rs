@@ -84,7 +84,7 @@ impl AppState {
             db,
             auth: Auth::new(&config, &http, redis.as_ref(), shutdown)?,
             vault,
-            streams: Streams::new(shutdown.clone()),
+            streams: Streams::new(shutdown.clone(), redis.as_ref()),
             mailer: Mailer::start(&config.mail, shutdown)?,
             config,
             http,

@@ -2,6 +2,12 @@
 //! connection is watching, keeps its events, and any number of subscribers replay what
 //! they missed and follow it live. Keyed by (scope, idempotency key), which makes starting
 //! one idempotent. Events are kept as serialized JSON, so nothing here knows what they are.
+//!
+//! With Redis (`ALIAS_REDIS_URL`), a stream whose subject is known is also copied into Redis,
+//! so another instance can follow it ([`Streams::follow_elsewhere`]) and stop it
+//! ([`Streams::stop_elsewhere`]); see `shared.rs`.
+
+mod shared;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +17,13 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use self::shared::{Copied, Shared};
+use crate::cluster::Redis;
 use crate::rpc::{RpcError, Serialized, Tracked};
 
 /// How long a finished stream stays in memory for clients that reconnect late; after that,
@@ -42,10 +50,13 @@ pub struct LiveStream {
     /// Cancelled by a stop request or shutdown (the task ends early and saves what it has)
     /// or by revocation (it ends without saving).
     pub stop: CancellationToken,
+    shared: Option<Arc<Shared>>,
+    /// Copies events into Redis once the subject is known (with Redis).
+    copier: Mutex<Option<mpsc::UnboundedSender<Copied>>>,
 }
 
 impl LiveStream {
-    fn new(owner: Uuid, stop: CancellationToken) -> Self {
+    fn new(owner: Uuid, stop: CancellationToken, shared: Option<Arc<Shared>>) -> Self {
         Self {
             owner,
             subject: Mutex::new(None),
@@ -55,11 +66,41 @@ impl LiveStream {
             finished_at: Mutex::new(None),
             revoked: AtomicBool::new(false),
             stop,
+            shared,
+            copier: Mutex::new(None),
         }
     }
 
+    /// Names what the stream produces; with Redis, its events (those so far, then every
+    /// later one) are copied there from now on, for other instances.
     pub fn set_subject(&self, id: Uuid) {
         *self.subject.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        // Under the log's lock, so copies keep the log's order.
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let copier = shared.copier(id);
+        for entry in log.iter() {
+            let _ = copier.send(Self::copy_of(entry));
+        }
+        *self.copier.lock().unwrap_or_else(PoisonError::into_inner) = Some(copier);
+    }
+
+    fn copy_of(entry: &Entry) -> Copied {
+        match entry {
+            Ok(event) => match event.id.parse() {
+                Ok(position) => Copied::Event(position, Arc::clone(&event.data)),
+                Err(_) => Copied::Failed,
+            },
+            Err(_) => Copied::Failed,
+        }
+    }
+
+    fn copy(&self, copy: impl FnOnce() -> Copied) {
+        if let Some(copier) = &*self.copier.lock().unwrap_or_else(PoisonError::into_inner) {
+            let _ = copier.send(copy());
+        }
     }
 
     fn subject(&self) -> Option<Uuid> {
@@ -89,6 +130,7 @@ impl LiveStream {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         self.finished.store(true, Ordering::SeqCst);
+        self.copy(|| Copied::End);
         // Wake subscribers so they see the end.
         self.length.send_modify(|_| {});
     }
@@ -113,7 +155,9 @@ impl LiveStream {
             return;
         }
         let position = log.len() + 1;
-        log.push(entry(position));
+        let entry = entry(position);
+        self.copy(|| Self::copy_of(&entry));
+        log.push(entry);
         self.length.send_replace(log.len());
     }
 
@@ -166,11 +210,15 @@ impl LiveStream {
     }
 }
 
+type ByKey = Arc<Mutex<HashMap<Key, Arc<LiveStream>>>>;
+
 /// The registry of running and recently finished streams.
 pub struct Streams {
-    by_key: Mutex<HashMap<Key, Arc<LiveStream>>>,
+    by_key: ByKey,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// With Redis: copies for, and stop requests from, the other instances.
+    shared: Option<Arc<Shared>>,
 }
 
 pub enum Reservation {
@@ -181,12 +229,26 @@ pub enum Reservation {
 }
 
 impl Streams {
-    /// `shutdown` is the server's: when it fires, running streams stop and save.
-    pub fn new(shutdown: CancellationToken) -> Self {
+    /// `shutdown` is the server's: when it fires, running streams stop and save. With
+    /// `redis`, other instances can follow and stop the streams this one runs.
+    pub fn new(shutdown: CancellationToken, redis: Option<&Redis>) -> Self {
+        let by_key = ByKey::default();
+        let shared = redis.map(|redis| {
+            let by_key = Arc::clone(&by_key);
+            Arc::new(Shared::new(redis, &shutdown, move |subject| {
+                let by_key = by_key.lock().unwrap_or_else(PoisonError::into_inner);
+                for stream in by_key.values() {
+                    if stream.subject() == Some(subject) && !stream.is_finished() {
+                        stream.stop.cancel();
+                    }
+                }
+            }))
+        });
         Self {
-            by_key: Mutex::new(HashMap::new()),
+            by_key,
             tasks: TaskTracker::new(),
             shutdown,
+            shared,
         }
     }
 
@@ -198,7 +260,11 @@ impl Streams {
         if let Some(existing) = by_key.get(&(scope, key)) {
             return Reservation::Existing(Arc::clone(existing));
         }
-        let stream = Arc::new(LiveStream::new(owner, self.shutdown.child_token()));
+        let stream = Arc::new(LiveStream::new(
+            owner,
+            self.shutdown.child_token(),
+            self.shared.clone(),
+        ));
         by_key.insert((scope, key), Arc::clone(&stream));
         Reservation::New(stream)
     }
@@ -250,6 +316,42 @@ impl Streams {
             .cloned()
     }
 
+    /// Another instance's stream producing `subject`, followed through Redis: its events after
+    /// `last_event_id`, then live ones until it ends. `None` without Redis or when no
+    /// instance produces it now (or did within the retention); the caller checked that the
+    /// caller may follow `subject`.
+    #[allow(clippy::type_complexity)]
+    pub async fn follow_elsewhere<T>(
+        &self,
+        subject: Uuid,
+        last_event_id: Option<&str>,
+    ) -> Result<
+        Option<impl Stream<Item = Result<Tracked<Serialized<T>>, RpcError>> + Send + 'static>,
+        RpcError,
+    > {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let after = last_event_id
+            .and_then(|id| id.parse::<usize>().ok())
+            .unwrap_or(0);
+        let Some(entries) = shared.follow(subject, after).await? else {
+            return Ok(None);
+        };
+        Ok(Some(futures::StreamExt::map(entries, |entry| {
+            entry.map(|event| Tracked::new(event.id, Serialized::assume(event.data)))
+        })))
+    }
+
+    /// Asks the other instances to stop the stream producing `subject` (the caller checked
+    /// that the caller may). `false` without Redis: there are no other instances to ask.
+    pub async fn stop_elsewhere(&self, subject: Uuid) -> Result<bool, RpcError> {
+        match &self.shared {
+            None => Ok(false),
+            Some(shared) => shared.request_stop(subject).await.map(|()| true).map_err(Into::into),
+        }
+    }
+
     /// Runs a stream's task, tracked so shutdown can wait for it.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.tasks.spawn(task);
@@ -276,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_replay_then_follow_live() {
-        let streams = Streams::new(CancellationToken::new());
+        let streams = Streams::new(CancellationToken::new(), None);
         let (scope, key, owner) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let Reservation::New(stream) = streams.reserve(scope, key, owner) else {
             panic!("first reservation is new");
@@ -312,7 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn revoking_ends_streams_by_scope_or_owner_and_forgets_them() {
-        let streams = Streams::new(CancellationToken::new());
+        let streams = Streams::new(CancellationToken::new(), None);
         let (scope, other_scope, owner) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let reserve = |scope, owner| match streams.reserve(scope, Uuid::now_v7(), owner) {
             Reservation::New(stream) => stream,

@@ -508,9 +508,10 @@ pub struct FollowInput {
 }
 
 /// `chat.follow`: a reply's events from the start (or after `lastEventId`) until its `done`,
-/// live while it is written. A reply that ended before the server's memory of it (a restart,
-/// or long ago) is replayed from what was saved: `userMessage`, then `done` with the whole
-/// text; after a `lastEventId`, only that `done`, numbered after it.
+/// live while it is written, whichever instance writes it (another one's through Redis). A
+/// reply that ended before the server's memory of it (a restart, or long ago) is replayed
+/// from what was saved: `userMessage`, then `done` with the whole text; after a
+/// `lastEventId`, only that `done`, numbered after it.
 async fn follow(ctx: Ctx, caller: SignedIn, input: FollowInput) -> Result<ChatEvents, RpcError> {
     let last_event_id = input.last_event_id.as_deref();
     if let Some(reply) = ctx
@@ -527,6 +528,14 @@ async fn follow(ctx: Ctx, caller: SignedIn, input: FollowInput) -> Result<ChatEv
         .map_err(internal("load a chat reply"))?
         .filter(|message| message.role == Role::Assistant.as_str())
         .ok_or_else(no_reply)?;
+    if let Some(elsewhere) = ctx
+        .state
+        .streams
+        .follow_elsewhere(reply.id, last_event_id)
+        .await?
+    {
+        return Ok(Box::pin(elsewhere));
+    }
     let user_message = match reply.reply_to {
         Some(id) => store::find_message(db, caller.user.id, id)
             .await
@@ -715,18 +724,22 @@ pub struct StopInput {
     message_id: Uuid,
 }
 
-/// `chat.stop`: ends a running reply; its text so far is kept with status "stopped".
-/// Stopping a reply that already ended does nothing.
+/// `chat.stop`: ends a running reply, whichever instance writes it; its text so far is kept
+/// with status "stopped". Stopping a reply that already ended does nothing.
 async fn stop(ctx: Ctx, caller: SignedIn, input: StopInput) -> Result<(), RpcError> {
-    if let Some(generation) = ctx.state.streams.running(caller.user.id, input.message_id) {
+    let streams = &ctx.state.streams;
+    if let Some(generation) = streams.running(caller.user.id, input.message_id) {
         generation.stop.cancel();
         return Ok(());
     }
-    store::find_message(&ctx.state.db, caller.user.id, input.message_id)
+    let message = store::find_message(&ctx.state.db, caller.user.id, input.message_id)
         .await
         .map_err(internal("load a chat message"))?
-        .map(drop)
-        .ok_or_else(|| RpcError::not_found("No such message."))
+        .ok_or_else(|| RpcError::not_found("No such message."))?;
+    if message.status == MessageStatus::Streaming.as_str() {
+        streams.stop_elsewhere(message.id).await?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, specta::Type)]

@@ -1,8 +1,9 @@
 //! Several instances behind one address: two real servers on one fresh PostgreSQL database and
 //! one Redis (`ALIAS_TEST_REDIS_URL`, a key prefix of their own per test). Limits count across
-//! both, a revocation on one is refused at once by the other, and Redis failing mid-test is
-//! answered SERVICE_UNAVAILABLE quickly, reported by `/ready`, and recovered from without a
-//! restart. Without both services these tests are reported ignored.
+//! both, a revocation on one is refused at once by the other, a reply written by one is
+//! followed, resumed and stopped through the other, and Redis failing mid-test is answered
+//! SERVICE_UNAVAILABLE quickly, reported by `/ready`, and recovered from without a restart.
+//! Without both services these tests are reported ignored.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,8 @@ use alias_server::config::{Config, RedisConfig, RedisUrl};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{DbKind, TestApp, data, error_code, error_reason, unique_email};
+use crate::chat::{Chat, new_id, of_type, payloads, text_of};
+use crate::helpers::{DbKind, SseEvent, SseStream, TestApp, data, error_code, error_reason, unique_email};
 use crate::tcp_proxy::TcpProxy;
 
 const PASSWORD: &str = "correct horse battery";
@@ -42,6 +44,25 @@ fn redis_url_via(addr: &str) -> String {
     via.to_string()
 }
 
+/// One Redis configuration per test: a key prefix of its own.
+fn shared_redis() -> impl Fn(String) -> RedisConfig + Clone {
+    let prefix = format!("alias-test-{}:", uuid::Uuid::new_v4());
+    move |url: String| RedisConfig {
+        url: RedisUrl(url),
+        key_prefix: prefix.clone(),
+        timeout: Duration::from_millis(500),
+    }
+}
+
+async fn until_subscribed(apps: [&TestApp; 2]) {
+    for app in apps {
+        until("the instance subscribes to evictions", || async {
+            app.state.auth.session_cache.hears_other_instances()
+        })
+        .await;
+    }
+}
+
 struct Pair {
     a: TestApp,
     b: TestApp,
@@ -50,12 +71,7 @@ struct Pair {
 /// Two instances on one new PostgreSQL database and one Redis with a fresh key prefix; `a`
 /// reaches Redis at `a_redis` (a proxy, say), `b` directly. `adjust` applies to both.
 async fn spawn_pair(a_redis: Option<String>, adjust: impl Fn(&mut Config) + Clone) -> Pair {
-    let prefix = format!("alias-test-{}:", uuid::Uuid::new_v4());
-    let shared = move |url: String| RedisConfig {
-        url: RedisUrl(url),
-        key_prefix: prefix.clone(),
-        timeout: Duration::from_millis(500),
-    };
+    let shared = shared_redis();
     let (shared_a, shared_b) = (shared.clone(), shared);
     let adjust_a = adjust.clone();
     let a = TestApp::spawn_with(DbKind::Postgres, move |config| {
@@ -69,12 +85,7 @@ async fn spawn_pair(a_redis: Option<String>, adjust: impl Fn(&mut Config) + Clon
             adjust(config);
         })
         .await;
-    for app in [&a, &b] {
-        until("the instance subscribes to evictions", || async {
-            app.state.auth.session_cache.hears_other_instances()
-        })
-        .await;
-    }
+    until_subscribed([&a, &b]).await;
     Pair { a, b }
 }
 
@@ -322,4 +333,120 @@ fn redis_upstream() -> String {
         url.host_str().unwrap_or("127.0.0.1"),
         url.port().unwrap_or(6379)
     )
+}
+
+/// A chat (user, Gemini key, session) on instance A, and instance B beside it, both on the fake
+/// providers.
+async fn chat_pair() -> (Chat, TestApp) {
+    let shared = shared_redis();
+    let shared_a = shared.clone();
+    let chat = Chat::start_with(DbKind::Postgres, "gemini", move |config| {
+        config.redis = Some(shared_a(redis_url()));
+    })
+    .await;
+    let base_url = chat.providers.base_url.clone();
+    let b = chat
+        .app
+        .spawn_beside(move |config| {
+            config.ai.gemini_base_url = base_url;
+            config.redis = Some(shared(redis_url()));
+        })
+        .await;
+    until_subscribed([&chat.app, &b]).await;
+    (chat, b)
+}
+
+async fn send_on(app: &TestApp, chat: &Chat, content: &str) -> String {
+    let (status, body) = app
+        .mutation_as(&chat.token, "chat.send", Some(chat.input(content, &new_id())))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    data(&body)["replyMessageId"]
+        .as_str()
+        .expect("replyMessageId")
+        .to_owned()
+}
+
+async fn follow_on(app: &TestApp, chat: &Chat, reply: &str, last_event_id: Option<&str>) -> SseStream {
+    let input = json!({ "messageId": reply });
+    app.subscribe_as(&chat.token, "chat.follow", Some(&input), last_event_id)
+        .await
+}
+
+/// Reads events until `count` data events arrived.
+async fn data_events(stream: &mut SseStream, count: usize) -> Vec<SseEvent> {
+    let mut seen = Vec::new();
+    while seen.iter().filter(|e: &&SseEvent| e.event.is_none()).count() < count {
+        seen.push(stream.next().await.expect("an event"));
+    }
+    seen
+}
+
+fn ids(events: &[SseEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| e.id.as_deref()?.parse().ok())
+        .collect()
+}
+
+needs_postgres_and_redis! {
+    /// A reply written by A is followed live through B, dropped, resumed through B after the
+    /// last event id with no gap and no duplicate, and costs one provider call.
+    async fn a_reply_written_by_one_instance_is_followed_and_resumed_through_the_other() {
+        let (chat, b) = chat_pair().await;
+        let reply = send_on(&chat.app, &chat, "Give me a long reply").await;
+        let mut first = follow_on(&b, &chat, &reply, None).await;
+        let seen = data_events(&mut first, 4).await;
+        drop(first);
+        let seen_payloads = payloads(&seen);
+        assert_eq!(seen_payloads[0]["type"], "userMessage", "{seen_payloads:?}");
+        assert_eq!(seen_payloads[0]["replyMessageId"], reply.as_str());
+        let last_id = seen.iter().rev().find_map(|e| e.id.clone()).expect("an id");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let rest = follow_on(&b, &chat, &reply, Some(&last_id)).await.collect().await;
+        let after = payloads(&rest);
+        assert!(of_type(&after, "userMessage").is_empty(), "nothing twice");
+        let text = text_of(&seen_payloads) + &text_of(&after);
+        let done = after.last().expect("done");
+        assert_eq!(done["type"], "done", "{after:?}");
+        assert_eq!(done["message"]["status"], "complete");
+        assert_eq!(done["message"]["content"], text, "no gap, no duplicate");
+        assert_eq!(text.split_whitespace().count(), 50);
+        let next: u64 = last_id.parse().expect("numeric id");
+        let rest_ids = ids(&rest);
+        assert_eq!(rest_ids.first(), Some(&(next + 1)));
+        assert!(rest_ids.windows(2).all(|w| w[1] == w[0] + 1), "{rest_ids:?}");
+
+        // Finished, it is still replayed event by event through B.
+        let whole = follow_on(&b, &chat, &reply, None).await.collect().await;
+        assert_eq!(text_of(&payloads(&whole)), text);
+        assert_eq!(chat.streamed_calls(), 1, "one provider call");
+    }
+}
+
+needs_postgres_and_redis! {
+    /// `chat.stop` through B ends the reply A writes: followers on either side get `done` with
+    /// status `stopped` and the text so far, as saved.
+    async fn a_reply_written_by_one_instance_is_stopped_through_the_other() {
+        let (chat, b) = chat_pair().await;
+        let reply = send_on(&chat.app, &chat, "keep streaming please").await;
+        let mut on_b = follow_on(&b, &chat, &reply, None).await;
+        let on_a = follow_on(&chat.app, &chat, &reply, None).await;
+        data_events(&mut on_b, 3).await;
+        let (status, body) = b
+            .mutation_as(&chat.token, "chat.stop", Some(json!({ "messageId": reply })))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for stream in [on_a, on_b] {
+            let events = stream.collect().await;
+            let done = payloads(&events).last().cloned().expect("done");
+            assert_eq!(done["type"], "done", "{events:?}");
+            assert_eq!(done["message"]["status"], "stopped");
+        }
+        let messages = chat.messages().await;
+        let saved = messages.iter().find(|m| m["id"] == reply.as_str()).expect("the reply");
+        assert_eq!(saved["status"], "stopped");
+        assert!(saved["content"].as_str().is_some_and(|text| !text.is_empty()));
+    }
 }
