@@ -581,21 +581,7 @@ async fn start(
 ) -> Result<(), RpcError> {
     let state = &ctx.state;
     let db = &state.db;
-    if let Some((user_message, reply)) =
-        store::find_exchange(db, session.id, input.client_message_id)
-            .await
-            .map_err(internal("look up a chat message"))?
-    {
-        generation.push(&ChatEvent::UserMessage {
-            message: attachments::shown(ctx, caller.user.id, user_message).await?,
-            reply_message_id: reply.as_ref().map(|reply| reply.id),
-        });
-        if let Some(reply) = reply {
-            generation.push(&ChatEvent::Done {
-                message: reply.into(),
-            });
-        }
-        generation.finish();
+    if replay_saved(ctx, &caller, &session, input, &generation).await? {
         return Ok(());
     }
     let files = crate::files::attach::sendable(
@@ -631,6 +617,12 @@ async fn start(
         Ok(saved) => saved,
         Err(error) => {
             usage::release(state, &admitted).await;
+            // Another instance saved this `clientMessageId` meanwhile (the unique index claims
+            // it once across instances): answer with its exchange, never a second provider call.
+            if replay_saved(ctx, &caller, &session, input, &generation).await? {
+                tracing::debug!(?error, "a concurrent send of the same message won");
+                return Ok(());
+            }
             return Err(error);
         }
     };
@@ -656,6 +648,36 @@ async fn start(
     };
     state.streams.spawn(reply::run(job));
     Ok(())
+}
+
+/// When the message was saved before (by an earlier send, maybe on another instance), pushes
+/// its saved outcome to `generation` instead of starting a reply: `userMessage`, then `done`
+/// when the reply exists. Whether it was.
+async fn replay_saved(
+    ctx: &Ctx,
+    caller: &SignedIn,
+    session: &entity::chat_sessions::Model,
+    input: &SendInput,
+    generation: &LiveStream,
+) -> Result<bool, RpcError> {
+    let Some((user_message, reply)) =
+        store::find_exchange(&ctx.state.db, session.id, input.client_message_id)
+            .await
+            .map_err(internal("look up a chat message"))?
+    else {
+        return Ok(false);
+    };
+    generation.push(&ChatEvent::UserMessage {
+        message: attachments::shown(ctx, caller.user.id, user_message).await?,
+        reply_message_id: reply.as_ref().map(|reply| reply.id),
+    });
+    if let Some(reply) = reply {
+        generation.push(&ChatEvent::Done {
+            message: reply.into(),
+        });
+    }
+    generation.finish();
+    Ok(true)
 }
 
 /// The user's message (its text and files) and the (still empty) reply, saved together.
@@ -687,7 +709,13 @@ async fn save_exchange(
         },
     )
     .await
-    .map_err(internal("save a chat message"))?;
+    .map_err(|error| match error.sql_err() {
+        // Sent concurrently (maybe through another instance): the caller replays that one.
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+            RpcError::new(ErrorCode::Conflict, "This message was just sent.")
+        }
+        _ => internal("save a chat message")(error),
+    })?;
     attachments::save(&transaction, user_message.id, files)
         .await
         .map_err(internal("save a message's files"))?;

@@ -450,3 +450,24 @@ needs_postgres_and_redis! {
         assert!(saved["content"].as_str().is_some_and(|text| !text.is_empty()));
     }
 }
+
+needs_postgres_and_redis! {
+    /// One `clientMessageId` sent through both instances at once: both answer the same
+    /// message and reply, and the provider is called once.
+    async fn a_message_sent_through_both_instances_at_once_is_answered_once() {
+        let (chat, b) = chat_pair().await;
+        for _ in 0..3 {
+            let input = chat.input("Hi there", &new_id());
+            let (on_a, on_b) = tokio::join!(
+                chat.app.mutation_as(&chat.token, "chat.send", Some(input.clone())),
+                b.mutation_as(&chat.token, "chat.send", Some(input.clone())),
+            );
+            assert_eq!(on_a.0, StatusCode::OK, "{}", on_a.1);
+            assert_eq!(on_b.0, StatusCode::OK, "{}", on_b.1);
+            assert_eq!(data(&on_a.1), data(&on_b.1));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(chat.streamed_calls(), 3, "one provider call per message");
+        assert_eq!(chat.messages().await.len(), 6);
+    }
+}
