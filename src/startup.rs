@@ -44,12 +44,16 @@ impl Application {
         rpc::recognise_transient(db::transient_error);
         secret_file::create_private_dir(&config.data_dir)?;
         let db = db::open(&config).await?;
-        let interrupted = chat::fail_interrupted_replies(&db).await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "chat replies cut off by the last shutdown were marked as errors"
-            );
+        // With Redis, other instances may be writing replies right now: those whose instance
+        // stopped are found by their lapsed lease instead (`chat::sweep_orphaned_replies`).
+        if config.redis.is_none() {
+            let interrupted = chat::fail_interrupted_replies(&db).await?;
+            if interrupted > 0 {
+                tracing::warn!(
+                    interrupted,
+                    "chat replies cut off by the last shutdown were marked as errors"
+                );
+            }
         }
         let listener = TcpListener::bind(config.bind)
             .await
@@ -74,6 +78,10 @@ impl Application {
             shutdown.clone(),
         ));
         tokio::spawn(voice::sweep_periodically(
+            Arc::clone(&state),
+            shutdown.clone(),
+        ));
+        tokio::spawn(chat::sweep_orphaned_replies(
             Arc::clone(&state),
             shutdown.clone(),
         ));

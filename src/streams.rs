@@ -348,9 +348,30 @@ impl Streams {
     pub async fn stop_elsewhere(&self, subject: Uuid) -> Result<bool, RpcError> {
         match &self.shared {
             None => Ok(false),
-            Some(shared) => shared.request_stop(subject).await.map(|()| true).map_err(Into::into),
+            Some(shared) => shared
+                .request_stop(subject)
+                .await
+                .map(|()| true)
+                .map_err(Into::into),
         }
     }
+
+    /// Whether other instances share the streams (Redis).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Of `subjects`, those no instance runs now: its lease lapsed, so the instance running
+    /// it died. Empty without Redis (this instance alone knows what it runs).
+    pub async fn orphaned(&self, subjects: &[Uuid]) -> Result<Vec<Uuid>, RpcError> {
+        match &self.shared {
+            None => Ok(Vec::new()),
+            Some(shared) => Ok(shared.unleased(subjects).await?),
+        }
+    }
+
+    /// How long a running stream's lease lasts unless renewed.
+    pub const LEASE: Duration = shared::LEASE;
 
     /// Runs a stream's task, tracked so shutdown can wait for it.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {

@@ -1,6 +1,7 @@
 //! `chat.*`: sessions, messages, streamed AI replies that persist and resume, and search.
 
 mod attachments;
+mod orphans;
 mod reply;
 pub mod search;
 #[cfg(test)]
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+pub use orphans::sweep_periodically as sweep_orphaned_replies;
 pub use store::fail_interrupted_replies;
 // For domains built on chats (voice calls add spoken turns to a chat session).
 pub use store::{

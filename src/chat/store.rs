@@ -501,14 +501,48 @@ pub async fn delete_exchange(
     touch_session(db, session_id, -i32::try_from(removed).unwrap_or(0)).await
 }
 
-/// At start-up: replies that were streaming when the process died will never finish.
+/// Marks every reply still `streaming` as failed (`interrupted`), its text so far kept: at
+/// start-up of a lone instance, nothing can be writing them.
 pub async fn fail_interrupted_replies(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    fail_replies(
+        db,
+        None,
+        "The server stopped while writing this reply. Send your message again.",
+    )
+    .await
+}
+
+/// Replies `streaming` and untouched since `before`, at most `limit`: candidates for a dead
+/// instance's orphans.
+pub async fn quiet_streaming_replies(
+    db: &DatabaseConnection,
+    before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Uuid>, DbErr> {
+    chat_messages::Entity::find()
+        .select_only()
+        .column(chat_messages::Column::Id)
+        .filter(chat_messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
+        .filter(chat_messages::Column::UpdatedAt.lt(before))
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Marks the replies `ids` (every one without) that are still `streaming` as failed
+/// (`interrupted`, saying `message`), their text so far kept.
+pub async fn fail_replies(
+    db: &DatabaseConnection,
+    ids: Option<&[Uuid]>,
+    message: &str,
+) -> Result<u64, DbErr> {
     let interrupted = MessageError {
         reason: MessageErrorReason::Interrupted,
-        message: "The server stopped while writing this reply. Send your message again.".to_owned(),
+        message: message.to_owned(),
         retry_after_seconds: None,
     };
-    chat_messages::Entity::update_many()
+    let mut update = chat_messages::Entity::update_many()
         .col_expr(
             chat_messages::Column::Status,
             Expr::value(MessageStatus::Error.as_str()),
@@ -518,10 +552,11 @@ pub async fn fail_interrupted_replies(db: &DatabaseConnection) -> Result<u64, Db
             Expr::value(serde_json::to_value(interrupted).unwrap_or_default()),
         )
         .col_expr(chat_messages::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(chat_messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
-        .exec(db)
-        .await
-        .map(|result| result.rows_affected)
+        .filter(chat_messages::Column::Status.eq(MessageStatus::Streaming.as_str()));
+    if let Some(ids) = ids {
+        update = update.filter(chat_messages::Column::Id.is_in(ids.iter().copied()));
+    }
+    update.exec(db).await.map(|result| result.rows_affected)
 }
 
 #[cfg(test)]

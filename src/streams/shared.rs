@@ -2,7 +2,9 @@
 //! copies each event, in order, into a Redis stream named after its subject (capped, expiring
 //! [`RETENTION`] after its last event); an instance asked to follow a subject it does not run
 //! reads that Redis stream from the start and then blocks for new entries. Stop requests are
-//! published to every instance; the one running the subject stops it.
+//! published to every instance; the one running the subject stops it. While it runs, the
+//! running instance holds a lease on the subject ([`LEASE`], renewed every [`RENEW`]): a
+//! subject left without one was orphaned by an instance that died.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,6 +29,10 @@ const MAX_ENTRIES: u32 = 20_000;
 const BLOCK: Duration = Duration::from_secs(5);
 /// The pub/sub channel stop requests travel on.
 const STOPS: &str = "stream-stops";
+/// How long a subject's lease lasts unless renewed.
+pub(super) const LEASE: Duration = Duration::from_secs(10);
+/// How often a running stream renews its lease.
+const RENEW: Duration = Duration::from_secs(3);
 
 /// What the running instance copies into Redis.
 pub(super) enum Copied {
@@ -65,15 +71,59 @@ impl Shared {
         self.redis.key(&format!("stream:{subject}"))
     }
 
+    fn lease_key(&self, subject: Uuid) -> String {
+        self.redis.key(&format!("lease:{subject}"))
+    }
+
+    /// Of `subjects`, those no instance holds a lease on.
+    pub(super) async fn unleased(&self, subjects: &[Uuid]) -> Result<Vec<Uuid>, Unavailable> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for subject in subjects {
+            pipe.cmd("EXISTS").arg(self.lease_key(*subject));
+        }
+        let leased: Vec<i64> = self
+            .redis
+            .run("check leases", |mut connection| async move {
+                pipe.query_async(&mut connection).await
+            })
+            .await?;
+        Ok(subjects
+            .iter()
+            .zip(leased)
+            .filter(|(_, leased)| *leased == 0)
+            .map(|(subject, _)| *subject)
+            .collect())
+    }
+
     /// Starts copying a stream's events into Redis, in order, on a task of its own so the
     /// stream never waits for Redis. A copy Redis refuses is dropped (and logged): followers
     /// elsewhere then see the saved outcome instead.
     pub(super) fn copier(&self, subject: Uuid) -> mpsc::UnboundedSender<Copied> {
         let (sender, mut copies) = mpsc::unbounded_channel();
         let (redis, key) = (self.redis.clone(), self.key(subject));
+        let lease_key = self.lease_key(subject);
         let retention_ms = u64::try_from(RETENTION.as_millis()).unwrap_or(u64::MAX);
+        let lease_ms = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
         tokio::spawn(async move {
-            while let Some(copy) = copies.recv().await {
+            let mut renew = tokio::time::interval(RENEW);
+            loop {
+                let copy = tokio::select! {
+                    copy = copies.recv() => copy,
+                    _ = renew.tick() => {
+                        let lease = redis::cmd("SET").arg(&lease_key).arg(1).arg("PX").arg(lease_ms).to_owned();
+                        let _ = redis
+                            .run("renew a lease", |mut connection| async move {
+                                lease.query_async::<()>(&mut connection).await
+                            })
+                            .await;
+                        continue;
+                    }
+                };
+                // The stream dropped without an end (its task panicked): the lease lapses.
+                let Some(copy) = copy else { break };
                 let end = matches!(copy, Copied::End | Copied::Failed);
                 let mut pipe = redis::pipe();
                 let xadd = pipe
@@ -84,12 +134,17 @@ impl Shared {
                     .arg(MAX_ENTRIES)
                     .arg("*");
                 match &copy {
-                    Copied::Event(position, json) => xadd.arg("id").arg(*position).arg("data").arg(json.get()),
+                    Copied::Event(position, json) => {
+                        xadd.arg("id").arg(*position).arg("data").arg(json.get())
+                    }
                     Copied::Failed => xadd.arg("failed").arg(1),
                     Copied::End => xadd.arg("end").arg(1),
                 }
                 .ignore();
                 pipe.cmd("PEXPIRE").arg(&key).arg(retention_ms).ignore();
+                if end {
+                    pipe.cmd("DEL").arg(&lease_key).ignore();
+                }
                 let _ = redis
                     .run("copy a stream event", |mut connection| async move {
                         pipe.query_async::<()>(&mut connection).await
@@ -155,10 +210,13 @@ impl Shared {
             pending: VecDeque::new(),
             ended: false,
         };
-        Ok(Some(futures::stream::unfold(reader, |mut reader| async move {
-            let entry = reader.next().await?;
-            Some((entry, reader))
-        })))
+        Ok(Some(futures::stream::unfold(
+            reader,
+            |mut reader| async move {
+                let entry = reader.next().await?;
+                Some((entry, reader))
+            },
+        )))
     }
 }
 

@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::chat::{Chat, new_id, of_type, payloads, text_of};
-use crate::helpers::{DbKind, SseEvent, SseStream, TestApp, data, error_code, error_reason, unique_email};
+use crate::helpers::{
+    DbKind, SseEvent, SseStream, TestApp, data, error_code, error_reason, unique_email,
+};
 use crate::tcp_proxy::TcpProxy;
 
 const PASSWORD: &str = "correct horse battery";
@@ -358,7 +360,11 @@ async fn chat_pair() -> (Chat, TestApp) {
 
 async fn send_on(app: &TestApp, chat: &Chat, content: &str) -> String {
     let (status, body) = app
-        .mutation_as(&chat.token, "chat.send", Some(chat.input(content, &new_id())))
+        .mutation_as(
+            &chat.token,
+            "chat.send",
+            Some(chat.input(content, &new_id())),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     data(&body)["replyMessageId"]
@@ -367,7 +373,12 @@ async fn send_on(app: &TestApp, chat: &Chat, content: &str) -> String {
         .to_owned()
 }
 
-async fn follow_on(app: &TestApp, chat: &Chat, reply: &str, last_event_id: Option<&str>) -> SseStream {
+async fn follow_on(
+    app: &TestApp,
+    chat: &Chat,
+    reply: &str,
+    last_event_id: Option<&str>,
+) -> SseStream {
     let input = json!({ "messageId": reply });
     app.subscribe_as(&chat.token, "chat.follow", Some(&input), last_event_id)
         .await
@@ -376,7 +387,12 @@ async fn follow_on(app: &TestApp, chat: &Chat, reply: &str, last_event_id: Optio
 /// Reads events until `count` data events arrived.
 async fn data_events(stream: &mut SseStream, count: usize) -> Vec<SseEvent> {
     let mut seen = Vec::new();
-    while seen.iter().filter(|e: &&SseEvent| e.event.is_none()).count() < count {
+    while seen
+        .iter()
+        .filter(|e: &&SseEvent| e.event.is_none())
+        .count()
+        < count
+    {
         seen.push(stream.next().await.expect("an event"));
     }
     seen
@@ -469,5 +485,70 @@ needs_postgres_and_redis! {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(chat.streamed_calls(), 3, "one provider call per message");
         assert_eq!(chat.messages().await.len(), 6);
+    }
+}
+
+/// Makes a finished reply look like one a dead instance left `streaming` a minute ago.
+async fn as_if_left_streaming(chat: &Chat, reply: &str) {
+    use sea_orm::ConnectionTrait as _;
+    let sql = format!(
+        "UPDATE chat_messages SET status = 'streaming', error = NULL, \
+         updated_at = now() - interval '1 minute' WHERE id = '{reply}'"
+    );
+    chat.app
+        .db()
+        .await
+        .execute_unprepared(&sql)
+        .await
+        .expect("update the reply");
+}
+
+async fn status_of(chat: &Chat, reply: &str) -> Value {
+    let messages = chat.messages().await;
+    messages
+        .iter()
+        .find(|m| m["id"] == reply)
+        .cloned()
+        .expect("the reply is listed")
+}
+
+needs_postgres_and_redis! {
+    /// A reply whose instance stopped mid-reply (no lease renewed) is marked `error`
+    /// (`interrupted`) by a living instance, its text kept; a quiet reply whose lease is
+    /// held is left alone.
+    async fn a_reply_orphaned_by_a_dead_instance_is_marked_failed() {
+        let (chat, _b) = chat_pair().await;
+        let orphan = send_on(&chat.app, &chat, "Hi there").await;
+        let quiet = send_on(&chat.app, &chat, "Hi again").await;
+        for reply in [&orphan, &quiet] {
+            let events = follow_on(&chat.app, &chat, reply, None).await.collect().await;
+            assert_eq!(payloads(&events).last().expect("done")["type"], "done");
+            as_if_left_streaming(&chat, reply).await;
+        }
+        let prefix = chat.app.state.config.redis.as_ref().expect("redis").key_prefix.clone();
+        let mut redis = redis::Client::open(redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to Redis");
+        redis::cmd("SET")
+            .arg(format!("{prefix}lease:{quiet}"))
+            .arg(1)
+            .arg("EX")
+            .arg(60)
+            .exec_async(&mut redis)
+            .await
+            .expect("hold a lease");
+
+        until("the orphan is marked failed", || async {
+            status_of(&chat, &orphan).await["status"] == "error"
+        })
+        .await;
+        let failed = status_of(&chat, &orphan).await;
+        assert_eq!(failed["error"]["reason"], "interrupted", "{failed}");
+        assert_eq!(failed["content"], "Hello from Gemini.", "the text so far is kept");
+        // Another round of both instances' sweeps (every 5 s) leaves the leased one alone.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(status_of(&chat, &quiet).await["status"], "streaming");
     }
 }
