@@ -530,13 +530,18 @@ async fn follow(ctx: Ctx, caller: SignedIn, input: FollowInput) -> Result<ChatEv
         .map_err(internal("load a chat reply"))?
         .filter(|message| message.role == Role::Assistant.as_str())
         .ok_or_else(no_reply)?;
-    if let Some(elsewhere) = ctx
+    match ctx
         .state
         .streams
         .follow_elsewhere(reply.id, last_event_id)
-        .await?
+        .await
     {
-        return Ok(Box::pin(elsewhere));
+        Ok(Some(elsewhere)) => return Ok(Box::pin(elsewhere)),
+        Ok(None) => {}
+        // Redis down: a reply still being written cannot be followed; a finished one is
+        // replayed from what was saved.
+        Err(error) if reply.status == MessageStatus::Streaming.as_str() => return Err(error),
+        Err(_) => {}
     }
     let user_message = match reply.reply_to {
         Some(id) => store::find_message(db, caller.user.id, id)
