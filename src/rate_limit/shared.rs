@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use redis::Script;
+use sha2::{Digest as _, Sha256};
 
 use super::{RateLimitStore, Refusal, RetryAfter};
 use crate::cluster::Redis;
@@ -46,7 +47,12 @@ impl RedisRateLimits {
 #[async_trait::async_trait]
 impl RateLimitStore for RedisRateLimits {
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Refusal> {
-        let key = self.redis.key(&format!("limit:{key}"));
+        // Keys hold client addresses and emails: Redis sees only their digest.
+        let digest: String = Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        let key = self.redis.key(&format!("limit:{digest}"));
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let script = &self.script;
         let remaining_ms: i64 = self
