@@ -171,7 +171,7 @@ export const MESSAGE_SOURCES = ["text", "voice"] as const;
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
 /** Every `Reason`, in declaration order. */
-export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected", "quota_exceeded", "voice_not_configured", "voice_credential_expired"] as const;
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "shared_state_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected", "quota_exceeded", "voice_not_configured", "voice_credential_expired"] as const;
 
 /** Every `Role`, in declaration order. */
 export const ROLES = ["user", "assistant", "tool"] as const;
@@ -758,6 +758,11 @@ export type Reason =
  *  `retryAfterSeconds`.
  */
 "database_unavailable" | 
+/**
+ *  The store the server's instances share (Redis) cannot be reached: nothing is lost;
+ *  retry after `retryAfterSeconds`.
+ */
+"shared_state_unavailable" | 
 /**
  *  The file is larger than allowed for its type (images and other files have their own
  *  limits).
