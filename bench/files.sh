@@ -17,7 +17,7 @@ source "$(dirname "$0")/lib.sh"
 REPEAT=${BENCH_REPEAT:-5}
 UPLOADS=${BENCH_UPLOADS:-8}
 
-command -v convert >/dev/null || { log "ImageMagick's convert is needed"; exit 0; }
+command -v convert >/dev/null || { log "ImageMagick's convert is needed (apt-get install imagemagick)"; exit 0; }
 ensure_built
 
 PHOTO="$WORK/photo.jpg" TEXT="$WORK/text.txt"
@@ -49,8 +49,10 @@ photo=$(for _ in $(seq "$REPEAT"); do upload "$PHOTO" image/jpeg; done | median)
 
 before=$(awk '/VmHWM/ { print $2 }' "/proc/$SERVER_PID/status")
 start=$(date +%s.%N)
-for _ in $(seq "$UPLOADS"); do upload "$PHOTO" image/jpeg >/dev/null & done
-wait
+pids=()
+for _ in $(seq "$UPLOADS"); do upload "$PHOTO" image/jpeg >/dev/null & pids+=($!); done
+# Only the uploads: a bare `wait` would also wait for the server this script started.
+wait "${pids[@]}"
 end=$(date +%s.%N)
 after=$(awk '/VmHWM/ { print $2 }' "/proc/$SERVER_PID/status")
 
