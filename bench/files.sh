@@ -22,7 +22,7 @@ ensure_built
 
 PHOTO="$WORK/photo.jpg" TEXT="$WORK/text.txt"
 log "making a 12-megapixel JPEG of about 10 MB"
-convert -size 4000x3000 xc:gray +noise Gaussian -quality 80 "$PHOTO"
+convert -size 4000x3000 xc:gray +noise Gaussian -attenuate 1.5 +noise Gaussian -quality 98 "$PHOTO"
 SIZE=$(stat -c %s "$PHOTO")
 head -c "$SIZE" /dev/zero | tr '\0' 'a' >"$TEXT"
 log "photo: $SIZE bytes"
