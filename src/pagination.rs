@@ -16,7 +16,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Se
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::rpc::FieldErrors;
+use crate::rpc::{FieldErrors, RpcError};
 
 /// Which way a page goes from its cursor (tRPC's `direction`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, specta::Type)]
@@ -100,6 +100,18 @@ impl<C: Cursor> PageRequest<C> {
             direction: direction.unwrap_or_default(),
             limit: limit?,
         })
+    }
+
+    /// `parse` for an input with no other fields to check: a BAD_REQUEST naming `limit` or
+    /// `cursor` when one is wrong.
+    pub fn of_input(
+        size: PageSize,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+        direction: Option<Direction>,
+    ) -> Result<Self, RpcError> {
+        let mut errors = FieldErrors::default();
+        Self::parse(&mut errors, size, limit, cursor, direction).ok_or_else(|| errors.into_error())
     }
 
     pub fn is_forward(&self) -> bool {

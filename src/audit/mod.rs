@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::context::{App, Ctx};
 use crate::guard::{SignedIn, signed_in};
 use crate::pagination::{Direction, PageRequest, PageSize};
-use crate::rpc::{FieldErrors, RequestInfo, Router, RpcError, Timestamp, internal};
+use crate::rpc::{RequestInfo, Router, RpcError, Timestamp, internal};
 
 pub fn router() -> Router<App> {
     Router::new().query("list", signed_in(list))
@@ -185,16 +185,12 @@ pub struct AuditPage {
 /// `audit.list`: the caller's own events, newest first. Ids are time-ordered (UUIDv7), so
 /// an event's id is its position in the list.
 async fn list(ctx: Ctx, caller: SignedIn, input: AuditListInput) -> Result<AuditPage, RpcError> {
-    let mut errors = FieldErrors::default();
-    let Some(page) = PageRequest::<Uuid>::parse(
-        &mut errors,
+    let page = PageRequest::<Uuid>::of_input(
         AUDIT_PAGE,
         input.limit,
         input.cursor.as_deref(),
         input.direction,
-    ) else {
-        return Err(errors.into_error());
-    };
+    )?;
     let mine = audit_events::Entity::find().filter(audit_events::Column::UserId.eq(caller.user.id));
     let rows = page
         .newest_first(mine, audit_events::Column::Id)

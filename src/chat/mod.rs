@@ -113,16 +113,12 @@ async fn list_sessions(
     caller: SignedIn,
     input: ListSessionsInput,
 ) -> Result<SessionPage, RpcError> {
-    let mut errors = FieldErrors::default();
-    let Some(page) = PageRequest::<SessionCursor>::parse(
-        &mut errors,
+    let page = PageRequest::<SessionCursor>::of_input(
         SESSION_PAGE,
         input.limit,
         input.cursor.as_deref(),
         input.direction,
-    ) else {
-        return Err(errors.into_error());
-    };
+    )?;
     let db = &ctx.state.db;
     let only = match input
         .search
@@ -279,16 +275,12 @@ async fn list_messages(
     caller: SignedIn,
     input: ListMessagesInput,
 ) -> Result<MessagePage, RpcError> {
-    let mut errors = FieldErrors::default();
-    let Some(page) = PageRequest::<Uuid>::parse(
-        &mut errors,
+    let page = PageRequest::<Uuid>::of_input(
         MESSAGE_PAGE,
         input.limit,
         input.cursor.as_deref(),
         input.direction,
-    ) else {
-        return Err(errors.into_error());
-    };
+    )?;
     let session = owned_session(&ctx, &caller, input.session_id).await?;
     let rows = store::list_messages(&ctx.state.db, session.id, &page)
         .await

@@ -345,16 +345,12 @@ const FILES_PAGE: PageSize = PageSize {
 
 /// `files.list`: the caller's files, newest first.
 async fn list(ctx: Ctx, caller: SignedIn, input: ListFilesInput) -> Result<FilePage, RpcError> {
-    let mut errors = FieldErrors::default();
-    let Some(page) = PageRequest::<Uuid>::parse(
-        &mut errors,
+    let page = PageRequest::<Uuid>::of_input(
         FILES_PAGE,
         input.limit,
         input.cursor.as_deref(),
         input.direction,
-    ) else {
-        return Err(errors.into_error());
-    };
+    )?;
     let mut mine = files::Entity::find().filter(files::Column::UserId.eq(caller.user.id));
     if let Some(purpose) = input.purpose {
         mine = mine.filter(files::Column::Purpose.eq(purpose.as_str()));

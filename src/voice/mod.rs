@@ -29,7 +29,7 @@ use crate::db::begin_write;
 use crate::guard::{SignedIn, signed_in};
 use crate::pagination::{Direction, PageRequest, PageSize};
 use crate::reason::Reason;
-use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError, Timestamp, internal};
+use crate::rpc::{ErrorCode, Router, RpcError, Timestamp, internal};
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -250,16 +250,12 @@ async fn list_sessions(
     caller: SignedIn,
     input: VoiceListInput,
 ) -> Result<VoiceSessionPage, RpcError> {
-    let mut errors = FieldErrors::default();
-    let Some(page) = PageRequest::<Uuid>::parse(
-        &mut errors,
+    let page = PageRequest::<Uuid>::of_input(
         SESSION_PAGE,
         input.limit,
         input.cursor.as_deref(),
         input.direction,
-    ) else {
-        return Err(errors.into_error());
-    };
+    )?;
     let rows = store::list_calls(&ctx.state.db, caller.user.id, &page)
         .await
         .map_err(internal("list voice calls"))?;
