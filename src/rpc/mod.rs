@@ -3,6 +3,7 @@
 //!
 //! Shared infrastructure: nothing in here knows about users, keys or chats.
 
+mod body;
 mod error;
 mod form;
 mod http;
