@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::email_tokens;
 use crate::context::App;
+use crate::periodic;
 
 /// Used or expired tokens are kept this long (for a look when a user reports a problem).
 const TOKEN_RETENTION: chrono::Duration = chrono::Duration::hours(24);
@@ -24,19 +25,10 @@ pub struct Pruned {
 
 /// Prunes until `shutdown`.
 pub async fn run_periodically(state: App, shutdown: CancellationToken) {
-    let mut wait = FIRST_RUN;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        match prune(&state, Utc::now()).await {
-            Ok(pruned) if pruned != Pruned::default() => tracing::info!(?pruned, "account prune"),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "account prune failed; retrying later"),
-        }
-        wait = INTERVAL;
-    }
+    periodic::every("account prune", FIRST_RUN, INTERVAL, shutdown, || {
+        prune(&state, Utc::now())
+    })
+    .await;
 }
 
 /// One prune, as of `now`.
