@@ -28,6 +28,9 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// "text" (typed in chat) or "voice" (said in a voice call).
     pub source: String,
+    /// The message this one follows in its branch: null for a session's first message (and
+    /// an edit of it). A tool message's parent is the reply that ran it.
+    pub parent_id: Option<Uuid>,
     #[sea_orm(belongs_to, from = "session_id", to = "id")]
     pub session: HasOne<super::chat_sessions::Entity>,
 }

@@ -15,6 +15,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub last_message_at: DateTimeUtc,
+    /// The last message of the branch the session shows (null before its first message).
+    pub current_leaf_id: Option<Uuid>,
     #[sea_orm(has_many)]
     pub messages: HasMany<super::chat_messages::Entity>,
 }

@@ -16,6 +16,7 @@ mod m20261202_06_message_files;
 mod m20261202_07_voice;
 mod m20261202_08_usage;
 mod m20261202_11_email_token_binding;
+mod m20261202_12_message_tree;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_08_usage::Migration),
             Box::new(m20261202_11_email_token_binding::Migration),
             Box::new(m20261202_07_voice::Migration),
+            Box::new(m20261202_12_message_tree::Migration),
         ]
     }
 }

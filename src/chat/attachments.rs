@@ -89,6 +89,21 @@ async fn files_of(
         .collect())
 }
 
+/// The files a message carries that still exist, in order: what an edit of it carries.
+pub async fn kept_file_ids(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    message_id: Uuid,
+) -> Result<Vec<Uuid>, DbErr> {
+    let links = links_of(db, vec![message_id]).await?;
+    let rows = files_of(db, user_id, &links).await?;
+    Ok(links
+        .iter()
+        .map(|link| link.file_id)
+        .filter(|id| rows.contains_key(id))
+        .collect())
+}
+
 /// Fills the user's messages' `attachments`.
 pub async fn show(ctx: &Ctx, user_id: Uuid, messages: &mut [Message]) -> Result<(), RpcError> {
     let ids = messages

@@ -1,7 +1,9 @@
-//! `chat.*`: sessions, messages, streamed AI replies that persist and resume, and search.
+//! `chat.*`: sessions, messages (a tree of branches: regenerated answers and edited
+//! messages), streamed AI replies that persist and resume, and search.
 
 mod access;
 mod attachments;
+mod branches;
 mod orphans;
 mod reply;
 pub mod search;
@@ -10,6 +12,7 @@ mod search_tests;
 mod send;
 mod store;
 mod tools;
+mod tree;
 mod types;
 
 use std::time::Duration;
@@ -41,12 +44,15 @@ pub fn router() -> Router<App> {
         .query("sessions.get", signed_in(get_session))
         .mutation("sessions.update", signed_in(update_session))
         .mutation("sessions.delete", signed_in(delete_session))
-        .query("messages.list", signed_in(list_messages))
+        .query("messages.list", signed_in(branches::list_messages))
         .mutation("messages.setLiked", signed_in(set_liked))
         .mutation("send", signed_in(send::send))
         .legacy_subscription("send", signed_in(send::send_and_follow))
         .subscription("follow", signed_in(send::follow))
         .mutation("stop", signed_in(send::stop))
+        .mutation("regenerate", signed_in(branches::regenerate))
+        .mutation("edit", signed_in(branches::edit))
+        .mutation("branches.select", signed_in(branches::select))
         .query("search", signed_in(search_chats))
 }
 
@@ -241,24 +247,6 @@ async fn delete_session(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<()
     Ok(())
 }
 
-#[derive(Deserialize, specta::Type)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ListMessagesInput {
-    session_id: Uuid,
-    /// 1 to 100 (default 50).
-    #[serde(default)]
-    limit: Option<u32>,
-    /// A message id: the `nextCursor` of a previous page, or any message's (e.g. a search
-    /// hit's). The page starts next to it, without it. Absent or null: from the newest
-    /// message (forward) or the oldest (backward).
-    #[serde(default)]
-    cursor: Option<String>,
-    /// `forward` (default, `fetchNextPage`): older messages, so pages walk back from the
-    /// newest and new messages never shift them. `backward` (`fetchPreviousPage`): newer ones.
-    #[serde(default)]
-    direction: Option<Direction>,
-}
-
 #[derive(Serialize, specta::Type)]
 #[serde(rename_all = "camelCase")]
 pub struct MessagePage {
@@ -267,34 +255,6 @@ pub struct MessagePage {
     /// The next page's `cursor` in the same direction (forward: older; backward: newer);
     /// null at the end.
     next_cursor: Option<String>,
-}
-
-/// `chat.messages.list`
-async fn list_messages(
-    ctx: Ctx,
-    caller: SignedIn,
-    input: ListMessagesInput,
-) -> Result<MessagePage, RpcError> {
-    let page = PageRequest::<Uuid>::of_input(
-        MESSAGE_PAGE,
-        input.limit,
-        input.cursor.as_deref(),
-        input.direction,
-    )?;
-    let session = owned_session(&ctx, &caller, input.session_id).await?;
-    let rows = store::list_messages(&ctx.state.db, session.id, &page)
-        .await
-        .map_err(internal("list chat messages"))?;
-    let (mut rows, next_cursor) = page.finish(rows, |row| row.id);
-    if page.is_forward() {
-        rows.reverse();
-    }
-    let mut messages: Vec<Message> = rows.into_iter().map(Message::from).collect();
-    attachments::show(&ctx, caller.user.id, &mut messages).await?;
-    Ok(MessagePage {
-        messages,
-        next_cursor,
-    })
 }
 
 #[derive(Deserialize, specta::Type)]

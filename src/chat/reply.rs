@@ -27,7 +27,7 @@ use crate::streams::LiveStream;
 use crate::usage;
 
 /// Messages read for the history before the character budget trims them.
-const HISTORY_MESSAGES: u64 = 60;
+const HISTORY_MESSAGES: usize = 60;
 const TITLE_CHARS: usize = 60;
 
 pub struct ReplyJob {
@@ -39,6 +39,9 @@ pub struct ReplyJob {
     pub user_message: chat_messages::Model,
     /// The reply's row as first saved (empty, streaming).
     pub assistant: chat_messages::Model,
+    /// The first message this request saved (the user's, or the answer asked again for):
+    /// what a conversation not kept discards, with everything under it.
+    pub asked: uuid::Uuid,
     pub provider: AiProvider,
     pub model: String,
     pub api_key: Zeroizing<String>,
@@ -119,7 +122,7 @@ pub async fn run(job: ReplyJob) {
     }
     // Before the last event: once the app sees `done`, nothing of an unsaved exchange is left.
     if !job.preferences.save_conversations
-        && let Err(error) = store::delete_exchange(db, job.session.id, job.user_message.id).await
+        && let Err(error) = store::delete_subtree(db, job.session.id, job.asked).await
     {
         tracing::error!(%error, "could not discard an unsaved conversation");
     }
@@ -264,6 +267,7 @@ async fn run_tool(
         status: MessageStatus::Complete,
         client_message_id: None,
         reply_to: Some(job.user_message.id),
+        parent_id: Some(job.assistant.id),
         provider: Some(job.provider.as_str()),
         model: Some(&job.model),
         tool_calls: Some(json!([record])),
@@ -308,10 +312,16 @@ async fn save_progress(job: &ReplyJob, progress: &mut Progress) {
     }
 }
 
-/// The conversation for the provider: the newest messages that fit the character budget,
-/// oldest first, consecutive messages of one role merged (providers want alternation).
+/// The conversation for the provider: the user message's branch (never another one's), its
+/// newest messages that fit the character budget, oldest first, consecutive messages of one
+/// role merged (providers want alternation).
 async fn history(job: &ReplyJob) -> Result<Vec<Turn>, MessageError> {
-    let rows = store::recent_messages(&job.state.db, job.session.id, HISTORY_MESSAGES)
+    let rows = store::branch_messages(
+        &job.state.db,
+        job.session.id,
+        job.user_message.id,
+        HISTORY_MESSAGES,
+    )
         .await
         .map_err(saving_failed)?;
     let mut budget = job.state.config.chat.history_chars;

@@ -278,6 +278,7 @@ async fn message_as(
         status: MessageStatus::Complete,
         client_message_id: None,
         reply_to: None,
+        parent_id: None,
         provider: None,
         model: None,
         tool_calls: None,
@@ -306,6 +307,8 @@ async fn unindexed_session(db: &DatabaseConnection, user_id: Uuid, title: &str) 
         created_at: Set(now),
         updated_at: Set(now),
         last_message_at: Set(now),
+        // Not set: the migration test reverts the migration that adds it.
+        current_leaf_id: NotSet,
     }
     .insert(db)
     .await
@@ -343,6 +346,7 @@ async fn unindexed_message(
         created_at: Set(now),
         updated_at: Set(now),
         source: NotSet,
+        parent_id: NotSet,
     };
     chat_messages::Entity::insert(row)
         .exec_without_returning(db)

@@ -1,10 +1,12 @@
 //! Sending a message and its reply: `chat.send` (the mutation, and the legacy subscription
 //! that sends and follows), `chat.follow` (replay and follow a reply's events) and
-//! `chat.stop`.
+//! `chat.stop`. `chat.regenerate` and `chat.edit` (`branches.rs`) ask through the same path
+//! (`ask`): one reply stream per `clientMessageId`, the same limits, events and errors.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+use entity::{chat_messages, chat_sessions};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -14,6 +16,7 @@ use super::access::{not_found, owned_session};
 use super::attachments;
 use super::reply::{self, ReplyJob};
 use super::store::{self, NewMessage};
+use super::tree;
 use super::types::{ChatEvent, Message, MessageStatus, Role};
 use crate::context::Ctx;
 use crate::guard::SignedIn;
@@ -30,7 +33,7 @@ const MAX_MESSAGE_CHARS: usize = 100_000;
 
 /// A message's text: 1 to `MAX_MESSAGE_CHARS` characters, or none when it carries files (a
 /// photo or a PDF alone is a question too).
-fn parse_content(raw: &str, has_files: bool) -> Result<String, String> {
+pub(super) fn parse_content(raw: &str, has_files: bool) -> Result<String, String> {
     let content = raw.trim();
     let least = usize::from(!has_files);
     if !(least..=MAX_MESSAGE_CHARS).contains(&content.chars().count()) {
@@ -72,6 +75,43 @@ pub struct SentMessage {
 type ChatEvents =
     Pin<Box<dyn Stream<Item = Result<Tracked<Serialized<ChatEvent>>, RpcError>> + Send>>;
 
+/// What a reply answers.
+pub(super) enum Prompt {
+    /// A new user message: sent at the end of the current branch (`chat.send`), or an edit
+    /// beside the message it edits (`chat.edit`).
+    New {
+        content: String,
+        file_ids: Vec<Uuid>,
+        parent: Parent,
+    },
+    /// A saved user message, answered again (`chat.regenerate`).
+    Again(chat_messages::Model),
+}
+
+/// Where a new user message goes in the tree.
+pub(super) enum Parent {
+    /// After the session's current leaf, whatever it is when the message is saved.
+    CurrentLeaf,
+    /// Under this message (`None`: a new first message).
+    Under(Option<Uuid>),
+}
+
+/// A checked request for a reply in one of the caller's sessions.
+pub(super) struct Ask {
+    pub session: chat_sessions::Model,
+    pub client_message_id: Uuid,
+    pub provider: Option<AiProvider>,
+    pub model: Option<String>,
+    pub prompt: Prompt,
+}
+
+/// Records a problem with `model` (the provider is typed already).
+pub(super) fn check_model(errors: &mut FieldErrors, model: Option<&str>) {
+    if let Some(model) = model {
+        errors.check("model", preferences::parse_model(model));
+    }
+}
+
 /// `chat.send`: saves the message and starts the reply, which runs on the server whatever
 /// happens to the connection; `chat.follow` streams it. Failures before the reply starts
 /// (no such chat, no key, limits) are this call's errors.
@@ -80,7 +120,14 @@ pub(super) async fn send(
     caller: SignedIn,
     input: SendInput,
 ) -> Result<SentMessage, RpcError> {
-    let reply = reply_stream(&ctx, caller, &input).await?;
+    let ask = checked(&ctx, &caller, &input).await?;
+    self::ask(&ctx, caller, ask).await
+}
+
+/// Starts (or finds, for a `clientMessageId` seen before) the reply `ask` wants: the answer
+/// of `chat.send`, `chat.regenerate` and `chat.edit`.
+pub(super) async fn ask(ctx: &Ctx, caller: SignedIn, ask: Ask) -> Result<SentMessage, RpcError> {
+    let reply = reply_stream(ctx, caller, ask).await?;
     sent_message(reply).await
 }
 
@@ -92,47 +139,53 @@ pub(super) async fn send_and_follow(
     caller: SignedIn,
     resumed: Resumed<SendInput>,
 ) -> Result<ChatEvents, RpcError> {
-    let reply = reply_stream(&ctx, caller, &resumed.input).await?;
+    let ask = checked(&ctx, &caller, &resumed.input).await?;
+    let reply = reply_stream(&ctx, caller, ask).await?;
     Ok(Box::pin(reply.subscribe(resumed.last_event_id.as_deref())))
 }
 
-/// Checks a message, then finds the stream of its reply (sent before with this
-/// `clientMessageId`) or starts it.
-async fn reply_stream(
-    ctx: &Ctx,
-    caller: SignedIn,
-    input: &SendInput,
-) -> Result<Arc<LiveStream>, RpcError> {
+/// A `chat.send` input checked: counted against the send limit, its fields valid, its
+/// session the caller's.
+async fn checked(ctx: &Ctx, caller: &SignedIn, input: &SendInput) -> Result<Ask, RpcError> {
     usage::limit_sends(ctx, caller.user.id).await?;
     let mut errors = FieldErrors::default();
     let has_files = input.file_ids.as_ref().is_some_and(|ids| !ids.is_empty());
     let content = errors.check("content", parse_content(&input.content, has_files));
-    if let Some(model) = &input.model {
-        errors.check("model", preferences::parse_model(model));
-    }
+    check_model(&mut errors, input.model.as_deref());
     if let Some(file_ids) = &input.file_ids {
         errors.check("fileIds", attachments::check_ids(file_ids));
     }
     let (Some(content), true) = (content, errors.is_empty()) else {
         return Err(errors.into_error());
     };
-    let session = owned_session(ctx, &caller, input.session_id).await?;
+    Ok(Ask {
+        session: owned_session(ctx, caller, input.session_id).await?,
+        client_message_id: input.client_message_id,
+        provider: input.provider,
+        model: input.model.clone(),
+        prompt: Prompt::New {
+            content,
+            file_ids: input.file_ids.clone().unwrap_or_default(),
+            parent: Parent::CurrentLeaf,
+        },
+    })
+}
+
+/// Finds the stream of the reply asked for before with this `clientMessageId`, or starts it.
+async fn reply_stream(
+    ctx: &Ctx,
+    caller: SignedIn,
+    ask: Ask,
+) -> Result<Arc<LiveStream>, RpcError> {
     let streams = &ctx.state.streams;
-    match streams.reserve(session.id, input.client_message_id, caller.user.id) {
+    let (session_id, client_message_id) = (ask.session.id, ask.client_message_id);
+    match streams.reserve(session_id, client_message_id, caller.user.id) {
         Reservation::Existing(generation) if generation.owner == caller.user.id => Ok(generation),
         Reservation::Existing(_) => Err(not_found()),
         Reservation::New(generation) => {
-            let started = start(
-                ctx,
-                caller,
-                session,
-                input,
-                content,
-                Arc::clone(&generation),
-            )
-            .await;
+            let started = start(ctx, caller, ask, Arc::clone(&generation)).await;
             if let Err(error) = started {
-                streams.release(input.session_id, input.client_message_id);
+                streams.release(session_id, client_message_id);
                 generation.fail(error.clone());
                 return Err(error);
             }
@@ -261,30 +314,27 @@ fn saved_event(id: u64, event: &ChatEvent) -> Result<Tracked<Serialized<ChatEven
     Ok(Tracked::new(id.to_string(), event))
 }
 
-/// Starts the reply to a new message; or, when this message was answered before the
-/// generation left memory (or the server restarted), replays the saved outcome.
+/// Starts the reply asked for; or, when it was asked for before the generation left memory
+/// (or the server restarted), replays the saved outcome.
 async fn start(
     ctx: &Ctx,
     caller: SignedIn,
-    session: entity::chat_sessions::Model,
-    input: &SendInput,
-    content: String,
+    ask: Ask,
     generation: Arc<LiveStream>,
 ) -> Result<(), RpcError> {
     let state = &ctx.state;
     let db = &state.db;
-    if replay_saved(ctx, &caller, &session, input, &generation).await? {
+    if replay_saved(ctx, &caller, &ask, &generation).await? {
         return Ok(());
     }
-    let files = crate::files::attach::sendable(
-        ctx,
-        caller.user.id,
-        input.file_ids.as_deref().unwrap_or_default(),
-    )
-    .await?;
+    let file_ids = match &ask.prompt {
+        Prompt::New { file_ids, .. } => file_ids.as_slice(),
+        Prompt::Again(_) => &[],
+    };
+    let files = crate::files::attach::sendable(ctx, caller.user.id, file_ids).await?;
     let preferences = preferences::for_user(db, caller.user.id).await?;
-    let provider = input.provider.unwrap_or(preferences.ai_provider);
-    let model = match (&input.model, input.provider) {
+    let provider = ask.provider.unwrap_or(preferences.ai_provider);
+    let model = match (&ask.model, ask.provider) {
         (Some(model), _) => model.trim().to_owned(),
         (None, Some(provider)) if provider != preferences.ai_provider => {
             provider.default_model().to_owned()
@@ -292,26 +342,17 @@ async fn start(
         (None, _) => preferences.ai_model.clone(),
     };
     let api_key = keys::for_user(state, &ctx.request, caller.user.id, provider).await?;
-    let first_exchange = session.message_count == 0;
+    let first_exchange = ask.session.message_count == 0;
     // The last check before anything is saved: a refused send costs no provider call.
     let admitted = usage::admit(ctx, &caller.user, &preferences.timezone, provider, &model).await?;
-    let saved = save_exchange(
-        db,
-        &caller,
-        &session,
-        input,
-        (&content, &files),
-        provider,
-        &model,
-    )
-    .await;
+    let saved = save_exchange(db, &caller, &ask, &files, provider, &model).await;
     let (user_message, assistant) = match saved {
         Ok(saved) => saved,
         Err(error) => {
             usage::release(state, &admitted).await;
             // Another instance saved this `clientMessageId` meanwhile (the unique index claims
             // it once across instances): answer with its exchange, never a second provider call.
-            if replay_saved(ctx, &caller, &session, input, &generation).await? {
+            if replay_saved(ctx, &caller, &ask, &generation).await? {
                 tracing::debug!(?error, "a concurrent send of the same message won");
                 return Ok(());
             }
@@ -323,14 +364,19 @@ async fn start(
         message: attachments::shown(ctx, caller.user.id, user_message.clone()).await?,
         reply_message_id: Some(assistant.id),
     });
+    let asked = match ask.prompt {
+        Prompt::New { .. } => user_message.id,
+        Prompt::Again(_) => assistant.id,
+    };
     let job = ReplyJob {
         state: Arc::clone(state),
         generation,
         request: Arc::clone(&ctx.request),
         user: caller.user,
-        session,
+        session: ask.session,
         user_message,
         assistant,
+        asked,
         provider,
         model,
         api_key,
@@ -342,18 +388,17 @@ async fn start(
     Ok(())
 }
 
-/// When the message was saved before (by an earlier send, maybe on another instance), pushes
-/// its saved outcome to `generation` instead of starting a reply: `userMessage`, then `done`
-/// when the reply exists. Whether it was.
+/// When the reply was asked for before (by an earlier call, maybe on another instance),
+/// pushes its saved outcome to `generation` instead of starting a reply: `userMessage`, then
+/// `done` when the reply exists. Whether it was.
 async fn replay_saved(
     ctx: &Ctx,
     caller: &SignedIn,
-    session: &entity::chat_sessions::Model,
-    input: &SendInput,
+    ask: &Ask,
     generation: &LiveStream,
 ) -> Result<bool, RpcError> {
     let Some((user_message, reply)) =
-        store::find_exchange(&ctx.state.db, session.id, input.client_message_id)
+        store::find_exchange(&ctx.state.db, ask.session.id, ask.client_message_id)
             .await
             .map_err(internal("look up a chat message"))?
     else {
@@ -372,63 +417,85 @@ async fn replay_saved(
     Ok(true)
 }
 
-/// The user's message (its text and files) and the (still empty) reply, saved together.
-async fn save_exchange(
-    db: &sea_orm::DatabaseConnection,
-    caller: &SignedIn,
-    session: &entity::chat_sessions::Model,
-    input: &SendInput,
-    (content, files): (&str, &[entity::files::Model]),
-    provider: AiProvider,
-    model: &str,
-) -> Result<(entity::chat_messages::Model, entity::chat_messages::Model), RpcError> {
-    let transaction = crate::db::begin_write(db)
-        .await
-        .map_err(internal("begin a transaction"))?;
-    let user_message = store::insert_message(
-        &transaction,
-        NewMessage {
-            session_id: session.id,
-            user_id: caller.user.id,
-            role: Role::User,
-            content,
-            status: MessageStatus::Complete,
-            client_message_id: Some(input.client_message_id),
-            reply_to: None,
-            provider: None,
-            model: None,
-            tool_calls: None,
-        },
-    )
-    .await
-    .map_err(|error| match error.sql_err() {
-        // Sent concurrently (maybe through another instance): the caller replays that one.
+/// A unique `clientMessageId` claimed meanwhile (maybe through another instance): the caller
+/// replays that one.
+fn claimed_meanwhile(what: &'static str) -> impl FnOnce(sea_orm::DbErr) -> RpcError {
+    move |error| match error.sql_err() {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
             RpcError::new(ErrorCode::Conflict, "This message was just sent.")
         }
-        _ => internal("save a chat message")(error),
-    })?;
-    attachments::save(&transaction, user_message.id, files)
+        _ => internal(what)(error),
+    }
+}
+
+/// The user's message (its text and files; unless answered again) and the (still empty)
+/// reply, saved together; the reply becomes the end of the session's current branch.
+async fn save_exchange(
+    db: &sea_orm::DatabaseConnection,
+    caller: &SignedIn,
+    ask: &Ask,
+    files: &[entity::files::Model],
+    provider: AiProvider,
+    model: &str,
+) -> Result<(chat_messages::Model, chat_messages::Model), RpcError> {
+    let transaction = crate::db::begin_write(db)
         .await
-        .map_err(internal("save a message's files"))?;
-    let assistant = store::insert_message(
-        &transaction,
-        NewMessage {
-            session_id: session.id,
-            user_id: caller.user.id,
-            role: Role::Assistant,
-            content: "",
-            status: MessageStatus::Streaming,
-            client_message_id: None,
-            reply_to: Some(user_message.id),
-            provider: Some(provider.as_str()),
-            model: Some(model),
-            tool_calls: None,
-        },
-    )
-    .await
-    .map_err(internal("save a chat reply"))?;
-    store::touch_session(&transaction, session.id, 2)
+        .map_err(internal("begin a transaction"))?;
+    let session = ask.session.id;
+    let (user_message, again) = match &ask.prompt {
+        Prompt::New {
+            content, parent, ..
+        } => {
+            let parent_id = match parent {
+                Parent::CurrentLeaf => tree::locked_leaf(&transaction, session)
+                    .await
+                    .map_err(internal("load a chat session"))?,
+                Parent::Under(parent) => *parent,
+            };
+            let message = NewMessage {
+                session_id: session,
+                user_id: caller.user.id,
+                role: Role::User,
+                content,
+                status: MessageStatus::Complete,
+                client_message_id: Some(ask.client_message_id),
+                reply_to: None,
+                parent_id,
+                provider: None,
+                model: None,
+                tool_calls: None,
+            };
+            let saved = store::insert_message(&transaction, message)
+                .await
+                .map_err(claimed_meanwhile("save a chat message"))?;
+            attachments::save(&transaction, saved.id, files)
+                .await
+                .map_err(internal("save a message's files"))?;
+            (saved, false)
+        }
+        Prompt::Again(user_message) => (user_message.clone(), true),
+    };
+    let reply = NewMessage {
+        session_id: session,
+        user_id: caller.user.id,
+        role: Role::Assistant,
+        content: "",
+        status: MessageStatus::Streaming,
+        // An answer asked again carries the request's id (no new user message does).
+        client_message_id: again.then_some(ask.client_message_id),
+        reply_to: Some(user_message.id),
+        parent_id: Some(user_message.id),
+        provider: Some(provider.as_str()),
+        model: Some(model),
+        tool_calls: None,
+    };
+    let assistant = store::insert_message(&transaction, reply)
+        .await
+        .map_err(claimed_meanwhile("save a chat reply"))?;
+    tree::set_leaf(&transaction, session, Some(assistant.id))
+        .await
+        .map_err(internal("update a chat session"))?;
+    store::touch_session(&transaction, session, if again { 1 } else { 2 })
         .await
         .map_err(internal("update a chat session"))?;
     transaction

@@ -13,6 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::search;
+use super::tree;
 use super::types::{
     MessageError, MessageErrorReason, MessageSource, MessageStatus, Role, ToolCallRecord, Usage,
 };
@@ -39,6 +40,7 @@ pub async fn create_session(
         created_at: Set(now),
         updated_at: Set(now),
         last_message_at: Set(now),
+        current_leaf_id: Set(None),
     }
     .insert(&transaction)
     .await?;
@@ -247,6 +249,8 @@ pub struct NewMessage<'a> {
     pub status: MessageStatus,
     pub client_message_id: Option<Uuid>,
     pub reply_to: Option<Uuid>,
+    /// The message it follows in its branch (see `tree`).
+    pub parent_id: Option<Uuid>,
     pub provider: Option<&'a str>,
     pub model: Option<&'a str>,
     pub tool_calls: Option<Value>,
@@ -278,6 +282,7 @@ pub async fn insert_message(
         created_at: Set(now),
         updated_at: Set(now),
         source: Set(MessageSource::Text.as_str().to_owned()),
+        parent_id: Set(message.parent_id),
     }
     .insert(db)
     .await?;
@@ -296,20 +301,26 @@ pub struct VoiceTurn<'a> {
     pub said_at: DateTime<Utc>,
 }
 
-/// Adds a voice turn to its chat session (indexed for search, counted in the session); call
-/// it inside a transaction.
+/// Adds a voice turn to its chat session (indexed for search, counted in the session), on
+/// the current branch in the order things were said; call it inside a transaction.
 pub async fn insert_voice_turn(
     db: &impl ConnectionTrait,
     turn: VoiceTurn<'_>,
 ) -> Result<chat_messages::Model, DbErr> {
+    let session = chat_sessions::Entity::find_by_id(turn.session_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the voice call's chat session".to_owned()))?;
     let millis = u64::try_from(turn.said_at.timestamp_millis()).unwrap_or_default();
     let timestamp = uuid::Timestamp::from_unix(
         uuid::NoContext,
         millis / 1000,
         u32::try_from(millis % 1000).unwrap_or_default() * 1_000_000,
     );
+    let id = Uuid::new_v7(timestamp);
+    let place = tree::place_in_time(db, &session, id).await?;
     let row = chat_messages::ActiveModel {
-        id: Set(Uuid::new_v7(timestamp)),
+        id: Set(id),
         session_id: Set(turn.session_id),
         user_id: Set(turn.user_id),
         role: Set(turn.role.as_str().to_owned()),
@@ -327,15 +338,18 @@ pub async fn insert_voice_turn(
         created_at: Set(turn.said_at),
         updated_at: Set(Utc::now()),
         source: Set(MessageSource::Voice.as_str().to_owned()),
+        parent_id: Set(place.parent),
     }
     .insert(db)
     .await?;
+    tree::follow_up(db, session.id, row.id, &place).await?;
     search::index_message(db, &row).await?;
     touch_session(db, turn.session_id, 1).await?;
     Ok(row)
 }
 
-/// Removes voice turns (by message id) from their chat session and its search index.
+/// Removes voice turns (by message id) from their chat session and its search index; the
+/// branches through them close up.
 pub async fn delete_voice_turns(
     db: &impl ConnectionTrait,
     session_id: Uuid,
@@ -343,6 +357,9 @@ pub async fn delete_voice_turns(
 ) -> Result<(), DbErr> {
     if message_ids.is_empty() {
         return Ok(());
+    }
+    if let Some(session) = chat_sessions::Entity::find_by_id(session_id).one(db).await? {
+        tree::close_up(db, &session, &message_ids).await?;
     }
     let removed = chat_messages::Entity::delete_many()
         .filter(chat_messages::Column::SessionId.eq(session_id))
@@ -365,13 +382,15 @@ pub async fn find_message(
         .await
 }
 
-/// The user message the app sent with `client_message_id`, and the reply to it, if any.
+/// What the app asked for with `client_message_id`: the user message it sent (or edited) and
+/// the first reply to it, or the user message and the answer it asked again for
+/// (`chat.regenerate` keeps the id on the answer).
 pub async fn find_exchange(
     db: &DatabaseConnection,
     session_id: Uuid,
     client_message_id: Uuid,
 ) -> Result<Option<(chat_messages::Model, Option<chat_messages::Model>)>, DbErr> {
-    let Some(user_message) = chat_messages::Entity::find()
+    let Some(asked) = chat_messages::Entity::find()
         .filter(chat_messages::Column::SessionId.eq(session_id))
         .filter(chat_messages::Column::ClientMessageId.eq(client_message_id))
         .one(db)
@@ -379,24 +398,36 @@ pub async fn find_exchange(
     else {
         return Ok(None);
     };
+    if asked.role == Role::Assistant.as_str() {
+        let answered = match asked.reply_to {
+            Some(id) => chat_messages::Entity::find_by_id(id).one(db).await?,
+            None => None,
+        };
+        return Ok(answered.map(|user_message| (user_message, Some(asked))));
+    }
     let reply = chat_messages::Entity::find()
-        .filter(chat_messages::Column::ReplyTo.eq(user_message.id))
+        .filter(chat_messages::Column::ReplyTo.eq(asked.id))
         .filter(chat_messages::Column::Role.eq(Role::Assistant.as_str()))
+        .filter(chat_messages::Column::ClientMessageId.is_null())
+        .order_by_asc(chat_messages::Column::Id)
         .one(db)
         .await?;
-    Ok(Some((user_message, reply)))
+    Ok(Some((asked, reply)))
 }
 
-/// A page of a session's messages in walk order: forward from the newest (older than the
-/// cursor, newest first), backward from the oldest (newer than the cursor, oldest first).
-pub async fn list_messages(
-    db: &DatabaseConnection,
+/// A session's messages `ids`, in creation order.
+pub async fn messages_by_ids(
+    db: &impl ConnectionTrait,
     session_id: Uuid,
-    page: &PageRequest<Uuid>,
+    ids: Vec<Uuid>,
 ) -> Result<Vec<chat_messages::Model>, DbErr> {
-    let in_session =
-        chat_messages::Entity::find().filter(chat_messages::Column::SessionId.eq(session_id));
-    page.newest_first(in_session, chat_messages::Column::Id)
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    chat_messages::Entity::find()
+        .filter(chat_messages::Column::SessionId.eq(session_id))
+        .filter(chat_messages::Column::Id.is_in(ids))
+        .order_by_asc(chat_messages::Column::Id)
         .all(db)
         .await
 }
@@ -457,19 +488,20 @@ pub async fn finish_reply(
     Ok(saved)
 }
 
-/// Recent messages of a session for the provider, newest first.
-pub async fn recent_messages(
+/// The last `limit` user and assistant messages of the branch ending at `last` (its
+/// ancestors, and `last`), newest first: what the provider sees, nothing of other branches.
+pub async fn branch_messages(
     db: &DatabaseConnection,
     session_id: Uuid,
-    limit: u64,
+    last: Uuid,
+    limit: usize,
 ) -> Result<Vec<chat_messages::Model>, DbErr> {
-    chat_messages::Entity::find()
-        .filter(chat_messages::Column::SessionId.eq(session_id))
-        .filter(chat_messages::Column::Role.is_in([Role::User.as_str(), Role::Assistant.as_str()]))
-        .order_by_desc(chat_messages::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await
+    let tree = tree::Tree::load(db, session_id).await?;
+    let branch = tree.branch(last);
+    let recent = branch[branch.len().saturating_sub(limit)..].to_vec();
+    let mut rows = messages_by_ids(db, session_id, recent).await?;
+    rows.reverse();
+    Ok(rows)
 }
 
 pub async fn set_liked(
@@ -482,23 +514,28 @@ pub async fn set_liked(
     row.update(db).await
 }
 
-/// Removes one exchange (the user message and everything answering it), for users who do
-/// not keep conversations.
-pub async fn delete_exchange(
+/// Removes message `id` and everything under it (see `tree::delete_subtree`): an exchange
+/// of a user who does not keep conversations.
+pub async fn delete_subtree(
     db: &DatabaseConnection,
     session_id: Uuid,
-    user_message_id: Uuid,
+    id: Uuid,
 ) -> Result<(), DbErr> {
-    let removed = chat_messages::Entity::delete_many()
-        .filter(
-            Condition::any()
-                .add(chat_messages::Column::Id.eq(user_message_id))
-                .add(chat_messages::Column::ReplyTo.eq(user_message_id)),
-        )
-        .exec(db)
+    let transaction = begin_write(db).await?;
+    let Some(session) = chat_sessions::Entity::find_by_id(session_id)
+        .one(&transaction)
         .await?
-        .rows_affected;
-    touch_session(db, session_id, -i32::try_from(removed).unwrap_or(0)).await
+    else {
+        return Ok(());
+    };
+    let removed = tree::delete_subtree(&transaction, &session, id).await?;
+    touch_session(
+        &transaction,
+        session_id,
+        -i32::try_from(removed).unwrap_or(0),
+    )
+    .await?;
+    transaction.commit().await
 }
 
 /// Marks every reply still `streaming` as failed (`interrupted`), its text so far kept: at

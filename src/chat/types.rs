@@ -21,6 +21,9 @@ pub struct ChatSession {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub last_message_at: Timestamp,
+    /// The last message of the branch the session shows (`chat.messages.list`); null before
+    /// its first message.
+    pub current_leaf_id: Option<Uuid>,
 }
 
 impl From<chat_sessions::Model> for ChatSession {
@@ -35,6 +38,7 @@ impl From<chat_sessions::Model> for ChatSession {
             created_at: row.created_at.into(),
             updated_at: row.updated_at.into(),
             last_message_at: row.last_message_at.into(),
+            current_leaf_id: row.current_leaf_id,
         }
     }
 }
@@ -162,6 +166,16 @@ pub struct Message {
     /// The files sent with a user's message (`chat.send { fileIds }`), in order, with fresh
     /// links. A file deleted since stays as a placeholder: status "deleted", no links.
     pub attachments: Vec<File>,
+    /// The message it follows in its branch; null for a first message (and edits of it).
+    pub parent_id: Option<Uuid>,
+    /// The versions of this message (itself included), oldest first: the answers to the
+    /// same message (`chat.regenerate`) or the edits of the same message (`chat.edit`), for
+    /// "2/3" arrows; select one with `chat.branches.select`. Filled by `chat.messages.list`;
+    /// elsewhere (events, `chat.send`'s answer) just this message's id. A tool message is
+    /// alone.
+    pub sibling_ids: Vec<Uuid>,
+    /// This message's place in `siblingIds` (0-based).
+    pub sibling_index: u32,
 }
 
 impl From<chat_messages::Model> for Message {
@@ -193,6 +207,9 @@ impl From<chat_messages::Model> for Message {
                 .error
                 .and_then(|error| serde_json::from_value(error).ok()),
             attachments: Vec::new(),
+            parent_id: row.parent_id,
+            sibling_ids: vec![row.id],
+            sibling_index: 0,
         }
     }
 }

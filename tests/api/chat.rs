@@ -547,6 +547,7 @@ async fn replies_cut_off_by_a_crash_become_errors_at_start_up() {
         created_at: Set(now),
         updated_at: Set(now),
         source: Set("text".to_owned()),
+        parent_id: Set(None),
     };
     chat_messages::Entity::insert(orphan)
         .exec(&db)
