@@ -52,11 +52,16 @@ export type AppRouter = TRPCBuiltRouter<
 			verifyEmail: TRPCMutationProcedure<{ meta: object; input: VerifyEmailInput; output: null }>;
 		};
 		chat: {
+			branches: {
+				select: TRPCMutationProcedure<{ meta: object; input: SelectBranchInput; output: ChatSession }>;
+			};
+			edit: TRPCMutationProcedure<{ meta: object; input: EditInput; output: SentMessage }>;
 			follow: TRPCSubscriptionProcedure<{ meta: object; input: FollowInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
 			messages: {
 				list: TRPCQueryProcedure<{ meta: object; input: ListMessagesInput; output: MessagePage }>;
 				setLiked: TRPCMutationProcedure<{ meta: object; input: SetLikedInput; output: Message }>;
 			};
+			regenerate: TRPCMutationProcedure<{ meta: object; input: RegenerateInput; output: SentMessage }>;
 			search: TRPCQueryProcedure<{ meta: object; input: SearchInput; output: SearchResults }>;
 			send: TRPCMutationProcedure<{ meta: object; input: SendInput; output: SentMessage }>;
 			sessions: {
@@ -313,6 +318,11 @@ export type ChatSession = {
 	createdAt: string,
 	updatedAt: string,
 	lastMessageAt: string,
+	/**
+	 *  The last message of the branch the session shows (`chat.messages.list`); null before
+	 *  its first message.
+	 */
+	currentLeafId: string | null,
 };
 
 /**
@@ -370,6 +380,19 @@ export type Direction =
 "forward" | 
 /**  Back toward the list's start (`fetchPreviousPage`). */
 "backward";
+
+export type EditInput = {
+	/**  The user message to edit. */
+	messageId: string,
+	/**  The new text, as `chat.send`'s. */
+	content: string,
+	/**  As `chat.send`'s: sending it again never answers twice. */
+	clientMessageId: string,
+	/**  As `chat.send`'s; absent: the files the edited message carried (those not deleted). */
+	fileIds?: string[] | null,
+	provider?: AiProvider | null,
+	model?: string | null,
+};
 
 /**  tRPC's error codes (`TRPC_ERROR_CODES_BY_KEY`), with their HTTP statuses and JSON-RPC numbers. */
 export type ErrorCode = "PARSE_ERROR" | "BAD_REQUEST" | "UNAUTHORIZED" | "PAYMENT_REQUIRED" | "FORBIDDEN" | "NOT_FOUND" | "METHOD_NOT_SUPPORTED" | "TIMEOUT" | "CONFLICT" | "PRECONDITION_FAILED" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "UNPROCESSABLE_CONTENT" | "PRECONDITION_REQUIRED" | "TOO_MANY_REQUESTS" | "CLIENT_CLOSED_REQUEST" | "INTERNAL_SERVER_ERROR" | "NOT_IMPLEMENTED" | "BAD_GATEWAY" | "SERVICE_UNAVAILABLE" | "GATEWAY_TIMEOUT";
@@ -609,6 +632,18 @@ export type Message = {
 	 *  links. A file deleted since stays as a placeholder: status "deleted", no links.
 	 */
 	attachments: File[],
+	/**  The message it follows in its branch; null for a first message (and edits of it). */
+	parentId: string | null,
+	/**
+	 *  The versions of this message (itself included), oldest first: the answers to the
+	 *  same message (`chat.regenerate`) or the edits of the same message (`chat.edit`), for
+	 *  "2/3" arrows; select one with `chat.branches.select`. Filled by `chat.messages.list`;
+	 *  elsewhere (events, `chat.send`'s answer) just this message's id. A tool message is
+	 *  alone.
+	 */
+	siblingIds: string[],
+	/**  This message's place in `siblingIds` (0-based). */
+	siblingIndex: number,
 };
 
 /**
@@ -804,6 +839,22 @@ export type RefreshInput = {
 	refreshToken: string,
 };
 
+export type RegenerateInput = {
+	/**
+	 *  The assistant message to answer again; absent: the session's current leaf (which must
+	 *  be an answer).
+	 */
+	messageId?: string | null,
+	/**  The session; needed without `messageId`, and checked against it with one. */
+	sessionId?: string | null,
+	/**  As `chat.send`'s: sending it again never answers twice. */
+	clientMessageId: string,
+	/**  Defaults to the user's preference. */
+	provider?: AiProvider | null,
+	/**  Defaults to the user's preference (or the provider's default model). */
+	model?: string | null,
+};
+
 export type RegisterInput = {
 	email: string,
 	/**  8 to 128 characters. */
@@ -851,6 +902,11 @@ export type SearchInput = {
 export type SearchResults = {
 	/**  Best match first. */
 	hits: SearchHit[],
+};
+
+export type SelectBranchInput = {
+	/**  Any message of the branch to show (a sibling's id, from `siblingIds`). */
+	messageId: string,
 };
 
 export type SendInput = {

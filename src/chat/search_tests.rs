@@ -296,7 +296,7 @@ async fn message_as(
 async fn unindexed_session(db: &DatabaseConnection, user_id: Uuid, title: &str) -> Uuid {
     let id = Uuid::now_v7();
     let now = Utc::now();
-    chat_sessions::ActiveModel {
+    let row = chat_sessions::ActiveModel {
         id: Set(id),
         user_id: Set(user_id),
         title: Set(title.to_owned()),
@@ -307,12 +307,13 @@ async fn unindexed_session(db: &DatabaseConnection, user_id: Uuid, title: &str) 
         created_at: Set(now),
         updated_at: Set(now),
         last_message_at: Set(now),
-        // Not set: the migration test reverts the migration that adds it.
+        // Not set nor read back: the migration test reverts the migration that adds it.
         current_leaf_id: NotSet,
-    }
-    .insert(db)
-    .await
-    .expect("insert session");
+    };
+    chat_sessions::Entity::insert(row)
+        .exec_without_returning(db)
+        .await
+        .expect("insert session");
     id
 }
 

@@ -17,6 +17,7 @@ mod auth;
 mod bindings;
 mod body_limit;
 mod chat;
+mod chat_branches;
 mod chat_failures;
 mod chat_files;
 mod chat_follow;
