@@ -56,6 +56,7 @@ export type AppRouter = TRPCBuiltRouter<
 				select: TRPCMutationProcedure<{ meta: object; input: SelectBranchInput; output: ChatSession }>;
 			};
 			edit: TRPCMutationProcedure<{ meta: object; input: EditInput; output: SentMessage }>;
+			export: TRPCQueryProcedure<{ meta: object; input: ExportInput; output: ChatExport }>;
 			follow: TRPCSubscriptionProcedure<{ meta: object; input: FollowInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
 			messages: {
 				list: TRPCQueryProcedure<{ meta: object; input: ListMessagesInput; output: MessagePage }>;
@@ -150,6 +151,9 @@ export const DIRECTIONS = ["forward", "backward"] as const;
 
 /** Every `ErrorCode`, in declaration order. */
 export const ERROR_CODES = ["PARSE_ERROR", "BAD_REQUEST", "UNAUTHORIZED", "PAYMENT_REQUIRED", "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_SUPPORTED", "TIMEOUT", "CONFLICT", "PRECONDITION_FAILED", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "UNPROCESSABLE_CONTENT", "PRECONDITION_REQUIRED", "TOO_MANY_REQUESTS", "CLIENT_CLOSED_REQUEST", "INTERNAL_SERVER_ERROR", "NOT_IMPLEMENTED", "BAD_GATEWAY", "SERVICE_UNAVAILABLE", "GATEWAY_TIMEOUT"] as const;
+
+/** Every `ExportFormat`, in declaration order. */
+export const EXPORT_FORMATS = ["markdown", "json"] as const;
 
 /** Every `FilePurpose`, in declaration order. */
 export const FILE_PURPOSES = ["attachment", "avatar"] as const;
@@ -308,6 +312,15 @@ export type ChatEvent =
  */
 { type: "done"; message: Message };
 
+export type ChatExport = {
+	/**  A file name for it: the title's letters and digits, and the extension. */
+	filename: string,
+	/**  `text/markdown` or `application/json`. */
+	mimeType: string,
+	/**  The export itself. */
+	text: string,
+};
+
 export type ChatSession = {
 	id: string,
 	title: string,
@@ -396,6 +409,17 @@ export type EditInput = {
 
 /**  tRPC's error codes (`TRPC_ERROR_CODES_BY_KEY`), with their HTTP statuses and JSON-RPC numbers. */
 export type ErrorCode = "PARSE_ERROR" | "BAD_REQUEST" | "UNAUTHORIZED" | "PAYMENT_REQUIRED" | "FORBIDDEN" | "NOT_FOUND" | "METHOD_NOT_SUPPORTED" | "TIMEOUT" | "CONFLICT" | "PRECONDITION_FAILED" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "UNPROCESSABLE_CONTENT" | "PRECONDITION_REQUIRED" | "TOO_MANY_REQUESTS" | "CLIENT_CLOSED_REQUEST" | "INTERNAL_SERVER_ERROR" | "NOT_IMPLEMENTED" | "BAD_GATEWAY" | "SERVICE_UNAVAILABLE" | "GATEWAY_TIMEOUT";
+
+export type ExportFormat = 
+/**  The current branch, readable: the title, then each message with who said it. */
+"markdown" | 
+/**  The whole tree in this server's format (see the README), for `chat.import`. */
+"json";
+
+export type ExportInput = {
+	sessionId: string,
+	format: ExportFormat,
+};
 
 export type File = {
 	id: string,

@@ -89,6 +89,31 @@ async fn files_of(
         .collect())
 }
 
+/// A file a message carried, as exported: by name (its bytes stay in `files.*`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentFile {
+    pub name: String,
+    pub mime_type: String,
+    pub size_bytes: i64,
+}
+
+/// The files each of `message_ids` carried, in order, by message.
+pub async fn sent_files(
+    db: &impl ConnectionTrait,
+    message_ids: Vec<Uuid>,
+) -> Result<HashMap<Uuid, Vec<SentFile>>, DbErr> {
+    let mut sent: HashMap<Uuid, Vec<SentFile>> = HashMap::new();
+    for link in links_of(db, message_ids).await? {
+        sent.entry(link.message_id).or_default().push(SentFile {
+            name: link.filename,
+            mime_type: link.mime_type,
+            size_bytes: link.size_bytes,
+        });
+    }
+    Ok(sent)
+}
+
 /// The files a message carries that still exist, in order: what an edit of it carries.
 pub async fn kept_file_ids(
     db: &impl ConnectionTrait,

@@ -4,6 +4,7 @@
 mod access;
 mod attachments;
 mod branches;
+pub mod export;
 mod orphans;
 mod reply;
 pub mod search;
@@ -54,6 +55,7 @@ pub fn router() -> Router<App> {
         .mutation("edit", signed_in(branches::edit))
         .mutation("branches.select", signed_in(branches::select))
         .query("search", signed_in(search_chats))
+        .query("export", signed_in(export::export))
 }
 
 const MAX_TITLE_CHARS: usize = 200;

@@ -322,8 +322,8 @@ async fn history(job: &ReplyJob) -> Result<Vec<Turn>, MessageError> {
         job.user_message.id,
         HISTORY_MESSAGES,
     )
-        .await
-        .map_err(saving_failed)?;
+    .await
+    .map_err(saving_failed)?;
     let mut budget = job.state.config.chat.history_chars;
     let ids = rows.iter().map(|row| row.id).collect();
     let mut files = HistoryFiles::load(&job.state, job.user.id, ids, budget)

@@ -172,11 +172,7 @@ async fn checked(ctx: &Ctx, caller: &SignedIn, input: &SendInput) -> Result<Ask,
 }
 
 /// Finds the stream of the reply asked for before with this `clientMessageId`, or starts it.
-async fn reply_stream(
-    ctx: &Ctx,
-    caller: SignedIn,
-    ask: Ask,
-) -> Result<Arc<LiveStream>, RpcError> {
+async fn reply_stream(ctx: &Ctx, caller: SignedIn, ask: Ask) -> Result<Arc<LiveStream>, RpcError> {
     let streams = &ctx.state.streams;
     let (session_id, client_message_id) = (ask.session.id, ask.client_message_id);
     match streams.reserve(session_id, client_message_id, caller.user.id) {

@@ -358,7 +358,10 @@ pub async fn delete_voice_turns(
     if message_ids.is_empty() {
         return Ok(());
     }
-    if let Some(session) = chat_sessions::Entity::find_by_id(session_id).one(db).await? {
+    if let Some(session) = chat_sessions::Entity::find_by_id(session_id)
+        .one(db)
+        .await?
+    {
         tree::close_up(db, &session, &message_ids).await?;
     }
     let removed = chat_messages::Entity::delete_many()
@@ -413,6 +416,18 @@ pub async fn find_exchange(
         .one(db)
         .await?;
     Ok(Some((asked, reply)))
+}
+
+/// Every message of a session (every branch), in creation order.
+pub async fn all_messages(
+    db: &impl ConnectionTrait,
+    session_id: Uuid,
+) -> Result<Vec<chat_messages::Model>, DbErr> {
+    chat_messages::Entity::find()
+        .filter(chat_messages::Column::SessionId.eq(session_id))
+        .order_by_asc(chat_messages::Column::Id)
+        .all(db)
+        .await
 }
 
 /// A session's messages `ids`, in creation order.

@@ -43,10 +43,9 @@ impl Tree {
             .into_tuple()
             .all(db)
             .await?;
-        Ok(Self::of(
-            rows.into_iter()
-                .map(|(id, parent, role)| (id, parent, role == Role::Tool.as_str())),
-        ))
+        Ok(Self::of(rows.into_iter().map(|(id, parent, role)| {
+            (id, parent, role == Role::Tool.as_str())
+        })))
     }
 
     /// From `(id, parent, is_tool)` in creation order.
@@ -106,7 +105,11 @@ impl Tree {
 
     /// The message's siblings, itself included, oldest first; a tool message is alone.
     pub fn siblings(&self, id: Uuid) -> Vec<Uuid> {
-        match self.parents.get(&id).and_then(|parent| self.children.get(parent)) {
+        match self
+            .parents
+            .get(&id)
+            .and_then(|parent| self.children.get(parent))
+        {
             Some(siblings) if siblings.contains(&id) => siblings.clone(),
             _ => vec![id],
         }
@@ -280,7 +283,11 @@ pub async fn close_up(
     set_leaf(db, session.id, leaf).await
 }
 
-async fn set_parent(db: &impl ConnectionTrait, id: Uuid, parent: Option<Uuid>) -> Result<(), DbErr> {
+async fn set_parent(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    parent: Option<Uuid>,
+) -> Result<(), DbErr> {
     chat_messages::Entity::update_many()
         .col_expr(chat_messages::Column::ParentId, Expr::value(parent))
         .filter(chat_messages::Column::Id.eq(id))
@@ -365,7 +372,11 @@ mod tests {
         assert_eq!(tree.siblings(id[5]), [id[5]], "a tool message is alone");
         assert_eq!(tree.latest_leaf_under(id[0]), id[4]);
         assert_eq!(tree.latest_leaf_under(id[1]), id[7]);
-        assert_eq!(tree.latest_leaf_under(id[5]), id[4], "from the tool's reply");
+        assert_eq!(
+            tree.latest_leaf_under(id[5]),
+            id[4],
+            "from the tool's reply"
+        );
         assert_eq!(tree.latest_leaf(), Some(id[4]));
         assert_eq!(tree.with_tools(&tree.branch(id[4])), [id[0], id[4], id[5]]);
         let mut subtree = tree.subtree(id[1]);

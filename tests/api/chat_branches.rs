@@ -13,10 +13,7 @@ use crate::helpers::{DbKind, data, error_code};
 /// Asks through `path` (`chat.send`, `chat.regenerate`, `chat.edit`), follows the reply to
 /// its end and returns the `{ userMessage, replyMessageId }` answer.
 async fn ask(chat: &Chat, path: &str, input: Value) -> Value {
-    let (status, body) = chat
-        .app
-        .mutation_as(&chat.token, path, Some(input))
-        .await;
+    let (status, body) = chat.app.mutation_as(&chat.token, path, Some(input)).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     let sent = data(&body).clone();
     let reply = sent["replyMessageId"].as_str().expect("replyMessageId");
@@ -179,7 +176,11 @@ async fn edits_and_selection_keep_branches_apart(db: DbKind) {
     send(&chat, "Add a day trip").await;
     assert_eq!(
         said_by_user(&last_conversation(&chat)),
-        ["Plan a trip to Rome", "Make it three days", "Add a day trip"]
+        [
+            "Plan a trip to Rome",
+            "Make it three days",
+            "Add a day trip"
+        ]
     );
     let messages = chat.messages().await;
     assert_eq!(messages.len(), 6);
@@ -288,7 +289,10 @@ async fn branch_procedures_check_what_they_are_given(db: DbKind) {
             json!({ "messageId": question, "content": "mine now", "clientMessageId": new_id() }),
         ),
         ("chat.branches.select", json!({ "messageId": answer })),
-        ("chat.branches.select", json!({ "messageId": Uuid::new_v4() })),
+        (
+            "chat.branches.select",
+            json!({ "messageId": Uuid::new_v4() }),
+        ),
     ] {
         let (status, body) = chat.app.mutation_as(&other, path, Some(input)).await;
         assert_eq!(

@@ -18,6 +18,7 @@ mod bindings;
 mod body_limit;
 mod chat;
 mod chat_branches;
+mod chat_export;
 mod chat_failures;
 mod chat_files;
 mod chat_follow;

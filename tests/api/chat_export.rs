@@ -1,0 +1,96 @@
+//! `chat.export`: Markdown of the current branch, this server's JSON of the whole tree.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::chat::{Chat, new_id, payloads};
+use crate::each_database;
+use crate::helpers::{DbKind, data, error_code};
+
+async fn ask(chat: &Chat, path: &str, input: Value) -> Value {
+    let (status, body) = chat.app.mutation_as(&chat.token, path, Some(input)).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    let sent = data(&body).clone();
+    let reply = sent["replyMessageId"].as_str().expect("replyMessageId");
+    let events = chat.follow(reply, None).await.collect().await;
+    assert_eq!(payloads(&events).last().expect("done")["type"], "done");
+    sent
+}
+
+async fn export(chat: &Chat, token: &str, format: &str) -> (StatusCode, Value) {
+    let input = json!({ "sessionId": chat.session_id, "format": format });
+    chat.app.query_as(token, "chat.export", Some(input)).await
+}
+
+async fn exports_the_branch_as_markdown_and_the_tree_as_json(db: DbKind) {
+    let chat = Chat::start(db, "openai").await;
+    let first = ask(
+        &chat,
+        "chat.send",
+        chat.input("Plan a trip to Rome", &new_id()),
+    )
+    .await;
+    let edit = json!({
+        "messageId": first["userMessage"]["id"],
+        "content": "Plan a trip to Lisbon",
+        "clientMessageId": new_id(),
+    });
+    let edited = ask(&chat, "chat.edit", edit).await;
+
+    let (status, body) = export(&chat, &chat.token, "json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let file = data(&body);
+    assert_eq!(file["mimeType"], "application/json");
+    assert!(
+        file["filename"]
+            .as_str()
+            .is_some_and(|name| name.ends_with(".json"))
+    );
+    let exported: Value = serde_json::from_str(file["text"].as_str().expect("text")).expect("JSON");
+    assert_eq!(exported["format"], "alias.chat");
+    assert_eq!(exported["version"], 1);
+    assert_eq!(exported["title"], chat.session().await["title"]);
+    assert_eq!(exported["currentLeafId"], edited["replyMessageId"]);
+    let messages = exported["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 4, "both branches");
+    let contents: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "Plan a trip to Rome",
+            "Hello from OpenAI.",
+            "Plan a trip to Lisbon",
+            "Hello from OpenAI."
+        ]
+    );
+    assert_eq!(messages[1]["parentId"], messages[0]["id"]);
+    assert_eq!(messages[2]["parentId"], Value::Null);
+    assert_eq!(messages[3]["role"], "assistant");
+    assert!(messages[3]["model"].is_string());
+    assert!(messages[3]["createdAt"].is_string());
+
+    let (status, body) = export(&chat, &chat.token, "markdown").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text = data(&body)["text"].as_str().expect("text");
+    assert!(text.starts_with("# "), "{text}");
+    assert!(text.contains("**You**"), "{text}");
+    assert!(text.contains("Plan a trip to Lisbon"), "{text}");
+    assert!(text.contains("Hello from OpenAI."), "{text}");
+    assert!(!text.contains("Rome"), "only the current branch: {text}");
+
+    let (status, body) = export(&chat, &chat.token, "pdf").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+    );
+    let other = chat.app.new_user().await;
+    let (status, body) = export(&chat, &other, "json").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND")
+    );
+}
+each_database!(exports_the_branch_as_markdown_and_the_tree_as_json);
