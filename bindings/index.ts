@@ -110,6 +110,7 @@ export type AppRouter = TRPCBuiltRouter<
 		users: {
 			changeEmail: TRPCMutationProcedure<{ meta: object; input: ChangeEmailInput; output: null }>;
 			delete: TRPCMutationProcedure<{ meta: object; input: DeleteUserInput | void; output: null }>;
+			export: TRPCMutationProcedure<{ meta: object; input: void; output: AccountDownload }>;
 			me: TRPCQueryProcedure<{ meta: object; input: void; output: User }>;
 			update: TRPCMutationProcedure<{ meta: object; input: UpdateUserInput | void; output: User }>;
 		};
@@ -199,6 +200,17 @@ export const TOKEN_TYPES = ["Bearer"] as const;
 
 /** Every `UploadMethod`, in declaration order. */
 export const UPLOAD_METHODS = ["PUT"] as const;
+
+export type AccountDownload = {
+	/**
+	 *  A signed link to the JSON file (GET, no sign-in needed); it stops working at
+	 *  `expiresAt`, and the file is deleted within the hour.
+	 */
+	url: string,
+	filename: string,
+	sizeBytes: number,
+	expiresAt: string,
+};
 
 export type AiProvider = "gemini" | "openai" | "anthropic";
 

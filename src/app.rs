@@ -9,6 +9,7 @@ pub fn router() -> rpc::Router<App> {
         .nest("system", crate::system::router())
         .nest("auth", crate::auth::router())
         .nest("users", crate::users::router())
+        .nest("users", crate::portability::router())
         .nest("apiKeys", crate::keys::router())
         .nest("preferences", crate::preferences::router())
         .nest("audit", crate::audit::router())

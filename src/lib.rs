@@ -23,6 +23,7 @@ pub mod mailer;
 pub mod master_key;
 pub mod pagination;
 pub mod periodic;
+pub mod portability;
 pub mod preferences;
 pub mod providers;
 pub mod rate_limit;

@@ -77,6 +77,10 @@ impl Application {
             Arc::clone(&state),
             shutdown.clone(),
         ));
+        tokio::spawn(crate::portability::sweep_periodically(
+            Arc::clone(&state),
+            shutdown.clone(),
+        ));
         tokio::spawn(voice::sweep_periodically(
             Arc::clone(&state),
             shutdown.clone(),

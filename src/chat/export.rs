@@ -106,6 +106,19 @@ pub(super) async fn export(
     })
 }
 
+/// Every chat session of a user, oldest first.
+pub async fn sessions_of(
+    db: &sea_orm::DatabaseConnection,
+    user_id: Uuid,
+) -> Result<Vec<chat_sessions::Model>, sea_orm::DbErr> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    chat_sessions::Entity::find()
+        .filter(chat_sessions::Column::UserId.eq(user_id))
+        .order_by_asc(chat_sessions::Column::Id)
+        .all(db)
+        .await
+}
+
 /// One chat in this server's JSON format: every message of every branch.
 pub async fn exported_chat(
     db: &sea_orm::DatabaseConnection,

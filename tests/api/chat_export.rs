@@ -94,3 +94,70 @@ async fn exports_the_branch_as_markdown_and_the_tree_as_json(db: DbKind) {
     );
 }
 each_database!(exports_the_branch_as_markdown_and_the_tree_as_json);
+
+async fn users_export_downloads_everything_but_secrets(db: DbKind) {
+    let chat = Chat::start(db, "openai").await;
+    ask(
+        &chat,
+        "chat.send",
+        chat.input("Remember the milk", &new_id()),
+    )
+    .await;
+    let (status, body) = chat
+        .app
+        .mutation_as(&chat.token, "users.export", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let download = data(&body).clone();
+    assert!(
+        download["filename"]
+            .as_str()
+            .is_some_and(|n| n.ends_with(".json"))
+    );
+    assert!(download["expiresAt"].is_string() || download["expiresAt"].is_number());
+    let url = download["url"].as_str().expect("url");
+    let response = chat.app.http.get(url).send().await.expect("download");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.expect("body");
+    assert_eq!(download["sizeBytes"], text.len());
+    let account: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(account["format"], "alias.account");
+    assert_eq!(
+        account["profile"]["email"],
+        chat.app.query_as(&chat.token, "users.me", None).await.1["result"]["data"]["email"]
+    );
+    assert_eq!(account["preferences"]["aiProvider"], "openai");
+    let chats = account["chats"].as_array().expect("chats");
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0]["id"], chat.session_id.as_str());
+    assert_eq!(chats[0]["messages"][0]["content"], "Remember the milk");
+    for secret in [
+        "key-valid-0000",
+        "passwordHash",
+        "password_hash",
+        "argon2",
+        &chat.token,
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked");
+    }
+
+    // Another export replaces this one; the sweep deletes what is left after an hour.
+    let (_, body) = chat
+        .app
+        .mutation_as(&chat.token, "users.export", None)
+        .await;
+    let second = data(&body)["url"].as_str().expect("url").to_owned();
+    let response = chat.app.http.get(url).send().await.expect("download");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    let swept = alias_server::portability::sweep(&chat.app.state, later)
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 1);
+    let response = chat.app.http.get(&second).send().await.expect("download");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // Signed in only.
+    let (status, _) = chat.app.mutation("users.export", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+each_database!(users_export_downloads_everything_but_secrets);
