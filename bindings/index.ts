@@ -58,6 +58,7 @@ export type AppRouter = TRPCBuiltRouter<
 			edit: TRPCMutationProcedure<{ meta: object; input: EditInput; output: SentMessage }>;
 			export: TRPCQueryProcedure<{ meta: object; input: ExportInput; output: ChatExport }>;
 			follow: TRPCSubscriptionProcedure<{ meta: object; input: FollowInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
+			import: TRPCMutationProcedure<{ meta: object; input: ImportInput; output: ImportResult }>;
 			messages: {
 				list: TRPCQueryProcedure<{ meta: object; input: ListMessagesInput; output: MessagePage }>;
 				setLiked: TRPCMutationProcedure<{ meta: object; input: SetLikedInput; output: Message }>;
@@ -164,6 +165,9 @@ export const FILE_STATUSES = ["ready", "pending", "rejected", "deleted"] as cons
 
 /** Every `HealthStatus`, in declaration order. */
 export const HEALTH_STATUSES = ["ok"] as const;
+
+/** Every `ImportFormat`, in declaration order. */
+export const IMPORT_FORMATS = ["chatgpt", "alias"] as const;
 
 /** Every `IntegrationProvider`, in declaration order. */
 export const INTEGRATION_PROVIDERS = ["google"] as const;
@@ -506,6 +510,31 @@ export type HealthStatus = "ok";
 
 export type IdInput = {
 	id: string,
+};
+
+/**  Which export a file is. */
+export type ImportFormat = 
+/**  ChatGPT's `conversations.json` (an array of conversations, or one). */
+"chatgpt" | 
+/**
+ *  This server's: `chat.export`'s JSON (`format: "alias.chat"`) or `users.export`'s file
+ *  (`format: "alias.account"`, every chat in it).
+ */
+"alias";
+
+export type ImportInput = {
+	/**  Absent: told from the data. */
+	format?: ImportFormat | null,
+	/**
+	 *  The file: its JSON, or its text (a string holding the JSON). At most
+	 *  `ALIAS_MAX_BODY_BYTES` in all.
+	 */
+	data: JsonValue,
+};
+
+export type ImportResult = {
+	/**  The new chats, in the file's order. */
+	sessions: ChatSession[],
 };
 
 export type Integration = {

@@ -5,6 +5,7 @@ mod access;
 mod attachments;
 mod branches;
 pub mod export;
+mod import;
 mod orphans;
 mod reply;
 pub mod search;
@@ -56,6 +57,7 @@ pub fn router() -> Router<App> {
         .mutation("branches.select", signed_in(branches::select))
         .query("search", signed_in(search_chats))
         .query("export", signed_in(export::export))
+        .mutation("import", signed_in(import::import))
 }
 
 const MAX_TITLE_CHARS: usize = 200;

@@ -22,6 +22,7 @@ mod chat_export;
 mod chat_failures;
 mod chat_files;
 mod chat_follow;
+mod chat_import;
 mod chat_search;
 mod db_faults;
 mod email;
