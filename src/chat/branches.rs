@@ -207,7 +207,7 @@ pub(super) async fn regenerate(
         client_message_id: input.client_message_id,
         provider: input.provider,
         model: input.model,
-        prompt: Prompt::Again(user_message),
+        prompt: Prompt::Again(Box::new(user_message)),
     };
     send::ask(&ctx, caller, ask).await
 }

@@ -16,6 +16,7 @@ mod store;
 mod tools;
 mod tree;
 mod types;
+mod voice_turns;
 
 use std::time::Duration;
 
@@ -25,10 +26,9 @@ use uuid::Uuid;
 pub use orphans::sweep_periodically as sweep_orphaned_replies;
 pub use store::fail_interrupted_replies;
 // For domains built on chats (voice calls add spoken turns to a chat session).
-pub use store::{
-    VoiceTurn, create_session as new_session, delete_voice_turns, find_session, insert_voice_turn,
-};
+pub use store::{create_session as new_session, find_session};
 pub use types::{ChatEvent, ChatSession, Message, MessageSource, Role};
+pub use voice_turns::{VoiceTurn, delete_voice_turns, insert_voice_turn};
 
 use self::access::owned_session;
 use self::store::{SessionChanges, SessionCursor, SessionQuery};

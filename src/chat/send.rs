@@ -85,7 +85,7 @@ pub(super) enum Prompt {
         parent: Parent,
     },
     /// A saved user message, answered again (`chat.regenerate`).
-    Again(chat_messages::Model),
+    Again(Box<chat_messages::Model>),
 }
 
 /// Where a new user message goes in the tree.
@@ -469,7 +469,7 @@ async fn save_exchange(
                 .map_err(internal("save a message's files"))?;
             (saved, false)
         }
-        Prompt::Again(user_message) => (user_message.clone(), true),
+        Prompt::Again(user_message) => (chat_messages::Model::clone(user_message), true),
     };
     let reply = NewMessage {
         session_id: session,

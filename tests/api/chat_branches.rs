@@ -12,7 +12,7 @@ use crate::helpers::{DbKind, data, error_code};
 
 /// Asks through `path` (`chat.send`, `chat.regenerate`, `chat.edit`), follows the reply to
 /// its end and returns the `{ userMessage, replyMessageId }` answer.
-async fn ask(chat: &Chat, path: &str, input: Value) -> Value {
+pub(crate) async fn ask(chat: &Chat, path: &str, input: Value) -> Value {
     let (status, body) = chat.app.mutation_as(&chat.token, path, Some(input)).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     let sent = data(&body).clone();
@@ -67,7 +67,7 @@ fn said_by_user(conversation: &[(String, String)]) -> Vec<&str> {
         .collect()
 }
 
-fn contents(messages: &[Value]) -> Vec<&str> {
+pub(crate) fn contents(messages: &[Value]) -> Vec<&str> {
     messages
         .iter()
         .map(|m| m["content"].as_str().unwrap_or_default())

@@ -3,19 +3,10 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::chat::{Chat, new_id, payloads};
+use crate::chat::{Chat, new_id};
+use crate::chat_branches::ask;
 use crate::each_database;
 use crate::helpers::{DbKind, data, error_code};
-
-async fn ask(chat: &Chat, path: &str, input: Value) -> Value {
-    let (status, body) = chat.app.mutation_as(&chat.token, path, Some(input)).await;
-    assert_eq!(status, StatusCode::OK, "{path}: {body}");
-    let sent = data(&body).clone();
-    let reply = sent["replyMessageId"].as_str().expect("replyMessageId");
-    let events = chat.follow(reply, None).await.collect().await;
-    assert_eq!(payloads(&events).last().expect("done")["type"], "done");
-    sent
-}
 
 async fn export(chat: &Chat, token: &str, format: &str) -> (StatusCode, Value) {
     let input = json!({ "sessionId": chat.session_id, "format": format });

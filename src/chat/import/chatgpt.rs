@@ -89,8 +89,9 @@ pub fn drafts(data: Value) -> Result<Vec<Draft>, Problem> {
         .collect()
 }
 
-/// The message a node becomes, or `None` when it is skipped.
-fn kept(node: &Node) -> Option<(Role, String, Option<DateTime<Utc>>, Option<String>)> {
+/// The message a node becomes (without its parent yet; dated `otherwise` when the node has no
+/// time), or `None` when it is skipped.
+fn kept(node: &Node, otherwise: DateTime<Utc>) -> Option<DraftMessage> {
     let message = node.message.as_ref()?;
     let role = match message.author.role.as_str() {
         "user" => Role::User,
@@ -120,7 +121,14 @@ fn kept(node: &Node) -> Option<(Role, String, Option<DateTime<Utc>>, Option<Stri
         .and_then(|m| m.get("model_slug"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    Some((role, text, time(message.create_time), model))
+    Some(DraftMessage {
+        parent: None,
+        role,
+        content: text,
+        created_at: time(message.create_time).unwrap_or(otherwise),
+        provider: (role == Role::Assistant).then(|| "openai".to_owned()),
+        model,
+    })
 }
 
 fn draft(path: &str, conversation: Conversation) -> Result<Draft, Problem> {
@@ -175,7 +183,7 @@ fn draft(path: &str, conversation: Conversation) -> Result<Draft, Problem> {
     let mut index: HashMap<&String, usize> = HashMap::new();
     let mut messages = Vec::new();
     for (id, node) in &order {
-        let Some((role, content, at, model)) = kept(node) else {
+        let Some(message) = kept(node, created_at) else {
             continue;
         };
         // The nearest kept ancestor.
@@ -189,11 +197,7 @@ fn draft(path: &str, conversation: Conversation) -> Result<Draft, Problem> {
         index.insert(id, messages.len());
         messages.push(DraftMessage {
             parent: parent.and_then(|p| index.get(p).copied()),
-            role,
-            content,
-            created_at: at.unwrap_or(created_at),
-            provider: (role == Role::Assistant).then(|| "openai".to_owned()),
-            model,
+            ..message
         });
     }
     // The current node, or its nearest kept ancestor.
