@@ -5,6 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::chat::{Chat, new_id, payloads};
+use crate::chat_branches::{ask, contents};
 use crate::each_database;
 use crate::helpers::{DbKind, data, error_code};
 
@@ -27,13 +28,6 @@ async fn branch_of(chat: &Chat, session_id: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-fn contents(messages: &[Value]) -> Vec<&str> {
-    messages
-        .iter()
-        .map(|m| m["content"].as_str().unwrap_or_default())
-        .collect()
 }
 
 async fn session_count(chat: &Chat) -> usize {
@@ -164,27 +158,13 @@ async fn export_json(chat: &Chat, session_id: &str) -> Value {
 
 async fn exports_import_back_the_same(db: DbKind) {
     let chat = Chat::start(db, "openai").await;
-    let (_, body) = chat
-        .send_message(&chat.input("First question", &new_id()))
-        .await;
-    let first = data(&body).clone();
-    chat.follow(first["replyMessageId"].as_str().expect("reply"), None)
-        .await
-        .collect()
-        .await;
+    let first = ask(&chat, "chat.send", chat.input("First question", &new_id())).await;
     let edit = json!({
         "messageId": first["userMessage"]["id"],
         "content": "First question, better put",
         "clientMessageId": new_id(),
     });
-    let (_, body) = chat
-        .app
-        .mutation_as(&chat.token, "chat.edit", Some(edit))
-        .await;
-    chat.follow(data(&body)["replyMessageId"].as_str().expect("reply"), None)
-        .await
-        .collect()
-        .await;
+    ask(&chat, "chat.edit", edit).await;
     let original = export_json(&chat, &chat.session_id).await;
 
     // Sent as the file's text, its format told from it.
