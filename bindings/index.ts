@@ -59,6 +59,7 @@ export type AppRouter = TRPCBuiltRouter<
 			export: TRPCQueryProcedure<{ meta: object; input: ExportInput; output: ChatExport }>;
 			follow: TRPCSubscriptionProcedure<{ meta: object; input: FollowInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
 			import: TRPCMutationProcedure<{ meta: object; input: ImportInput; output: ImportResult }>;
+			importFile: TRPCMutationProcedure<{ meta: object; input: FormData; output: ImportResult }>;
 			messages: {
 				list: TRPCQueryProcedure<{ meta: object; input: ListMessagesInput; output: MessagePage }>;
 				setLiked: TRPCMutationProcedure<{ meta: object; input: SetLikedInput; output: Message }>;

@@ -309,3 +309,67 @@ async fn bad_files_import_nothing(db: DbKind) {
     );
 }
 each_database!(bad_files_import_nothing);
+
+/// `chat.importFile`: the export uploaded as a file (FormData), past the JSON body limit.
+async fn files_import_past_the_body_limit(db: DbKind) {
+    use crate::files::{file_part, multipart, text_part};
+
+    let chat = Chat::start(db, "openai").await;
+    let post = |parts: Vec<u8>, content_type: String| {
+        let chat = &chat;
+        async move {
+            let response = chat
+                .app
+                .http
+                .post(chat.app.trpc_url("chat.importFile", None))
+                .bearer_auth(&chat.token)
+                .header("content-type", content_type)
+                .body(parts)
+                .send()
+                .await
+                .expect("request reached the server");
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.expect("a JSON answer"),
+            )
+        }
+    };
+    // One conversation whose answer alone is past the 1 MiB JSON body limit.
+    let mut file: Value = serde_json::from_str(CHATGPT).expect("fixture");
+    let long = "word ".repeat(300_000);
+    file[1]["mapping"]["r"]["message"]["content"]["parts"] = json!([long]);
+    let bytes = file.to_string().into_bytes();
+    assert!(bytes.len() > 1 << 20);
+    let (content_type, body) = multipart(&[
+        file_part("conversations.json", "application/json", &bytes),
+        text_part("format", "chatgpt"),
+    ]);
+    let (status, answer) = post(body, content_type).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let sessions = data(&answer)["sessions"]
+        .as_array()
+        .expect("sessions")
+        .clone();
+    assert_eq!(sessions.len(), 2);
+    let photo = branch_of(&chat, sessions[1]["id"].as_str().expect("id")).await;
+    assert_eq!(photo[1]["content"].as_str().map(str::len), Some(long.len()));
+
+    let (content_type, body) = multipart(&[file_part(
+        "conversations.json",
+        "application/json",
+        b"{ not json",
+    )]);
+    let (status, answer) = post(body, content_type).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not JSON"))
+    );
+    let (content_type, body) = multipart(&[text_part("format", "chatgpt")]);
+    let (status, _) = post(body, content_type).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no file");
+    assert_eq!(session_count(&chat).await, 3);
+}
+each_database!(files_import_past_the_body_limit);

@@ -21,7 +21,7 @@ use super::types::{ChatSession, MessageSource, MessageStatus, Role};
 use crate::context::Ctx;
 use crate::db::begin_write;
 use crate::guard::SignedIn;
-use crate::rpc::{FieldErrors, RpcError, internal};
+use crate::rpc::{FieldErrors, FormBody, FormLimits, RpcError, internal};
 
 /// Which export a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, specta::Type)]
@@ -112,6 +112,53 @@ pub(in crate::chat) async fn import(
     input: ImportInput,
 ) -> Result<ImportResult, RpcError> {
     let drafts = drafts(input.format, input.data).map_err(Problem::into_error)?;
+    saved(&ctx, &caller, drafts).await
+}
+
+/// `chat.importFile`: the same from a `FormData` with the file as `file` (and `format`, as
+/// `chat.import`'s, optionally): up to `ALIAS_MAX_FILE_BYTES`, past the JSON body limit.
+pub(in crate::chat) async fn import_file(
+    ctx: Ctx,
+    caller: SignedIn,
+    form: FormBody,
+) -> Result<ImportResult, RpcError> {
+    let max_bytes = ctx.state.config.files.max_file_bytes;
+    let form = form
+        .read(FormLimits {
+            max_body_bytes: max_bytes.saturating_add(64 * 1024),
+            max_text_bytes: 64,
+            max_fields: 4,
+        })
+        .await?;
+    let mut errors = FieldErrors::default();
+    let file = errors.check(
+        "file",
+        form.file("file")
+            .ok_or_else(|| "attach the export as `file`".to_owned()),
+    );
+    let format = errors
+        .check(
+            "format",
+            form.text("format").and_then(|text| {
+                text.map(|text| match text {
+                    "chatgpt" => Ok(ImportFormat::Chatgpt),
+                    "alias" => Ok(ImportFormat::Alias),
+                    _ => Err("use chatgpt or alias".to_owned()),
+                })
+                .transpose()
+            }),
+        )
+        .flatten();
+    let (Some(file), true) = (file, errors.is_empty()) else {
+        return Err(errors.into_error());
+    };
+    let data: Value = serde_json::from_slice(&file.bytes)
+        .map_err(|error| Problem::new("file", &format!("not JSON ({error})")).into_error())?;
+    let drafts = drafts(format, data).map_err(Problem::into_error)?;
+    saved(&ctx, &caller, drafts).await
+}
+
+async fn saved(ctx: &Ctx, caller: &SignedIn, drafts: Vec<Draft>) -> Result<ImportResult, RpcError> {
     let sessions = save(&ctx.state.db, caller.user.id, drafts)
         .await
         .map_err(internal("import chats"))?;
