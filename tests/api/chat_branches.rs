@@ -420,3 +420,30 @@ async fn the_migration_makes_existing_chats_one_branch(db_kind: DbKind) {
     assert_eq!(chat.messages().await[5]["parentId"], expected[4].as_str());
 }
 each_database!(the_migration_makes_existing_chats_one_branch);
+
+/// Sends racing in one chat chain up (each follows the other's reply) instead of forking.
+async fn concurrent_sends_chain_up(db: DbKind) {
+    let chat = Chat::start(db, "openai").await;
+    let inputs: Vec<Value> = (0..4)
+        .map(|n| chat.input(&format!("Racing message {n}"), &new_id()))
+        .collect();
+    let sends = inputs.iter().map(|input| chat.send_message(input));
+    let answers = futures::future::join_all(sends).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        let reply = data(body)["replyMessageId"].as_str().expect("reply");
+        chat.follow(reply, None).await.collect().await;
+    }
+    let messages = chat.messages().await;
+    assert_eq!(messages.len(), 8, "one branch holds every message");
+    for (at, message) in messages.iter().enumerate() {
+        assert_eq!(
+            message["siblingIds"].as_array().map(Vec::len),
+            Some(1),
+            "{at}"
+        );
+        let parent = at.checked_sub(1).map(|p| messages[p]["id"].clone());
+        assert_eq!(message["parentId"], parent.unwrap_or(Value::Null), "{at}");
+    }
+}
+each_database!(concurrent_sends_chain_up);
