@@ -370,6 +370,21 @@ impl Streams {
         }
     }
 
+    /// Ends the copy in Redis of an orphaned stream (see `orphaned`) with `last`, so that
+    /// its followers on other instances end too, having seen it.
+    pub async fn end_orphan<T: Serialize>(&self, subject: Uuid, last: &T) -> Result<(), RpcError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let json = serde_json::to_string(last)
+            .and_then(RawValue::from_string)
+            .map_err(|error| {
+                tracing::error!(%error, "a stream event failed to serialize");
+                RpcError::internal()
+            })?;
+        Ok(shared.end_orphan(subject, &json).await?)
+    }
+
     /// How long a running stream's lease lasts unless renewed.
     pub const LEASE: Duration = shared::LEASE;
 

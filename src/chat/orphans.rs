@@ -1,15 +1,18 @@
 //! With several instances (Redis), a reply whose instance died mid-reply would stay
 //! `streaming` for ever. Every instance looks now and then for replies untouched for a lease's
 //! length whose lease lapsed (no instance writes them) and marks them failed
-//! (`interrupted`), keeping the text saved so far. Without Redis, start-up does this for the
+//! (`interrupted`), keeping the text saved so far, and ends the reply's copy in Redis with that
+//! `done`, so clients following it through another instance end too. Without Redis, start-up does this for the
 //! lone instance (`fail_interrupted_replies`).
 
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::store;
+use super::types::{ChatEvent, MessageStatus};
 use crate::context::App;
 use crate::streams::Streams;
 
@@ -54,10 +57,32 @@ async fn sweep(state: &App) -> anyhow::Result<u64> {
     if orphans.is_empty() {
         return Ok(0);
     }
-    Ok(store::fail_replies(
+    let failed = store::fail_replies(
         &state.db,
         Some(&orphans),
         "The server writing this reply stopped. Send your message again.",
     )
-    .await?)
+    .await?;
+    tell_followers(state, &orphans).await?;
+    Ok(failed)
+}
+
+/// Ends the Redis copies of the orphans' streams with their `done` as now saved, so clients
+/// following them through another instance learn how they ended instead of waiting for the
+/// copies to expire.
+async fn tell_followers(state: &App, orphans: &[Uuid]) -> anyhow::Result<()> {
+    let replies = store::find_messages(&state.db, orphans).await?;
+    for reply in replies {
+        if reply.status != MessageStatus::Error.as_str() {
+            continue;
+        }
+        let subject = reply.id;
+        let done = ChatEvent::Done {
+            message: reply.into(),
+        };
+        if let Err(error) = state.streams.end_orphan(subject, &done).await {
+            tracing::debug!(error = %error.message, "could not end an orphaned reply's stream");
+        }
+    }
+    Ok(())
 }

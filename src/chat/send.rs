@@ -132,16 +132,25 @@ pub(super) async fn ask(ctx: &Ctx, caller: SignedIn, ask: Ask) -> Result<SentMes
 }
 
 /// GET `chat.send`, the subscription of clients built before `chat.follow`: sends, then
-/// follows the reply in one stream; reconnecting with the same input resumes after
-/// `lastEventId`.
+/// follows the reply in one stream, as `chat.follow` does; reconnecting with the same input
+/// resumes after `lastEventId`.
 pub(super) async fn send_and_follow(
     ctx: Ctx,
     caller: SignedIn,
     resumed: Resumed<SendInput>,
 ) -> Result<ChatEvents, RpcError> {
+    let user_id = caller.user.id;
     let ask = checked(&ctx, &caller, &resumed.input).await?;
     let reply = reply_stream(&ctx, caller, ask).await?;
-    Ok(Box::pin(reply.subscribe(resumed.last_event_id.as_deref())))
+    let last_event_id = resumed.last_event_id.as_deref();
+    // A message sent before (maybe through another instance, which may still be writing the
+    // reply) is answered with its saved state: follow the reply itself instead, wherever it
+    // is written, so the stream ends when the reply does.
+    match sent_message(Arc::clone(&reply)).await {
+        Ok(sent) => follow_reply(&ctx, user_id, sent.reply_message_id, last_event_id).await,
+        // It failed to start, or has no reply (any more): the stream says so.
+        Err(_) => Ok(Box::pin(reply.subscribe(last_event_id))),
+    }
 }
 
 /// A `chat.send` input checked: counted against the send limit, its fields valid, its
@@ -250,16 +259,22 @@ pub(super) async fn follow(
     input: FollowInput,
 ) -> Result<ChatEvents, RpcError> {
     let last_event_id = input.last_event_id.as_deref();
-    if let Some(reply) = ctx
-        .state
-        .streams
-        .producing(caller.user.id, input.message_id)
-    {
+    follow_reply(&ctx, caller.user.id, input.message_id, last_event_id).await
+}
+
+/// The events of `user_id`'s reply `message_id` after `last_event_id`: see `follow`.
+async fn follow_reply(
+    ctx: &Ctx,
+    user_id: Uuid,
+    message_id: Uuid,
+    last_event_id: Option<&str>,
+) -> Result<ChatEvents, RpcError> {
+    if let Some(reply) = ctx.state.streams.producing(user_id, message_id) {
         return Ok(Box::pin(reply.subscribe(last_event_id)));
     }
     let db = &ctx.state.db;
     let no_reply = || RpcError::not_found("No such reply.");
-    let reply = store::find_message(db, caller.user.id, input.message_id)
+    let reply = store::find_message(db, user_id, message_id)
         .await
         .map_err(internal("load a chat reply"))?
         .filter(|message| message.role == Role::Assistant.as_str())
@@ -278,7 +293,7 @@ pub(super) async fn follow(
         Err(_) => {}
     }
     let user_message = match reply.reply_to {
-        Some(id) => store::find_message(db, caller.user.id, id)
+        Some(id) => store::find_message(db, user_id, id)
             .await
             .map_err(internal("load a chat message"))?,
         None => None,
@@ -293,7 +308,7 @@ pub(super) async fn follow(
         events.push(saved_event(
             1,
             &ChatEvent::UserMessage {
-                message: attachments::shown(&ctx, caller.user.id, message).await?,
+                message: attachments::shown(ctx, user_id, message).await?,
                 reply_message_id: Some(reply.id),
             },
         ));

@@ -498,6 +498,17 @@ pub async fn quiet_streaming_replies(
         .await
 }
 
+/// The messages `ids` (of any user): for the orphan sweep, which acts for no caller.
+pub async fn find_messages(
+    db: &DatabaseConnection,
+    ids: &[Uuid],
+) -> Result<Vec<chat_messages::Model>, DbErr> {
+    chat_messages::Entity::find()
+        .filter(chat_messages::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await
+}
+
 /// Marks the replies `ids` (every one without) that are still `streaming` as failed
 /// (`interrupted`, saying `message`), their text so far kept.
 pub async fn fail_replies(

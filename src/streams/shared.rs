@@ -34,6 +34,24 @@ pub(super) const LEASE: Duration = Duration::from_secs(10);
 /// How often a running stream renews its lease.
 const RENEW: Duration = Duration::from_secs(3);
 
+/// `end_orphan`: appends ARGV[1] as the event after the stream's last one, then the end,
+/// unless the stream is missing or ended already.
+const END_ORPHAN: &str = r"
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 then return 0 end
+local fields = last[1][2]
+local position = nil
+for i = 1, #fields, 2 do
+  if fields[i] == 'end' or fields[i] == 'failed' then return 0 end
+  if fields[i] == 'id' then position = tonumber(fields[i + 1]) end
+end
+if not position then return 0 end
+redis.call('XADD', KEYS[1], '*', 'id', position + 1, 'data', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'end', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
 /// What the running instance copies into Redis.
 pub(super) enum Copied {
     Event(usize, Arc<RawValue>),
@@ -44,6 +62,7 @@ pub(super) enum Copied {
 pub(super) struct Shared {
     redis: Redis,
     stops: Channel,
+    end_orphan: redis::Script,
 }
 
 impl Shared {
@@ -64,6 +83,7 @@ impl Shared {
         Self {
             redis: redis.clone(),
             stops,
+            end_orphan: redis::Script::new(END_ORPHAN),
         }
     }
 
@@ -156,6 +176,31 @@ impl Shared {
             }
         });
         sender
+    }
+
+    /// Ends `subject`'s copy in Redis with `last` (a final event, numbered after the last one
+    /// copied) when its instance died before ending it, so the followers elsewhere see that
+    /// event and end. Nothing when there is no copy (expired, never made) or it has ended:
+    /// atomic, so of two instances doing this at once one adds the event.
+    pub(super) async fn end_orphan(
+        &self,
+        subject: Uuid,
+        last: &RawValue,
+    ) -> Result<(), Unavailable> {
+        let key = self.key(subject);
+        let retention_ms = u64::try_from(RETENTION.as_millis()).unwrap_or(u64::MAX);
+        let script = &self.end_orphan;
+        self.redis
+            .run("end an orphaned stream", |mut connection| async move {
+                script
+                    .key(key)
+                    .arg(last.get())
+                    .arg(retention_ms)
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+                    .map(drop)
+            })
+            .await
     }
 
     /// Asks every instance to stop the stream producing `subject`.

@@ -141,13 +141,7 @@ impl Chat {
 
     /// Streamed chat requests to the provider (titles are not streamed).
     pub(crate) fn streamed_calls(&self) -> usize {
-        self.providers
-            .requests()
-            .iter()
-            .filter(|call| {
-                call.body["stream"] == true || call.path.contains("streamGenerateContent")
-            })
-            .count()
+        self.providers.streamed_calls()
     }
 }
 

@@ -196,6 +196,16 @@ impl FakeProviders {
             .unwrap_or_default()
     }
 
+    /// Streamed chat requests so far (titles are not streamed).
+    pub fn streamed_calls(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|call| {
+                call.body["stream"] == true || call.path.contains("streamGenerateContent")
+            })
+            .count()
+    }
+
     /// The usage of every streamed reply sent whole so far (not of titles), in order.
     pub fn reported_usage(&self) -> Vec<ReportedUsage> {
         self.reported

@@ -64,6 +64,22 @@ macro_rules! each_database {
     };
 }
 
+/// An `async fn` test needing PostgreSQL and Redis (several instances): without both
+/// (`ALIAS_TEST_POSTGRES_URL`, `ALIAS_TEST_REDIS_URL` when the tests were built) it is
+/// reported ignored.
+#[macro_export]
+macro_rules! needs_postgres_and_redis {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        #[tokio::test]
+        #[cfg_attr(
+            not(all(alias_test_postgres, alias_test_redis)),
+            ignore = "ALIAS_TEST_POSTGRES_URL and ALIAS_TEST_REDIS_URL are not both set"
+        )]
+        async fn $name() $body
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbKind {
     Sqlite,
@@ -242,7 +258,7 @@ pub struct TestClient {
 }
 
 impl TestClient {
-    fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -399,6 +415,36 @@ pub fn data(body: &Value) -> &Value {
     &body["result"]["data"]
 }
 
+/// Polls `check` until it holds (at most 15 s, then the test fails naming `what`).
+pub async fn until<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    until_within(Duration::from_secs(15), what, check).await;
+}
+
+/// Polls `check` every 50 ms until it holds (at most `limit`, then the test fails naming `what`).
+pub async fn until_within<F, Fut>(limit: Duration, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Redis of the tests that need one (`ALIAS_TEST_REDIS_URL`).
+pub fn test_redis_url() -> String {
+    std::env::var("ALIAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// A unique email per call, so tests never collide.
 pub fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
@@ -498,14 +544,14 @@ fn parse_event(block: &str) -> Option<SseEvent> {
 }
 
 /// A database of its own on the PostgreSQL server, dropped when the test ends (even on panic).
-struct PostgresDatabase {
+pub struct PostgresDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub url: String,
 }
 
 impl PostgresDatabase {
-    async fn create() -> Self {
+    pub async fn create() -> Self {
         let admin_url = std::env::var("ALIAS_TEST_POSTGRES_URL").expect("ALIAS_TEST_POSTGRES_URL");
         let name = format!("alias_test_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url)

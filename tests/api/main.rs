@@ -6,6 +6,7 @@ mod fake_providers;
 mod helpers;
 mod id_provider;
 mod log_capture;
+mod server_process;
 mod smtp_server;
 mod tcp_proxy;
 
@@ -34,6 +35,7 @@ mod gmail_connect;
 mod gmail_sync;
 mod id_token_outage;
 mod input_hygiene;
+mod instance_processes;
 mod instances;
 mod key_faults;
 mod keys;
