@@ -21,22 +21,16 @@
 // CHAT_PACE_MS (20): words per reply and time between them; ALIAS_* variables are passed on
 // to the server (bench/chat.sh sets ALIAS_DB_MAX_CONNECTIONS).
 
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const env = (name, fallback) => {
-  const value = process.env[name];
-  return value === undefined || value === '' ? fallback : value;
-};
-const int = (name, fallback) => Number.parseInt(env(name, String(fallback)), 10);
+import {
+  cpuSeconds, env, errorSummary, fmt, int, listen, log, quantile, report, sleep, sseParser, startServer,
+  stopServer, verdict, wordEvent,
+} from './lib.mjs';
 
-const BIN = path.resolve(env('ALIAS_BIN', path.join(here, '..', 'target', 'release', 'alias-server')));
 const LATENCY_STREAMS = int('CHAT_LATENCY_STREAMS', 200);
 const CONCURRENT_STREAMS = int('CHAT_CONCURRENT_STREAMS', 1000);
 const IDLE_STREAMS = int('CHAT_IDLE_STREAMS', 500);
@@ -48,15 +42,7 @@ const PACE_MS = int('CHAT_PACE_MS', 20);
 const LATENCY_TARGET_MS = 2;
 const HARD_LIMIT_MS = int('CHAT_HARD_LIMIT_SECONDS', 170) * 1000;
 
-const log = (...args) => console.error('>>', ...args);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
 // ---------------------------------------------------------------- the fake Gemini
-
-const wordEvent = (text, last) =>
-  `data: ${JSON.stringify({
-    candidates: [{ content: { role: 'model', parts: [{ text }] }, ...(last ? { finishReason: 'STOP' } : {}) }],
-  })}\r\n\r\n`;
 
 /** Per stream id: when the fake wrote the first body byte. */
 const firstByteAt = new Map();
@@ -140,52 +126,9 @@ function direct(res) {
 
 // ---------------------------------------------------------------- the server
 
-function listen(server) {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve(server.address().port));
-  });
-}
-
-async function startServer(geminiPort) {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'alias-chat-bench-'));
-  const logPath = path.join(dataDir, 'server.log');
-  const logFile = fs.openSync(logPath, 'w');
-  const child = spawn(BIN, [], {
-    env: {
-      ...process.env,
-      DATABASE_URL: '',
-      ALIAS_BIND: '127.0.0.1:0',
-      ALIAS_DATA_DIR: dataDir,
-      ALIAS_GEMINI_BASE_URL: `http://127.0.0.1:${geminiPort}`,
-      ALIAS_ACCESS_TTL_SECONDS: env('ALIAS_ACCESS_TTL_SECONDS', '3600'),
-      ALIAS_SHUTDOWN_GRACE_SECONDS: env('ALIAS_SHUTDOWN_GRACE_SECONDS', '2'),
-    },
-    stdio: ['ignore', logFile, logFile],
-  });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    const text = fs.readFileSync(logPath, 'utf8');
-    const match = /listening address=127\.0\.0\.1:(\d+)/.exec(text);
-    if (match) {
-      return { child, port: Number(match[1]), dataDir, logPath, exited };
-    }
-    if (child.exitCode !== null) break;
-    await sleep(50);
-  }
-  console.error(fs.readFileSync(logPath, 'utf8'));
-  throw new Error('the server did not start');
-}
-
 const readStatus = (pid, field) => {
   const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match ? Number(match[1]) : NaN;
-};
-/** Server CPU seconds so far (utime + stime). */
-const cpuSeconds = (pid) => {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 };
 
 // ---------------------------------------------------------------- clients
@@ -254,35 +197,21 @@ function openStream({ token, sessionId, mode, timeoutMs, onFirstDelta }) {
           return;
         }
         res.setEncoding('utf8');
-        let buffer = '';
-        res.on('data', (chunk) => {
-          const now = performance.now();
-          buffer += chunk;
-          let end;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            let event = '';
-            let data = '';
-            for (const line of block.split('\n')) {
-              if (line.startsWith('event: ')) event = line.slice(7);
-              else if (line.startsWith('data: ')) data += line.slice(6);
+        res.on('data', sseParser(({ event, data }, now) => {
+          if (event === 'serialized-error') result.error = `serialized-error ${data}`;
+          if (event !== '') return; // connected, ping, return
+          const payload = JSON.parse(data);
+          if (payload.type === 'delta') {
+            result.deltas += 1;
+            if (result.firstDeltaAt === null) {
+              result.firstDeltaAt = now;
+              onFirstDelta?.(result);
             }
-            if (event === 'serialized-error') result.error = `serialized-error ${data}`;
-            if (event !== '') continue; // connected, ping, return
-            const payload = JSON.parse(data);
-            if (payload.type === 'delta') {
-              result.deltas += 1;
-              if (result.firstDeltaAt === null) {
-                result.firstDeltaAt = now;
-                onFirstDelta?.(result);
-              }
-            } else if (payload.type === 'done') {
-              result.doneAt = now;
-              result.status = payload.message.status;
-            }
+          } else if (payload.type === 'done') {
+            result.doneAt = now;
+            result.status = payload.message.status;
           }
-        });
+        }));
         res.on('end', () => finish());
         res.on('error', (error) => finish(`response: ${error.message}`));
         res.on('close', () => finish('connection closed mid-stream'));
@@ -312,26 +241,7 @@ function directOnce(fakePort) {
 
 // ---------------------------------------------------------------- numbers
 
-const quantile = (values, q) => {
-  if (!values.length) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-};
-const fmt = (value, digits = 3) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
-const verdict = (ok) => (ok ? 'PASS' : 'FAIL');
-const lines = [];
-const out = (line = '') => lines.push(line);
-function table(header, rows) {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const render = (row) => row.map((cell, i) => (i === 0 ? String(cell).padEnd(widths[i]) : String(cell).padStart(widths[i]))).join('  ');
-  out(render(header));
-  for (const row of rows) out(render(row));
-}
-function errorSummary(results) {
-  const counts = new Map();
-  for (const r of results) if (r.error) counts.set(r.error.slice(0, 120), (counts.get(r.error.slice(0, 120)) ?? 0) + 1);
-  return [...counts].map(([error, n]) => `    ${n} x ${error}`);
-}
+const { lines, out, table } = report();
 
 // ---------------------------------------------------------------- the run
 
@@ -341,7 +251,7 @@ async function main() {
   fake.headersTimeout = 0;
   fake.requestTimeout = 0;
   const fakePort = await listen(fake);
-  const server = await startServer(fakePort);
+  const server = await startServer({ ALIAS_GEMINI_BASE_URL: `http://127.0.0.1:${fakePort}` });
   const pid = server.child.pid;
   port = server.port;
   base = `http://127.0.0.1:${port}`;
@@ -515,14 +425,10 @@ async function main() {
     }
     for (const [line, n] of [...seen].slice(0, 8)) out(`    ${n} x ${line}`);
   } finally {
-    server.child.kill('SIGTERM');
-    await Promise.race([server.exited, sleep(5000)]);
-    if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill('SIGKILL');
+    await stopServer(server, Boolean(process.env.CHAT_KEEP_DATA));
     fake.closeAllConnections?.();
     fake.close();
     agent.destroy();
-    if (process.env.CHAT_KEEP_DATA) log(`kept ${server.dataDir}`);
-    else fs.rmSync(server.dataDir, { recursive: true, force: true });
     console.log(lines.join('\n'));
   }
 }

@@ -3,7 +3,9 @@
 # from a script that has `set -euo pipefail`. It moves to the repository root, makes a
 # scratch directory ($WORK, removed on exit) and stops the server it started on exit.
 #
-#   ALIAS_BENCH_SKIP_BUILD=1  use the existing target/release/alias-server
+#   ALIAS_BENCH_SKIP_BUILD=1  use the existing release binary
+#   CARGO_TARGET_DIR=target   where cargo builds it (<dir>/release/alias-server); set it to keep
+#                             one release target apart from the debug one the tests use
 #   BENCH_DURATION=5          seconds per measured run (each preceded by a 1 s warm-up)
 #   BENCH_CONNECTIONS=32      concurrent connections (wrk -c, one wrk thread)
 #   BENCH_ROUNDS=3            rounds per suite; targets alternate, the best run of each counts
@@ -17,7 +19,7 @@ DURATION=${BENCH_DURATION:-5}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 ROUNDS=${BENCH_ROUNDS:-3}
 PIN=${BENCH_PIN:-0}
-BIN=target/release/alias-server
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/alias-server
 WORK=$(mktemp -d -t alias-bench.XXXXXX)
 SERVER_PID="" BASE="" ROWS=()
 SERVER_CPU=() WRK_CPU=()

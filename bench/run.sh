@@ -2,7 +2,7 @@
 # HTTP throughput/latency of the RPC path (/trpc/system.health) against a bare axum route
 # (/health), on loopback with wrk. A report, not a test: it always exits 0.
 #
-#   ALIAS_BENCH_SKIP_BUILD=1  use the existing target/release/alias-server
+#   ALIAS_BENCH_SKIP_BUILD=1  use the existing release binary (CARGO_TARGET_DIR: bench/lib.sh)
 #   BENCH_DURATION=5          seconds per measured run (each preceded by a 1 s warm-up)
 #   BENCH_CONNECTIONS=32      concurrent connections (wrk -c, one wrk thread)
 #   BENCH_ROUNDS=3            rounds per suite; targets alternate, the best run of each counts

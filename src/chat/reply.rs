@@ -446,7 +446,14 @@ async fn title(job: &ReplyJob, reply: &str) -> String {
         generated = providers::complete_chat(&upstream, &request) => generated,
     };
     match generated {
-        Ok(text) => clean_title(&text).unwrap_or(fallback),
+        Ok(completion) => {
+            // The title's tokens are spent on the user's key: they count as the reply's do
+            // (in the day's totals, not in the reply's own `usage`).
+            if completion.usage.is_some() {
+                usage::settle(&job.state, &job.usage, completion.usage, false).await;
+            }
+            clean_title(&completion.text).unwrap_or(fallback)
+        }
         Err(error) => {
             tracing::info!(%error, "title generation failed; using the first words");
             fallback

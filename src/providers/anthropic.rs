@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::sse::{Decoder, SseEvent};
 use super::types::{
-    AiProvider, ChatProvider, ChatRequest, EventStream, FilePart, ProviderError, StreamEvent,
-    ToolCallRequest, ToolSpec, Turn, Upstream,
+    AiProvider, ChatProvider, ChatRequest, Completion, EventStream, FilePart, ProviderError,
+    StreamEvent, ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 use super::wire;
 
@@ -35,7 +35,7 @@ impl ChatProvider for Anthropic {
         &self,
         upstream: &Upstream<'_>,
         request: &ChatRequest,
-    ) -> Result<String, ProviderError> {
+    ) -> Result<Completion, ProviderError> {
         let reply: Reply = wire::post_for(self, upstream, PATH, &body(request, false)).await?;
         reply_text(reply)
     }
@@ -336,6 +336,7 @@ impl StreamDecoder {
 #[derive(Deserialize)]
 struct Reply {
     content: Vec<ReplyBlock>,
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
@@ -344,13 +345,17 @@ struct ReplyBlock {
 }
 
 /// Only text blocks have `text`, so the rest fall away.
-fn reply_text(reply: Reply) -> Result<String, ProviderError> {
+fn reply_text(reply: Reply) -> Result<Completion, ProviderError> {
+    let usage = reply.usage.as_ref().map(|usage| {
+        let count = |tokens: Option<u32>| tokens.unwrap_or(0);
+        (count(usage.input_tokens), count(usage.output_tokens))
+    });
     let text = reply
         .content
         .into_iter()
         .filter_map(|block| block.text)
         .collect();
-    wire::non_empty_reply(AiProvider::Anthropic, text)
+    wire::non_empty_reply(AiProvider::Anthropic, text, usage)
 }
 
 #[cfg(test)]
@@ -588,7 +593,7 @@ data: {"type":"message_stop"}
     }
 
     #[test]
-    fn a_whole_reply_is_its_text_blocks() {
+    fn a_whole_reply_is_its_text_blocks_with_its_usage() {
         let reply: Reply = serde_json::from_value(json!({
             "id": "msg_02",
             "type": "message",
@@ -598,8 +603,13 @@ data: {"type":"message_stop"}
                 { "type": "text", "text": "Paris trip" },
             ],
             "stop_reason": "end_turn",
+            "usage": { "input_tokens": 52, "output_tokens": 7 },
         }))
         .expect("a reply");
-        assert_eq!(reply_text(reply), Ok("Paris trip".to_owned()));
+        let completion = Completion {
+            text: "Paris trip".to_owned(),
+            usage: Some((52, 7)),
+        };
+        assert_eq!(reply_text(reply), Ok(completion));
     }
 }

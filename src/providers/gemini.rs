@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::sse::{Decoder, SseEvent};
 use super::types::{
-    AiProvider, ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent,
+    AiProvider, ChatProvider, ChatRequest, Completion, EventStream, ProviderError, StreamEvent,
     ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 use super::wire::{self, CallIds};
@@ -36,7 +36,7 @@ impl ChatProvider for Gemini {
         &self,
         upstream: &Upstream<'_>,
         request: &ChatRequest,
-    ) -> Result<String, ProviderError> {
+    ) -> Result<Completion, ProviderError> {
         let path = format!("{}:generateContent", model_path(&request.model));
         let reply: Chunk = wire::post_for(self, upstream, &path, &body(request)).await?;
         reply_text(reply)
@@ -240,13 +240,20 @@ impl ApiError {
 }
 
 impl UsageMetadata {
+    /// Input and output tokens.
+    fn tokens(&self) -> (u32, u32) {
+        let output = self
+            .candidates_token_count
+            .unwrap_or(0)
+            .saturating_add(self.thoughts_token_count.unwrap_or(0));
+        (self.prompt_token_count.unwrap_or(0), output)
+    }
+
     fn event(&self) -> StreamEvent {
+        let (input_tokens, output_tokens) = self.tokens();
         StreamEvent::Usage {
-            input_tokens: self.prompt_token_count.unwrap_or(0),
-            output_tokens: self
-                .candidates_token_count
-                .unwrap_or(0)
-                .saturating_add(self.thoughts_token_count.unwrap_or(0)),
+            input_tokens,
+            output_tokens,
         }
     }
 }
@@ -332,17 +339,18 @@ impl StreamDecoder {
     }
 }
 
-fn reply_text(mut reply: Chunk) -> Result<String, ProviderError> {
+fn reply_text(mut reply: Chunk) -> Result<Completion, ProviderError> {
     if let Some(error) = reply.error.take() {
         return Err(error.into_provider_error());
     }
+    let usage = reply.usage_metadata.as_ref().map(UsageMetadata::tokens);
     let text: String = reply
         .candidate()
         .into_iter()
         .flat_map(Candidate::answer_parts)
         .filter_map(|part| part.text)
         .collect();
-    wire::non_empty_reply(AiProvider::Gemini, text)
+    wire::non_empty_reply(AiProvider::Gemini, text, usage)
 }
 
 #[cfg(test)]
@@ -602,16 +610,21 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_reply_is_its_answer_text() {
+    fn a_whole_reply_is_its_answer_text_with_its_usage() {
         let reply: Chunk = serde_json::from_value(json!({
             "candidates": [{ "content": { "parts": [
                 { "text": "Thinking…", "thought": true },
                 { "text": "Paris " },
                 { "text": "trip" },
             ], "role": "model" }, "finishReason": "STOP" }],
+            "usageMetadata": { "promptTokenCount": 52, "candidatesTokenCount": 3, "thoughtsTokenCount": 4 },
         }))
         .expect("a reply");
-        assert_eq!(reply_text(reply), Ok("Paris trip".to_owned()));
+        let completion = Completion {
+            text: "Paris trip".to_owned(),
+            usage: Some((52, 7)),
+        };
+        assert_eq!(reply_text(reply), Ok(completion));
         let empty: Chunk = serde_json::from_value(json!({ "candidates": [] })).expect("a reply");
         assert!(matches!(reply_text(empty), Err(ProviderError::Upstream(_))));
     }

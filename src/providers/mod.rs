@@ -9,8 +9,8 @@ mod types;
 mod wire;
 
 pub use types::{
-    AiProvider, ChatProvider, ChatRequest, EventStream, FilePart, ProviderError, StreamEvent,
-    ToolCallRequest, ToolSpec, Turn, Upstream,
+    AiProvider, ChatProvider, ChatRequest, Completion, EventStream, FilePart, ProviderError,
+    StreamEvent, ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 
 use futures::StreamExt;
@@ -50,7 +50,7 @@ pub async fn stream_chat(
 pub async fn complete_chat(
     upstream: &Upstream<'_>,
     request: &ChatRequest,
-) -> Result<String, ProviderError> {
+) -> Result<Completion, ProviderError> {
     chat_provider(upstream.provider)
         .complete(upstream, request)
         .await

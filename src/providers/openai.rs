@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::sse::{Decoder, SseEvent};
 use super::types::{
-    AiProvider, ChatProvider, ChatRequest, EventStream, FilePart, ProviderError, StreamEvent,
-    ToolCallRequest, ToolSpec, Turn, Upstream,
+    AiProvider, ChatProvider, ChatRequest, Completion, EventStream, FilePart, ProviderError,
+    StreamEvent, ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 use super::wire::{self, CallIds};
 
@@ -36,7 +36,7 @@ impl ChatProvider for OpenAi {
         &self,
         upstream: &Upstream<'_>,
         request: &ChatRequest,
-    ) -> Result<String, ProviderError> {
+    ) -> Result<Completion, ProviderError> {
         let reply: Reply = wire::post_for(self, upstream, PATH, &body(request, false)).await?;
         reply_text(reply)
     }
@@ -347,6 +347,7 @@ impl StreamDecoder {
 #[derive(Deserialize)]
 struct Reply {
     choices: Option<Vec<ReplyChoice>>,
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
@@ -359,7 +360,11 @@ struct ReplyMessage {
     content: Option<String>,
 }
 
-fn reply_text(reply: Reply) -> Result<String, ProviderError> {
+fn reply_text(reply: Reply) -> Result<Completion, ProviderError> {
+    let usage = reply.usage.as_ref().map(|usage| {
+        let count = |tokens: Option<u32>| tokens.unwrap_or(0);
+        (count(usage.prompt_tokens), count(usage.completion_tokens))
+    });
     let text = reply
         .choices
         .into_iter()
@@ -368,7 +373,7 @@ fn reply_text(reply: Reply) -> Result<String, ProviderError> {
         .and_then(|choice| choice.message)
         .and_then(|message| message.content)
         .unwrap_or_default();
-    wire::non_empty_reply(AiProvider::Openai, text)
+    wire::non_empty_reply(AiProvider::Openai, text, usage)
 }
 
 #[cfg(test)]
@@ -615,14 +620,19 @@ data: [DONE]
     }
 
     #[test]
-    fn a_whole_reply_is_its_message_content() {
+    fn a_whole_reply_is_its_message_content_with_its_usage() {
         let reply: Reply = serde_json::from_value(json!({
             "id": "chatcmpl-2",
             "object": "chat.completion",
             "choices": [{ "index": 0, "message": { "role": "assistant", "content": "Paris trip" }, "finish_reason": "stop" }],
+            "usage": { "prompt_tokens": 52, "completion_tokens": 7, "total_tokens": 59 },
         }))
         .expect("a reply");
-        assert_eq!(reply_text(reply), Ok("Paris trip".to_owned()));
+        let completion = Completion {
+            text: "Paris trip".to_owned(),
+            usage: Some((52, 7)),
+        };
+        assert_eq!(reply_text(reply), Ok(completion));
         let refused: Reply = serde_json::from_value(json!({
             "choices": [{ "message": { "role": "assistant", "content": null, "refusal": "No." } }],
         }))

@@ -192,6 +192,14 @@ pub struct Upstream<'a> {
     pub api_key: &'a str,
 }
 
+/// A whole (not streamed) reply: its text, and the tokens it cost when the provider said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    /// Input and output tokens.
+    pub usage: Option<(u32, u32)>,
+}
+
 /// One provider's wire format for chat completions.
 #[async_trait::async_trait]
 pub trait ChatProvider: Send + Sync {
@@ -202,12 +210,12 @@ pub trait ChatProvider: Send + Sync {
         request: &ChatRequest,
     ) -> Result<EventStream, ProviderError>;
 
-    /// The whole reply's text in one response (for short answers such as titles).
+    /// The whole reply in one response (for short answers such as titles).
     async fn complete(
         &self,
         upstream: &Upstream<'_>,
         request: &ChatRequest,
-    ) -> Result<String, ProviderError>;
+    ) -> Result<Completion, ProviderError>;
 
     /// Whether an error body (with a status other than 401/403) says the key was refused.
     fn rejects_key(&self, _body: &Value) -> bool {

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::sse::{self, Decoder};
-use super::types::{AiProvider, ChatProvider, EventStream, ProviderError, Upstream};
+use super::types::{AiProvider, ChatProvider, Completion, EventStream, ProviderError, Upstream};
 
 /// What a 429 without a usable Retry-After asks to wait.
 const DEFAULT_RETRY_AFTER_SECONDS: u32 = 30;
@@ -232,14 +232,18 @@ pub(super) fn malformed_event(provider: AiProvider, error: &serde_json::Error) -
 }
 
 /// A whole reply's text; none at all (filtered, cut off by the token limit) is a failure.
-pub(super) fn non_empty_reply(provider: AiProvider, text: String) -> Result<String, ProviderError> {
+pub(super) fn non_empty_reply(
+    provider: AiProvider,
+    text: String,
+    usage: Option<(u32, u32)>,
+) -> Result<Completion, ProviderError> {
     if text.trim().is_empty() {
         return Err(ProviderError::Upstream(format!(
             "{} returned no text",
             provider.display_name()
         )));
     }
-    Ok(text)
+    Ok(Completion { text, usage })
 }
 
 #[cfg(test)]

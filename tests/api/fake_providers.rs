@@ -217,6 +217,8 @@ impl FakeProviders {
 
 /// What a whole (non-streamed) reply says: the app asks for those only for titles.
 pub const TITLE: &str = "Test Chat Title";
+/// The input and output tokens a whole reply (a title) reports.
+pub const TITLE_USAGE: (u32, u32) = (12, 3);
 
 fn chat_routes(
     requests: &Requests,
@@ -794,14 +796,14 @@ fn whole_reply(provider: AiProvider, text: &str) -> Value {
     match provider {
         AiProvider::Gemini => json!({
             "candidates": [{ "content": { "role": "model", "parts": [{ "text": text }] }, "finishReason": "STOP", "index": 0 }],
-            "usageMetadata": { "promptTokenCount": 12, "candidatesTokenCount": 3, "totalTokenCount": 15 },
+            "usageMetadata": { "promptTokenCount": TITLE_USAGE.0, "candidatesTokenCount": TITLE_USAGE.1, "totalTokenCount": TITLE_USAGE.0 + TITLE_USAGE.1 },
         }),
         AiProvider::Openai => json!({
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "model": "gpt-4.1-mini",
             "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
-            "usage": { "prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15 },
+            "usage": { "prompt_tokens": TITLE_USAGE.0, "completion_tokens": TITLE_USAGE.1, "total_tokens": TITLE_USAGE.0 + TITLE_USAGE.1 },
         }),
         AiProvider::Anthropic => json!({
             "id": "msg_fake",
@@ -810,7 +812,7 @@ fn whole_reply(provider: AiProvider, text: &str) -> Value {
             "model": "claude-sonnet-4-5",
             "content": [{ "type": "text", "text": text }],
             "stop_reason": "end_turn",
-            "usage": { "input_tokens": 12, "output_tokens": 3 },
+            "usage": { "input_tokens": TITLE_USAGE.0, "output_tokens": TITLE_USAGE.1 },
         }),
     }
 }
@@ -1174,8 +1176,11 @@ mod tests {
         for provider in AiProvider::ALL {
             let mut request = saying(provider, "Name this chat: use a tool");
             request.tools.clear();
-            let title = complete_chat(&client.upstream(provider, KEY), &request).await;
-            assert_eq!(title.as_deref(), Ok(TITLE));
+            let title = complete_chat(&client.upstream(provider, KEY), &request)
+                .await
+                .expect("a title");
+            assert_eq!(title.text, TITLE);
+            assert_eq!(title.usage, Some(TITLE_USAGE), "{provider:?}");
         }
         let requests = providers.requests();
         assert_eq!(

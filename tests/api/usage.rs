@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::chat::{Chat, new_id, payloads};
 use crate::each_database;
-use crate::fake_providers::ReportedUsage;
+use crate::fake_providers::{ReportedUsage, TITLE_USAGE};
 use crate::helpers::{DbKind, TestApp, data, encode, error_code, error_reason, unique_email};
 
 const PASSWORD: &str = "correct horse battery";
@@ -194,7 +194,15 @@ async fn usage_sums_match_what_the_providers_reported(db_kind: DbKind) {
 
     let reported = chat.providers.reported_usage();
     assert_eq!(reported.len(), 10, "{reported:?}");
-    let (input, output) = totals(&reported);
+    // The first reply in each of the 7 sessions (all Gemini) was followed by a title, whose
+    // tokens count too: in the day's and the model's totals, not in the reply's `usage`.
+    let titles = |(input, output): (u64, u64)| {
+        (
+            input + 7 * u64::from(TITLE_USAGE.0),
+            output + 7 * u64::from(TITLE_USAGE.1),
+        )
+    };
+    let (input, output) = titles(totals(&reported));
     let today = today_in(Tz::UTC);
     let summary = usage_summary(chat, today - Days::days(2), today).await;
     let days = summary["days"].as_array().cloned().unwrap_or_default();
@@ -218,10 +226,11 @@ async fn usage_sums_match_what_the_providers_reported(db_kind: DbKind) {
         totals(&reported)
     };
     use alias_server::providers::AiProvider;
+    let gemini = titles(of(AiProvider::Gemini));
     assert_eq!(
         by_model,
         vec![
-            json!({ "provider": "gemini", "model": "gemini-2.5-flash", "inputTokens": of(AiProvider::Gemini).0, "outputTokens": of(AiProvider::Gemini).1, "messages": 7 }),
+            json!({ "provider": "gemini", "model": "gemini-2.5-flash", "inputTokens": gemini.0, "outputTokens": gemini.1, "messages": 7 }),
             json!({ "provider": "openai", "model": "gpt-4.1-mini", "inputTokens": 300, "outputTokens": 40, "messages": 1 }),
             json!({ "provider": "anthropic", "model": "claude-sonnet-4-5", "inputTokens": 140, "outputTokens": 18, "messages": 1 }),
         ]
@@ -485,7 +494,9 @@ async fn a_token_quota_refuses_once_used_and_tiers_lift_it(db_kind: DbKind) {
     let summary = usage_summary(&chat, today, today).await;
     assert_eq!(summary["tier"], "plus");
     assert_eq!(summary["quota"]["tokensPerDay"], Value::Null);
-    assert_eq!(summary["quota"]["usedToday"]["tokens"], 127);
+    // 110 and 17 for the replies, and the title after the first.
+    let title = u64::from(TITLE_USAGE.0 + TITLE_USAGE.1);
+    assert_eq!(summary["quota"]["usedToday"]["tokens"], 127 + title);
 }
 each_database!(a_token_quota_refuses_once_used_and_tiers_lift_it);
 
