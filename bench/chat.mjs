@@ -27,8 +27,8 @@ import http from 'node:http';
 import os from 'node:os';
 
 import {
-  cpuSeconds, env, errorSummary, fmt, int, listen, log, quantile, report, sleep, sseParser, startServer,
-  stopServer, verdict, wordEvent,
+  cpuSeconds, createSessions, errorSummary, fmt, int, listen, log, quantile, report, sleep, sseParser, startServer,
+  stopServer, trpcAt, verdict, wordEvent,
 } from './lib.mjs';
 
 const LATENCY_STREAMS = int('CHAT_LATENCY_STREAMS', 200);
@@ -133,35 +133,10 @@ const readStatus = (pid, field) => {
 
 // ---------------------------------------------------------------- clients
 
-let base = '';
 let port = 0;
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 
-async function trpc(procedure, input, token) {
-  const response = await fetch(`${base}/trpc/${procedure}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify(input),
-  });
-  const body = await response.json();
-  if (!response.ok) throw new Error(`${procedure}: HTTP ${response.status} ${JSON.stringify(body)}`);
-  return body.result.data;
-}
-
-/** `count` new chat sessions, `parallel` creations at a time. */
-async function createSessions(token, count, parallel = 16) {
-  const ids = [];
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(parallel, count) }, async () => {
-      while (next < count) {
-        next += 1;
-        ids.push((await trpc('chat.sessions.create', {}, token)).id);
-      }
-    }),
-  );
-  return ids;
-}
+const trpc = (procedure, input, token) => trpcAt(port, procedure, input, token);
 
 /**
  * Opens `chat.send` and follows it to the end. Resolves (never rejects) with
@@ -254,8 +229,7 @@ async function main() {
   const server = await startServer({ ALIAS_GEMINI_BASE_URL: `http://127.0.0.1:${fakePort}` });
   const pid = server.child.pid;
   port = server.port;
-  base = `http://127.0.0.1:${port}`;
-  log(`server pid ${pid} at ${base}, fake Gemini at 127.0.0.1:${fakePort}, log ${server.logPath}`);
+  log(`server pid ${pid} at http://127.0.0.1:${port}, fake Gemini at 127.0.0.1:${fakePort}, log ${server.logPath}`);
   const hardStop = setTimeout(() => {
     console.error(`>> hard time limit (${HARD_LIMIT_MS / 1000} s) reached; stopping`);
     server.child.kill('SIGKILL');
@@ -270,7 +244,7 @@ async function main() {
     const stream = (sessionId, mode, timeoutMs, onFirstDelta) => openStream({ token, sessionId, mode, timeoutMs, onFirstDelta });
 
     // Warm-up: connections, caches, the first SQLite pages.
-    for (const sessionId of await createSessions(token, 10)) {
+    for (const sessionId of await createSessions(port, token, 10)) {
       const r = await stream(sessionId, 'short', 10_000);
       if (r.error) throw new Error(`warm-up stream failed: ${r.error}`);
     }
@@ -278,7 +252,7 @@ async function main() {
     // (a) server-added delay, sequential streams.
     const baseline = [];
     for (let i = 0; i < 50; i++) baseline.push(await directOnce(fakePort));
-    const latencySessions = await createSessions(token, LATENCY_STREAMS);
+    const latencySessions = await createSessions(port, token, LATENCY_STREAMS);
     const delays = [];
     const latencyResults = [];
     log(`(a) ${LATENCY_STREAMS} sequential streams`);
@@ -294,11 +268,11 @@ async function main() {
 
     // (d) starts now and runs beside (c) and (b).
     const longRun = LONG_SECONDS > 0
-      ? createSessions(token, 1).then(([sessionId]) => stream(sessionId, 'long', (LONG_SECONDS + 30) * 1000))
+      ? createSessions(port, token, 1).then(([sessionId]) => stream(sessionId, 'long', (LONG_SECONDS + 30) * 1000))
       : null;
 
     // (c) idle open streams.
-    const idleSessions = await createSessions(token, IDLE_STREAMS);
+    const idleSessions = await createSessions(port, token, IDLE_STREAMS);
     await sleep(1000);
     const rssBefore = readStatus(pid, 'VmRSS');
     log(`(c) ${IDLE_STREAMS} idle streams (server VmRSS ${rssBefore} kB before)`);
@@ -346,7 +320,7 @@ async function main() {
     // (b) concurrent streams.
     const bursts = [];
     for (let round = 1; round <= BURSTS; round++) {
-      const burstSessions = await createSessions(token, CONCURRENT_STREAMS);
+      const burstSessions = await createSessions(port, token, CONCURRENT_STREAMS);
       await sleep(500);
       log(`(b) ${CONCURRENT_STREAMS} concurrent streams, burst ${round}/${BURSTS}`);
       const cpuBefore = cpuSeconds(pid);

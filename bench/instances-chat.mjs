@@ -22,8 +22,8 @@ import os from 'node:os';
 import path from 'node:path';
 
 import {
-  cpuSeconds, env, errorSummary, fmt, int, listen, log, quantile, report, sleep, sseParser, startServer,
-  stopServer, verdict, wordEvent,
+  cpuSeconds, createSessions, env, errorSummary, fmt, int, listen, log, quantile, report, sleep, sseParser, startServer,
+  stopServer, trpcAt, verdict, wordEvent,
 } from './lib.mjs';
 
 const RESUME_REPLIES = int('RESUME_REPLIES', 10);
@@ -85,17 +85,6 @@ function fakeGemini(req, res) {
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 
-async function trpc(port, procedure, input, token) {
-  const response = await fetch(`http://127.0.0.1:${port}/trpc/${procedure}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify(input),
-  });
-  const body = await response.json();
-  if (!response.ok) throw new Error(`${procedure}: HTTP ${response.status} ${JSON.stringify(body).slice(0, 200)}`);
-  return body.result.data;
-}
-
 /**
  * Follows a reply with `chat.follow` on `port` to its end. Resolves (never rejects) with
  * { connectedAt, deltaAt: Map<word number, time>, firstDeltaAt, doneAt, status, error }.
@@ -154,24 +143,9 @@ function follow(port, token, messageId, timeoutMs) {
   });
 }
 
-/** `count` new chat sessions on `port`, `parallel` creations at a time. */
-async function createSessions(port, token, count, parallel = 16) {
-  const ids = [];
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(parallel, count) }, async () => {
-      while (next < count) {
-        next += 1;
-        ids.push((await trpc(port, 'chat.sessions.create', {}, token)).id);
-      }
-    }),
-  );
-  return ids;
-}
-
 /** Sends `content` through `port`: the reply's id. */
 async function send(port, token, sessionId, content) {
-  const sent = await trpc(port, 'chat.send', { sessionId, content, clientMessageId: randomUUID() }, token);
+  const sent = await trpcAt(port, 'chat.send', { sessionId, content, clientMessageId: randomUUID() }, token);
   return sent.replyMessageId;
 }
 
@@ -205,8 +179,8 @@ async function main() {
   const { lines, out, table } = report();
 
   try {
-    const { accessToken: token } = await trpc(a.port, 'auth.register', { email: 'bench@example.com', password: 'correct horse battery', name: 'Bench' });
-    await trpc(a.port, 'apiKeys.set', { provider: 'gemini', apiKey: 'AIza-bench-key', validate: false }, token);
+    const { accessToken: token } = await trpcAt(a.port, 'auth.register', { email: 'bench@example.com', password: 'correct horse battery', name: 'Bench' });
+    await trpcAt(a.port, 'apiKeys.set', { provider: 'gemini', apiKey: 'AIza-bench-key', validate: false }, token);
     await sleep(1000); // both subscribed to the instances' channels
 
     // Warm-up: connections, caches, both ways.

@@ -77,6 +77,33 @@ export async function stopServer(server, keep = false) {
   else fs.rmSync(server.dataDir, { recursive: true, force: true });
 }
 
+/** A tRPC mutation on the server at `port`: its `result.data`, or an error naming the status. */
+export async function trpcAt(port, procedure, input, token) {
+  const response = await fetch(`http://127.0.0.1:${port}/trpc/${procedure}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(input),
+  });
+  const body = await response.json();
+  if (!response.ok) throw new Error(`${procedure}: HTTP ${response.status} ${JSON.stringify(body).slice(0, 200)}`);
+  return body.result.data;
+}
+
+/** `count` new chat sessions on the server at `port`, `parallel` creations at a time. */
+export async function createSessions(port, token, count, parallel = 16) {
+  const ids = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(parallel, count) }, async () => {
+      while (next < count) {
+        next += 1;
+        ids.push((await trpcAt(port, 'chat.sessions.create', {}, token)).id);
+      }
+    }),
+  );
+  return ids;
+}
+
 /** Server CPU seconds so far (utime + stime). */
 export const cpuSeconds = (pid) => {
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
