@@ -27,8 +27,8 @@ import http from 'node:http';
 import os from 'node:os';
 
 import {
-  cpuSeconds, createSessions, errorSummary, fmt, int, listen, log, quantile, report, sleep, sseParser, startServer,
-  stopServer, trpcAt, verdict, wordEvent,
+  cpuSeconds, createSessions, errorSummary, fmt, int, listen, log, quantile, report, sleep, startServer,
+  stopServer, subscribe, trpcAt, verdict, wordEvent,
 } from './lib.mjs';
 
 const LATENCY_STREAMS = int('CHAT_LATENCY_STREAMS', 200);
@@ -142,62 +142,32 @@ const trpc = (procedure, input, token) => trpcAt(port, procedure, input, token);
  * Opens `chat.send` and follows it to the end. Resolves (never rejects) with
  * { id, startedAt, firstDeltaAt, doneAt, deltas, status, error }.
  */
-function openStream({ token, sessionId, mode, timeoutMs, onFirstDelta }) {
+async function openStream({ token, sessionId, mode, timeoutMs, onFirstDelta }) {
   const id = randomUUID();
   const input = { sessionId, content: `bench ${mode} ${id}`, clientMessageId: randomUUID() };
   const result = { id, startedAt: performance.now(), firstDeltaAt: null, doneAt: null, endedAt: null, deltas: 0, status: null, error: null };
-  return new Promise((resolve) => {
-    let settled = false;
-    const finish = (error) => {
-      if (settled) return;
-      settled = true;
-      result.endedAt = performance.now();
-      clearTimeout(timer);
-      if (error && !result.error) result.error = error;
-      if (!result.error && result.status !== 'complete') result.error = `ended without a complete reply (status ${result.status})`;
-      resolve(result);
-    };
-    const req = http.get(
-      {
-        host: '127.0.0.1',
-        port,
-        path: `/trpc/chat.send?input=${encodeURIComponent(JSON.stringify(input))}`,
-        agent,
-        headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
-      },
-      (res) => {
-        if (res.statusCode !== 200) {
-          res.resume();
-          finish(`HTTP ${res.statusCode}`);
-          return;
+  const ended = await subscribe({
+    agent, port, procedure: 'chat.send', input, token, timeoutMs,
+    onEvent: ({ event, data }, now) => {
+      if (event === 'serialized-error') result.error = `serialized-error ${data}`;
+      if (event !== '') return; // connected, ping, return
+      const payload = JSON.parse(data);
+      if (payload.type === 'delta') {
+        result.deltas += 1;
+        if (result.firstDeltaAt === null) {
+          result.firstDeltaAt = now;
+          onFirstDelta?.(result);
         }
-        res.setEncoding('utf8');
-        res.on('data', sseParser(({ event, data }, now) => {
-          if (event === 'serialized-error') result.error = `serialized-error ${data}`;
-          if (event !== '') return; // connected, ping, return
-          const payload = JSON.parse(data);
-          if (payload.type === 'delta') {
-            result.deltas += 1;
-            if (result.firstDeltaAt === null) {
-              result.firstDeltaAt = now;
-              onFirstDelta?.(result);
-            }
-          } else if (payload.type === 'done') {
-            result.doneAt = now;
-            result.status = payload.message.status;
-          }
-        }));
-        res.on('end', () => finish());
-        res.on('error', (error) => finish(`response: ${error.message}`));
-        res.on('close', () => finish('connection closed mid-stream'));
-      },
-    );
-    req.on('error', (error) => finish(`request: ${error.message}`));
-    const timer = setTimeout(() => {
-      finish(`no end within ${timeoutMs} ms`);
-      req.destroy();
-    }, timeoutMs);
+      } else if (payload.type === 'done') {
+        result.doneAt = now;
+        result.status = payload.message.status;
+      }
+    },
   });
+  result.endedAt = performance.now();
+  result.error ??= ended;
+  if (!result.error && result.status !== 'complete') result.error = `ended without a complete reply (status ${result.status})`;
+  return result;
 }
 
 /** The node-only baseline: GET /direct on the fake, first chunk's arrival. */

@@ -22,8 +22,8 @@ import os from 'node:os';
 import path from 'node:path';
 
 import {
-  cpuSeconds, createSessions, env, errorSummary, fmt, int, listen, log, quantile, report, sleep, sseParser, startServer,
-  stopServer, trpcAt, verdict, wordEvent,
+  cpuSeconds, createSessions, env, errorSummary, fmt, int, listen, log, quantile, report, sleep, startServer,
+  stopServer, subscribe, trpcAt, verdict, wordEvent,
 } from './lib.mjs';
 
 const RESUME_REPLIES = int('RESUME_REPLIES', 10);
@@ -89,58 +89,27 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
  * Follows a reply with `chat.follow` on `port` to its end. Resolves (never rejects) with
  * { connectedAt, deltaAt: Map<word number, time>, firstDeltaAt, doneAt, status, error }.
  */
-function follow(port, token, messageId, timeoutMs) {
-  const input = { messageId };
+async function follow(port, token, messageId, timeoutMs) {
   const result = { connectedAt: null, deltaAt: new Map(), firstDeltaAt: null, doneAt: null, status: null, error: null };
-  return new Promise((resolve) => {
-    let settled = false;
-    const finish = (error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (error && !result.error) result.error = error;
-      if (!result.error && result.status !== 'complete') result.error = `ended without a complete reply (status ${result.status})`;
-      resolve(result);
-    };
-    const req = http.get(
-      {
-        host: '127.0.0.1',
-        port,
-        path: `/trpc/chat.follow?input=${encodeURIComponent(JSON.stringify(input))}`,
-        agent,
-        headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
-      },
-      (res) => {
-        if (res.statusCode !== 200) {
-          res.resume();
-          finish(`HTTP ${res.statusCode}`);
-          return;
-        }
-        res.setEncoding('utf8');
-        res.on('data', sseParser(({ event, data }, now) => {
-          if (event === 'connected') result.connectedAt = now;
-          if (event === 'serialized-error') result.error = `serialized-error ${data}`;
-          if (event !== '') return;
-          const payload = JSON.parse(data);
-          if (payload.type === 'delta') {
-            result.firstDeltaAt ??= now;
-            for (const [, n] of payload.text.matchAll(/w(\d+) /g)) result.deltaAt.set(Number(n), now);
-          } else if (payload.type === 'done') {
-            result.doneAt = now;
-            result.status = payload.message.status;
-          }
-        }));
-        res.on('end', () => finish());
-        res.on('error', (error) => finish(`response: ${error.message}`));
-        res.on('close', () => finish('connection closed mid-stream'));
-      },
-    );
-    req.on('error', (error) => finish(`request: ${error.message}`));
-    const timer = setTimeout(() => {
-      finish(`no end within ${timeoutMs} ms`);
-      req.destroy();
-    }, timeoutMs);
+  const ended = await subscribe({
+    agent, port, procedure: 'chat.follow', input: { messageId }, token, timeoutMs,
+    onEvent: ({ event, data }, now) => {
+      if (event === 'connected') result.connectedAt = now;
+      if (event === 'serialized-error') result.error = `serialized-error ${data}`;
+      if (event !== '') return;
+      const payload = JSON.parse(data);
+      if (payload.type === 'delta') {
+        result.firstDeltaAt ??= now;
+        for (const [, n] of payload.text.matchAll(/w(\d+) /g)) result.deltaAt.set(Number(n), now);
+      } else if (payload.type === 'done') {
+        result.doneAt = now;
+        result.status = payload.message.status;
+      }
+    },
   });
+  result.error ??= ended;
+  if (!result.error && result.status !== 'complete') result.error = `ended without a complete reply (status ${result.status})`;
+  return result;
 }
 
 /** Sends `content` through `port`: the reply's id. */

@@ -3,6 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -136,6 +137,49 @@ export function errorSummary(results) {
   const counts = new Map();
   for (const r of results) if (r.error) counts.set(r.error.slice(0, 120), (counts.get(r.error.slice(0, 120)) ?? 0) + 1);
   return [...counts].map(([error, n]) => `    ${n} x ${error}`);
+}
+
+/**
+ * GETs the tRPC subscription `procedure(input)` on `port` and reads it to its end, calling
+ * `onEvent({ event, data, id }, now)` per event. Resolves (never rejects) with what ended it
+ * early, or null: an HTTP status, a broken connection, no end within `timeoutMs`.
+ */
+export function subscribe({ agent, port, procedure, input, token, timeoutMs, onEvent }) {
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (error = null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(error);
+    };
+    const req = http.get(
+      {
+        host: '127.0.0.1',
+        port,
+        path: `/trpc/${procedure}?input=${encodeURIComponent(JSON.stringify(input))}`,
+        agent,
+        headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
+      },
+      (res) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          finish(`HTTP ${res.statusCode}`);
+          return;
+        }
+        res.setEncoding('utf8');
+        res.on('data', sseParser(onEvent));
+        res.on('end', () => finish());
+        res.on('error', (error) => finish(`response: ${error.message}`));
+        res.on('close', () => finish('connection closed mid-stream'));
+      },
+    );
+    req.on('error', (error) => finish(`request: ${error.message}`));
+    const timer = setTimeout(() => {
+      finish(`no end within ${timeoutMs} ms`);
+      req.destroy();
+    }, timeoutMs);
+  });
 }
 
 /** Parses a `text/event-stream` body chunk by chunk, calling `onEvent({ event, data, id }, now)`. */
