@@ -116,7 +116,7 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 }
 
 /// The file of a `sqlite://` URL; `None` for PostgreSQL and in-memory databases.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
@@ -262,7 +262,62 @@ pub fn transient_error(error: &dyn Any) -> Option<RpcError> {
             .downcast_ref::<anyhow::Error>()
             .and_then(anyhow::Error::downcast_ref)
     })?;
+    if waited_for_a_connection(db_error) {
+        metrics::counter!("alias_db_pool_acquire_timeouts_total").increment(1);
+    }
     transient(db_error).map(Transient::into_error)
+}
+
+fn waited_for_a_connection(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            matches!(**error, sqlx::Error::PoolTimedOut)
+        }
+        _ => false,
+    }
+}
+
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        "alias_db_pool_connections",
+        "Database connections open in the pool, by state (in_use, idle)."
+    );
+    metrics::describe_gauge!(
+        "alias_db_pool_max_connections",
+        "Most connections the pool opens (ALIAS_DB_MAX_CONNECTIONS)."
+    );
+    metrics::describe_counter!(
+        "alias_db_pool_acquire_timeouts_total",
+        "Calls that waited ALIAS_DB_ACQUIRE_TIMEOUT_SECONDS for a connection and were told to retry."
+    );
+}
+
+/// The pool's connections in use and idle, read at each scrape.
+pub async fn record_pool_metrics(db: DatabaseConnection) {
+    let (size, idle, max) = match Backend::of(&db) {
+        Backend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            )
+        }
+        Backend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            )
+        }
+    };
+    let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+    metrics::gauge!("alias_db_pool_connections", "state" => "in_use")
+        .set(f64::from(size.saturating_sub(idle)));
+    metrics::gauge!("alias_db_pool_connections", "state" => "idle").set(f64::from(idle));
+    metrics::gauge!("alias_db_pool_max_connections").set(f64::from(max));
 }
 
 pub fn transient(error: &DbErr) -> Option<Transient> {

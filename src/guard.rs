@@ -153,8 +153,9 @@ pub async fn limit_calls(ctx: &Ctx, user_id: Uuid) -> Result<(), RpcError> {
     state
         .auth
         .rate_limits
-        .hit(
-            &format!("user_calls:{user_id}"),
+        .check(
+            "user_calls",
+            user_id,
             state.config.usage.calls_per_minute,
             Duration::from_secs(60),
         )

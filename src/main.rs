@@ -1,9 +1,9 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use alias_server::config::Config;
 use alias_server::startup::Application;
-use alias_server::{bindings, crypto, db, keys, telemetry, users};
+use alias_server::{backup, bindings, crypto, db, keys, telemetry, users};
 use clap::{Parser, Subcommand};
 
 /// The ALIAS backend. Without a subcommand it serves.
@@ -25,6 +25,11 @@ enum Command {
         #[arg(long, default_value = "bindings")]
         out: PathBuf,
     },
+    /// Copy the SQLite database to PATH (a new file) while the server serves.
+    Backup { path: PathBuf },
+    /// Put the SQLite backup at PATH in place of the database (the server must be stopped;
+    /// the database it replaces is kept beside it).
+    Restore { path: PathBuf },
     /// Maintain the sealed API keys.
     Keys {
         #[command(subcommand)]
@@ -62,7 +67,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format, &config.log_filter);
+    let telemetry = telemetry::init(
+        config.log_format,
+        &config.log_filter,
+        config.otlp_endpoint.is_some(),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => return report(Err(error.into())),
@@ -70,6 +79,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Migrate) => migrate(&config).await,
+            Some(Command::Backup { path }) => backup::backup(&config, &path)
+                .await
+                .map(|report| println!("{}", describe(&report, "backed up to"))),
+            Some(Command::Restore { path }) => restore(&config, &path).await,
             Some(Command::Keys {
                 command: KeysCommand::Rewrap,
             }) => rewrap(&config).await,
@@ -79,6 +92,7 @@ fn main() -> ExitCode {
             _ => serve(config).await,
         }
     });
+    telemetry.shutdown();
     report(result)
 }
 
@@ -99,6 +113,24 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     db::open(config).await?;
     tracing::info!("database is up to date");
     Ok(())
+}
+
+async fn restore(config: &Config, path: &Path) -> anyhow::Result<()> {
+    let report = backup::restore(config, path).await?;
+    println!("{}", describe(&report, "restored to"));
+    if let Some(replaced) = &report.replaced {
+        println!("the database it replaced is kept at {}", replaced.display());
+    }
+    Ok(())
+}
+
+fn describe(report: &backup::Report, done: &str) -> String {
+    format!(
+        "{done} {} ({} bytes, schema {})",
+        report.path.display(),
+        report.bytes,
+        report.schema
+    )
 }
 
 async fn rewrap(config: &Config) -> anyhow::Result<()> {

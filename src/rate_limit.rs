@@ -45,6 +45,33 @@ pub trait RateLimitStore: Send + Sync {
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Refusal>;
 }
 
+impl dyn RateLimitStore {
+    /// Counts one attempt of `subject` (a user id, an address) against the limit `name`,
+    /// keyed `name:subject`. A refusal is counted in the metrics under `name`, a name from
+    /// the code, never input.
+    pub async fn check(
+        &self,
+        name: &'static str,
+        subject: impl std::fmt::Display,
+        limit: u32,
+        window: Duration,
+    ) -> Result<(), Refusal> {
+        let key = format!("{name}:{subject}");
+        let result = self.hit(&key, limit, window).await;
+        if let Err(Refusal::Limited(_)) = result {
+            metrics::counter!("alias_rate_limit_refusals_total", "limit" => name).increment(1);
+        }
+        result
+    }
+}
+
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "alias_rate_limit_refusals_total",
+        "Attempts refused for going over a limit, by limit (ip: ALIAS_AUTH_IP_LIMIT_PER_MINUTE, user_calls, chat_sends, chat_search, api_key_checks, ...)."
+    );
+}
+
 /// Keys beyond which expired windows are swept before a new key is added, so a flood of
 /// distinct keys cannot grow memory without bound.
 const SWEEP_ABOVE: usize = 10_000;

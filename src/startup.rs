@@ -6,30 +6,39 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::{HeaderName, Method, header};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app;
 use crate::auth;
+use crate::backup;
 use crate::chat;
 use crate::config::{Config, ConnectionConfig, CorsOrigins};
 use crate::context::{App, AppState};
 use crate::db;
 use crate::files;
 use crate::health;
-use crate::jobs::{Worker, WorkerOptions};
+use crate::jobs::{self, Worker, WorkerOptions};
 use crate::mail;
+use crate::providers;
+use crate::rate_limit;
 use crate::rpc::{self, RpcOptions, RpcService};
 use crate::secret_file;
 use crate::security;
 use crate::server;
 use crate::storage;
+use crate::telemetry::metrics;
 use crate::users;
 use crate::voice;
 
 pub struct Application {
     listener: TcpListener,
+    /// `/metrics` for Prometheus (`ALIAS_METRICS_BIND`), never on the public listener.
+    metrics: Option<MetricsListener>,
+    /// Held while serving a SQLite database, so a restore cannot replace it meanwhile.
+    serving: Option<backup::ServingLock>,
     router: axum::Router,
     state: App,
     connections: ConnectionConfig,
@@ -44,6 +53,7 @@ impl Application {
         rpc::recognise_transient(db::transient_error);
         secret_file::create_private_dir(&config.data_dir)?;
         let db = db::open(&config).await?;
+        let serving = backup::lock_serving(&config.database_url)?;
         // With Redis, other instances may be writing replies right now: those whose instance
         // stopped are found by their lapsed lease instead (`chat::sweep_orphaned_replies`).
         if config.redis.is_none() {
@@ -58,6 +68,10 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("could not listen on {} (ALIAS_BIND)", config.bind))?;
+        let metrics = match config.metrics_bind {
+            Some(address) => MetricsListener::bind(address).await?,
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let grace = config.shutdown_grace;
         let rpc_options = RpcOptions {
@@ -118,6 +132,8 @@ impl Application {
         }
         Ok(Self {
             listener,
+            metrics,
+            serving,
             router,
             state,
             connections,
@@ -128,6 +144,11 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served, when `ALIAS_METRICS_BIND` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|metrics| metrics.address)
     }
 
     /// The shared state the procedures see (for tests that need to hold its resources).
@@ -143,9 +164,14 @@ impl Application {
     /// Serves until shut down: then stops accepting, ends open event streams, stops running
     /// chat replies (saved as "stopped"), and waits for in-flight calls and those saves at
     /// most `ALIAS_SHUTDOWN_GRACE_SECONDS`.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let (state, grace) = (Arc::clone(&self.state), self.grace);
+        if let Some(metrics) = self.metrics.take() {
+            tokio::spawn(metrics.serve(Arc::clone(&state), self.shutdown.clone()));
+        }
+        let serving = self.serving.take();
         self.serve().await;
+        drop(serving);
         state.streams.wait_for_saves(grace).await;
         Ok(())
     }
@@ -170,6 +196,58 @@ impl Application {
             }
         }
     }
+}
+
+/// The metrics listener, bound at start-up so a taken address stops the start.
+struct MetricsListener {
+    listener: TcpListener,
+    address: SocketAddr,
+    handle: PrometheusHandle,
+}
+
+impl MetricsListener {
+    /// `None` (with an error logged) when another metrics recorder owns the process.
+    async fn bind(address: SocketAddr) -> anyhow::Result<Option<Self>> {
+        let Some(handle) = metrics::install() else {
+            return Ok(None);
+        };
+        describe_metrics();
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("could not listen on {address} (ALIAS_METRICS_BIND)"))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "metrics served at /metrics");
+        Ok(Some(Self {
+            listener,
+            address,
+            handle,
+        }))
+    }
+
+    async fn serve(self, state: App, shutdown: CancellationToken) {
+        let before_scrape: Vec<metrics::BeforeScrape> = vec![
+            {
+                let db = state.db.clone();
+                Arc::new(move || Box::pin(db::record_pool_metrics(db.clone())))
+            },
+            {
+                let db = state.db.clone();
+                Arc::new(move || Box::pin(jobs::record_queue_metrics(db.clone())))
+            },
+        ];
+        metrics::serve(self.listener, self.handle, before_scrape, shutdown).await;
+    }
+}
+
+/// HELP lines for every metric, once the recorder is installed (each layer describes its own).
+fn describe_metrics() {
+    rpc::describe_metrics();
+    db::describe_metrics();
+    jobs::describe_metrics();
+    rate_limit::describe_metrics();
+    providers::describe_metrics();
+    auth::describe_metrics();
+    chat::describe_metrics();
 }
 
 fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {

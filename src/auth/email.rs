@@ -164,11 +164,7 @@ pub(super) async fn resend_verification(
     state
         .auth
         .rate_limits
-        .hit(
-            &format!("resend:{}", caller.user.id),
-            RESENDS_PER_HOUR,
-            HOUR,
-        )
+        .check("resend", caller.user.id, RESENDS_PER_HOUR, HOUR)
         .await
         .map_err(|refusal| refusal.into_error(too_many_attempts))?;
     send_verification(state, &caller.user).await;
@@ -197,11 +193,7 @@ pub(super) async fn request_password_reset(
     state
         .auth
         .rate_limits
-        .hit(
-            &format!("reset:{}", email.as_str()),
-            RESETS_PER_EMAIL_PER_HOUR,
-            HOUR,
-        )
+        .check("reset", email.as_str(), RESETS_PER_EMAIL_PER_HOUR, HOUR)
         .await
         .map_err(|refusal| refusal.into_error(too_many_attempts))?;
     let state = App::clone(state);

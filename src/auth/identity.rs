@@ -36,13 +36,17 @@ pub struct AppleSignInInput {
 /// `auth.google`
 pub(super) async fn google(ctx: Ctx, input: GoogleSignInInput) -> Result<AuthSession, RpcError> {
     let verifier = ctx.state.auth.google.as_ref();
-    sign_in_with_id_token(&ctx, verifier, &input.id_token, None).await
+    let result = sign_in_with_id_token(&ctx, verifier, &input.id_token, None).await;
+    super::count_sign_in("google", &result);
+    result
 }
 
 /// `auth.apple`
 pub(super) async fn apple(ctx: Ctx, input: AppleSignInInput) -> Result<AuthSession, RpcError> {
     let verifier = ctx.state.auth.apple.as_ref();
-    sign_in_with_id_token(&ctx, verifier, &input.id_token, input.name).await
+    let result = sign_in_with_id_token(&ctx, verifier, &input.id_token, input.name).await;
+    super::count_sign_in("apple", &result);
+    result
 }
 
 async fn sign_in_with_id_token(

@@ -203,6 +203,30 @@ async fn register(ctx: Ctx, input: RegisterInput) -> Result<AuthSession, RpcErro
 /// same time, and an account locks after repeated failures. Every verification is audited
 /// (`sign_in` or `sign_in_failed`).
 async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
+    let result = password_login(&ctx, input).await;
+    count_sign_in("password", &result);
+    result
+}
+
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "alias_sign_ins_total",
+        "Sign-in attempts, by method (password, google, apple) and outcome (success, or the refusal's reason or code)."
+    );
+}
+
+/// Counts a sign-in by its outcome: `success`, or why it was refused (`invalid_credentials`,
+/// `rate_limited`, ...; a code when the error has no reason).
+fn count_sign_in<T>(method: &'static str, result: &Result<T, RpcError>) {
+    let outcome = match result {
+        Ok(_) => "success",
+        Err(error) => error.reason.unwrap_or(error.code.as_str()),
+    };
+    metrics::counter!("alias_sign_ins_total", "method" => method, "outcome" => outcome)
+        .increment(1);
+}
+
+async fn password_login(ctx: &Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
     let state = &ctx.state;
     limit_ip(state, &ctx.request, "login").await?;
     let invalid = || {
@@ -229,7 +253,7 @@ async fn login(ctx: Ctx, input: LoginInput) -> Result<AuthSession, RpcError> {
                 json!({ "method": "password" }),
             )
             .await;
-            begin_session(&ctx, user).await
+            begin_session(ctx, user).await
         }
         user => {
             let user_id = user.map(|user| user.id);

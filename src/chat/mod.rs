@@ -6,6 +6,7 @@ mod attachments;
 mod branches;
 pub mod export;
 mod import;
+mod measures;
 mod orphans;
 mod reply;
 pub mod search;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use measures::describe_metrics;
 pub use orphans::sweep_periodically as sweep_orphaned_replies;
 pub use store::fail_interrupted_replies;
 // For domains built on chats (voice calls add spoken turns to a chat session).
@@ -321,8 +323,9 @@ async fn limit_searches(ctx: &Ctx, caller: &SignedIn) -> Result<(), RpcError> {
     state
         .auth
         .rate_limits
-        .hit(
-            &format!("chat_search:{}", caller.user.id),
+        .check(
+            "chat_search",
+            caller.user.id,
             state.config.chat.search_limit_per_minute,
             SEARCH_WINDOW,
         )

@@ -11,6 +11,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::attachments::HistoryFiles;
+use super::measures;
 use super::store::{self, NewMessage, Outcome};
 use super::tools::{self, ToolContext};
 use super::types::{
@@ -62,6 +63,9 @@ struct Progress {
     tool_calls: Vec<ToolCallRecord>,
     usage: Option<Usage>,
     saved_at: Instant,
+    started: Instant,
+    /// Whether text has come yet (the time to first token is measured once).
+    has_text: bool,
 }
 
 impl Progress {
@@ -86,6 +90,8 @@ pub async fn run(job: ReplyJob) {
         tool_calls: Vec::new(),
         usage: None,
         saved_at: Instant::now(),
+        started: Instant::now(),
+        has_text: false,
     };
     let result = write(&job, &mut progress).await;
     // Counted even when the chat was deleted meanwhile: the tokens were spent.
@@ -102,6 +108,13 @@ pub async fn run(job: ReplyJob) {
         Ok(Ending::Stopped) => (MessageStatus::Stopped, None),
         Err(error) => (MessageStatus::Error, Some(error)),
     };
+    measures::reply_ended(
+        job.provider,
+        &job.model,
+        status,
+        error.as_ref(),
+        progress.usage.as_ref(),
+    );
     let outcome = Outcome {
         content: &progress.text,
         status,
@@ -198,6 +211,10 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, Messag
                 None => break,
                 Some(Err(error)) => return Err(provider_failure(job, error)),
                 Some(Ok(providers::StreamEvent::Text(text))) => {
+                    if !progress.has_text {
+                        progress.has_text = true;
+                        measures::first_text(job.provider, &job.model, progress.started.elapsed());
+                    }
                     progress.text.push_str(&text);
                     job.generation.push(&ChatEvent::Delta { text });
                     save_progress(job, progress).await;

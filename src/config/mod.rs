@@ -67,6 +67,11 @@ pub struct Config {
     pub voice: VoiceConfig,
     /// Redis shared by several instances (`ALIAS_REDIS_URL`); `None`: one instance, in memory.
     pub redis: Option<RedisConfig>,
+    /// Where Prometheus scrapes `/metrics` (`ALIAS_METRICS_BIND`); `None`: no metrics listener.
+    pub metrics_bind: Option<SocketAddr>,
+    /// The standard `OTEL_EXPORTER_OTLP_ENDPOINT`: traces are exported there over OTLP/HTTP
+    /// when set (the exporter reads the other `OTEL_*` variables itself).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Per-user call budgets and the daily quotas of each tier (`free`, `plus`, `pro`).
@@ -300,6 +305,13 @@ impl Config {
                 backoff_max: env.seconds("ALIAS_JOBS_BACKOFF_MAX_SECONDS", 3600)?,
             },
             usage: usage_config(&env)?,
+            metrics_bind: env.parse_with(
+                "ALIAS_METRICS_BIND",
+                None,
+                |value| value.parse().ok().map(Some),
+                "an address like 127.0.0.1:9464",
+            )?,
+            otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             voice: VoiceConfig {
                 livekit: livekit_config(&env)?,
                 quiet_after: env.seconds("ALIAS_VOICE_QUIET_SECONDS", 7200)?,

@@ -29,6 +29,30 @@ pub use store::{cancel, enqueue};
 
 use crate::db::Backend;
 
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        "alias_jobs_due",
+        "Background jobs due now that no worker holds yet, by kind (the queue's backlog)."
+    );
+    metrics::describe_counter!(
+        "alias_jobs_failures_total",
+        "Background job runs that failed and were scheduled again, by kind."
+    );
+}
+
+/// The queue's backlog per kind, read at each scrape.
+pub async fn record_queue_metrics(db: DatabaseConnection) {
+    match store::due_by_kind(&db).await {
+        Ok(due) => {
+            for (kind, count) in due {
+                // Kinds are the names the code registers, never user input.
+                metrics::gauge!("alias_jobs_due", "kind" => kind).set(count as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not count the job queue for metrics"),
+    }
+}
+
 /// A claimed job, as its handler receives it.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -154,7 +178,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
     }
 
     async fn run_one(&self, state: S, job: Job, shutdown: &CancellationToken) {
-        let Some(handler) = self.handlers.get(job.kind.as_str()) else {
+        let Some((&kind_label, handler)) = self.handlers.get_key_value(job.kind.as_str()) else {
             return;
         };
         let (id, kind, attempts, requests) = (job.id, job.kind.clone(), job.attempts, job.requests);
@@ -199,6 +223,9 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 return;
             }
         };
+        if matches!(outcome, Outcome::Retry(_) | Outcome::RetryAfter(..)) {
+            metrics::counter!("alias_jobs_failures_total", "kind" => kind_label).increment(1);
+        }
         let finished = match outcome {
             Outcome::Done => store::finish(&self.db, id, &self.id, requests).await,
             Outcome::RunAgainAt(at) => {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::jobs;
-use sea_orm::sea_query::{Expr, ExprTrait as _, LockBehavior, LockType, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait as _, Func, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
@@ -299,4 +299,21 @@ async fn unlock(
         .exec(db)
         .await?
         .rows_affected)
+}
+
+/// Jobs due now that no worker holds, per kind of job in the table (zero when none is due):
+/// the queue's backlog.
+pub async fn due_by_kind(db: &DatabaseConnection) -> Result<Vec<(String, i64)>, DbErr> {
+    let now = Utc::now();
+    let due = Condition::all()
+        .add(jobs::Column::RunAt.lte(now))
+        .add(running(now).not());
+    jobs::Entity::find()
+        .select_only()
+        .column(jobs::Column::Kind)
+        .column_as(Expr::from(Func::sum(Expr::case(due, 1).finally(0))), "due")
+        .group_by(jobs::Column::Kind)
+        .into_tuple()
+        .all(db)
+        .await
 }

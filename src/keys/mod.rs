@@ -195,11 +195,7 @@ async fn limit_key_checks(ctx: &Ctx, user_id: Uuid, provider: AiProvider) -> Res
     let limits = &state.auth.rate_limits;
     let budget = state.config.api_key_checks_per_hour;
     let retry = match limits
-        .hit(
-            &format!("api_key_checks:{user_id}"),
-            budget,
-            KEY_CHECK_WINDOW,
-        )
+        .check("api_key_checks", user_id, budget, KEY_CHECK_WINDOW)
         .await
     {
         Ok(()) => return Ok(()),

@@ -13,7 +13,11 @@ pub use types::{
     StreamEvent, ToolCallRequest, ToolSpec, Turn, Upstream,
 };
 
+use std::future::Future;
+use std::time::Instant;
+
 use futures::StreamExt;
+use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
 use self::anthropic::Anthropic;
@@ -36,13 +40,22 @@ pub async fn stream_chat(
     upstream: &Upstream<'_>,
     request: &ChatRequest,
 ) -> Result<EventStream, ProviderError> {
+    let provider = upstream.provider;
     let api_key = Zeroizing::new(upstream.api_key.to_owned());
-    let events = chat_provider(upstream.provider)
-        .stream(upstream, request)
-        .await
-        .map_err(|error| scrubbed(error, &api_key))?;
+    let events = measured(
+        provider,
+        STREAM,
+        chat_provider(provider).stream(upstream, request),
+    )
+    .await
+    .map_err(|error| scrubbed(error, &api_key))?;
     Ok(events
-        .map(move |event| event.map_err(|error| scrubbed(error, &api_key)))
+        .map(move |event| {
+            event.map_err(|error| {
+                count_error(provider, STREAM, &error);
+                scrubbed(error, &api_key)
+            })
+        })
         .boxed())
 }
 
@@ -51,10 +64,84 @@ pub async fn complete_chat(
     upstream: &Upstream<'_>,
     request: &ChatRequest,
 ) -> Result<Completion, ProviderError> {
-    chat_provider(upstream.provider)
-        .complete(upstream, request)
-        .await
-        .map_err(|error| scrubbed(error, upstream.api_key))
+    let provider = upstream.provider;
+    measured(
+        provider,
+        "complete",
+        chat_provider(provider).complete(upstream, request),
+    )
+    .await
+    .map_err(|error| scrubbed(error, upstream.api_key))
+}
+
+/// The `operation` of a streamed reply: measured until it starts streaming.
+const STREAM: &str = "stream";
+
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        "alias_provider_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time an AI provider took to answer (a streamed reply: to start streaming), by provider and operation."
+    );
+    metrics::describe_counter!(
+        "alias_provider_errors_total",
+        "AI provider requests that failed, by provider, operation and kind of failure."
+    );
+}
+
+/// Runs one request to `provider` in a span of its own, measuring it and counting failures.
+async fn measured<T>(
+    provider: AiProvider,
+    operation: &'static str,
+    request: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    let started = Instant::now();
+    let result = request.instrument(span(provider, operation)).await;
+    record_duration(provider, operation, started);
+    if let Err(error) = &result {
+        count_error(provider, operation, error);
+    }
+    result
+}
+
+/// The span of one provider request (a client span in the exported trace).
+fn span(provider: AiProvider, operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "provider",
+        "gen_ai.system" = provider.as_str(),
+        operation,
+        "otel.kind" = "client",
+    )
+}
+
+fn record_duration(provider: AiProvider, operation: &'static str, started: Instant) {
+    metrics::histogram!(
+        "alias_provider_request_duration_seconds",
+        "provider" => provider.as_str(),
+        "operation" => operation,
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
+fn count_error(provider: AiProvider, operation: &'static str, error: &ProviderError) {
+    let kind = match error {
+        ProviderError::KeyRejected => "key_rejected",
+        ProviderError::RateLimited { .. } => "rate_limited",
+        ProviderError::Overloaded { .. } => "overloaded",
+        ProviderError::Timeout => "timeout",
+        ProviderError::Upstream(_) => "upstream",
+    };
+    count_failure(provider, operation, kind);
+}
+
+fn count_failure(provider: AiProvider, operation: &'static str, kind: &'static str) {
+    metrics::counter!(
+        "alias_provider_errors_total",
+        "provider" => provider.as_str(),
+        "operation" => operation,
+        "kind" => kind,
+    )
+    .increment(1);
 }
 
 /// Provider texts are logged and may be shown: enough to diagnose, no more.
@@ -87,6 +174,26 @@ pub enum KeyCheck {
 
 /// Asks the provider to list models with the key: the cheapest authenticated call each offers.
 pub async fn check_key(
+    http: &reqwest::Client,
+    config: &AiConfig,
+    provider: AiProvider,
+    api_key: &str,
+) -> KeyCheck {
+    const CHECK: &str = "check_key";
+    let started = Instant::now();
+    let check = ask_about_key(http, config, provider, api_key)
+        .instrument(span(provider, CHECK))
+        .await;
+    record_duration(provider, CHECK, started);
+    match check {
+        KeyCheck::Valid => {}
+        KeyCheck::Rejected(_) => count_failure(provider, CHECK, "key_rejected"),
+        KeyCheck::Unreachable(_) => count_failure(provider, CHECK, "unreachable"),
+    }
+    check
+}
+
+async fn ask_about_key(
     http: &reqwest::Client,
     config: &AiConfig,
     provider: AiProvider,

@@ -35,6 +35,33 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as tRPC spells it on the wire (`TOO_MANY_REQUESTS`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ParseError => "PARSE_ERROR",
+            Self::BadRequest => "BAD_REQUEST",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::PaymentRequired => "PAYMENT_REQUIRED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotSupported => "METHOD_NOT_SUPPORTED",
+            Self::Timeout => "TIMEOUT",
+            Self::Conflict => "CONFLICT",
+            Self::PreconditionFailed => "PRECONDITION_FAILED",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::UnprocessableContent => "UNPROCESSABLE_CONTENT",
+            Self::PreconditionRequired => "PRECONDITION_REQUIRED",
+            Self::TooManyRequests => "TOO_MANY_REQUESTS",
+            Self::ClientClosedRequest => "CLIENT_CLOSED_REQUEST",
+            Self::InternalServerError => "INTERNAL_SERVER_ERROR",
+            Self::NotImplemented => "NOT_IMPLEMENTED",
+            Self::BadGateway => "BAD_GATEWAY",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::GatewayTimeout => "GATEWAY_TIMEOUT",
+        }
+    }
+
     pub fn http_status(self) -> u16 {
         match self {
             Self::ParseError | Self::BadRequest => 400,

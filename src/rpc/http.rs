@@ -26,6 +26,8 @@ use super::router::{
     BoxFuture, Context, FormFn, Handler, Kind, RequestInfo, Router, SubscribeFn, UnaryFn,
 };
 use super::sse::{self, SseOptions};
+use crate::telemetry::metrics::InProgress;
+use crate::telemetry::traces;
 
 /// Limits and behaviour of the endpoint, from configuration.
 #[derive(Debug, Clone)]
@@ -178,9 +180,9 @@ async fn handle<S: Clone + Send + Sync + 'static>(
         let input = with_last_event_id(query.input.as_deref(), last_event_id(&info, &query));
         let ctx = Context {
             state: service.state.clone(),
-            request: info,
+            request: Arc::clone(&info),
         };
-        let setup = run_guarded(path, Kind::Subscription.as_str(), async {
+        let setup = run_guarded(path, Kind::Subscription, &info, async {
             subscribe(ctx, input.as_deref()).await
         })
         .await;
@@ -200,7 +202,7 @@ async fn handle<S: Clone + Send + Sync + 'static>(
             request: Arc::clone(&info),
         };
         let (form_body, leftover) = FormBody::new(body, &info.headers);
-        let result = run_guarded(path, Kind::Mutation.as_str(), form(ctx, form_body)).await;
+        let result = run_guarded(path, Kind::Mutation, &info, form(ctx, form_body)).await;
         let close_connection = match leftover.unread() {
             Some(body) => !finish_unread(body, &info.headers, declared_length(&info.headers)).await,
             None => leftover.stopped_early(),
@@ -242,7 +244,7 @@ async fn handle<S: Clone + Send + Sync + 'static>(
     let pending = calls
         .iter()
         .enumerate()
-        .map(|(index, call)| start_call(call, ctx.clone(), inputs.get(index)));
+        .map(|(index, call)| start_call(call, &service.router, ctx.clone(), inputs.get(index)));
     if framing == Framing::BatchStream {
         let pending = calls
             .iter()
@@ -295,6 +297,7 @@ fn resolve<'a, S>(
 /// streamed batch can send each result as it comes.
 fn start_call<S: Clone + Send + Sync + 'static>(
     call: &Call<'_, S>,
+    router: &Router<S>,
     ctx: Context<S>,
     input: Option<&str>,
 ) -> BoxFuture<Result<String, RpcError>> {
@@ -316,24 +319,82 @@ fn start_call<S: Clone + Send + Sync + 'static>(
             ));
             return Box::pin(std::future::ready(Err(error)));
         }
-        Err(error) => return Box::pin(std::future::ready(Err(error.clone()))),
+        Err(error) => {
+            // A path no procedure has is counted under one label, never as sent.
+            let procedure = router
+                .get(call.path)
+                .map_or(UNKNOWN_PROCEDURE, |_| call.path);
+            count_call(procedure, "unknown", error.code.as_str());
+            return Box::pin(std::future::ready(Err(error.clone())));
+        }
     };
     let input = input.map(str::to_owned);
-    Box::pin(run_guarded(call.path, kind.as_str(), async move {
+    let request = Arc::clone(&ctx.request);
+    Box::pin(run_guarded(call.path, kind, &request, async move {
         handler(ctx, input.as_deref()).await
     }))
 }
 
-/// Runs one procedure inside its span: logs path, kind, duration and outcome (never the input;
-/// successes at debug, failures at info, server errors at warn),
-/// and turns a panic into a generic INTERNAL_SERVER_ERROR so the server keeps serving.
+/// The `procedure` label of calls to paths no procedure has.
+const UNKNOWN_PROCEDURE: &str = "unknown";
+
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "alias_rpc_calls_total",
+        "Procedure calls answered, by procedure, kind and tRPC code (OK for successes)."
+    );
+    metrics::describe_histogram!(
+        "alias_rpc_call_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to answer a procedure call (a subscription: to set it up), by procedure and kind."
+    );
+    metrics::describe_gauge!(
+        "alias_rpc_calls_in_flight",
+        "Procedure calls being answered now, by procedure."
+    );
+    metrics::describe_gauge!(
+        "alias_rpc_subscriptions_open",
+        "Subscriptions streaming now, by procedure."
+    );
+}
+
+fn count_call(procedure: &str, kind: &'static str, code: &'static str) {
+    metrics::counter!(
+        "alias_rpc_calls_total",
+        "procedure" => procedure.to_owned(),
+        "kind" => kind,
+        "code" => code,
+    )
+    .increment(1);
+}
+
+/// Runs one procedure (`path`, a procedure's own) inside its span: logs path, kind, duration
+/// and outcome (never the input; successes at debug, failures at info, server errors at warn),
+/// counts it in the metrics, continues the caller's trace (`traceparent`), and turns a panic
+/// into a generic INTERNAL_SERVER_ERROR so the server keeps serving.
 fn run_guarded<T, F: Future<Output = Result<T, RpcError>>>(
     path: &str,
-    kind: &'static str,
+    kind: Kind,
+    request: &RequestInfo,
     call: F,
 ) -> impl Future<Output = Result<T, RpcError>> + use<T, F> {
-    let span = tracing::info_span!("rpc", path, kind);
+    let kind = kind.as_str();
+    let span = tracing::info_span!(
+        "rpc",
+        path,
+        kind,
+        "rpc.system" = "trpc",
+        "rpc.method" = path,
+        "otel.name" = path,
+        "otel.kind" = "server",
+    );
+    traces::continue_trace(&span, &request.headers);
+    let procedure = path.to_owned();
     async move {
+        let _in_flight = InProgress::start(metrics::gauge!(
+            "alias_rpc_calls_in_flight",
+            "procedure" => procedure.clone(),
+        ));
         let started = Instant::now();
         let result = AssertUnwindSafe(call)
             .catch_unwind()
@@ -342,7 +403,19 @@ fn run_guarded<T, F: Future<Output = Result<T, RpcError>>>(
                 tracing::error!("procedure panicked");
                 Err(RpcError::internal())
             });
-        let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        metrics::histogram!(
+            "alias_rpc_call_duration_seconds",
+            "procedure" => procedure.clone(),
+            "kind" => kind,
+        )
+        .record(elapsed.as_secs_f64());
+        let code = result
+            .as_ref()
+            .err()
+            .map_or("OK", |error| error.code.as_str());
+        count_call(&procedure, kind, code);
+        let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // Successes at debug: a line per call at info halves throughput (bench/run.sh).
         match &result {
             Ok(_) => tracing::debug!(duration_us, outcome = "ok", "rpc call"),

@@ -19,7 +19,7 @@ pub use error::{
     ErrorCode, ErrorReason, FieldErrors, RpcError, TransientCheck, internal, recognise_transient,
 };
 pub use form::{FormBody, FormData, FormLimits, FormPart};
-pub use http::{RpcOptions, RpcService};
+pub use http::{RpcOptions, RpcService, describe_metrics};
 pub use json::{JsonValue, Serialized};
 pub use router::{Context, Guarded, Kind, ProcedureFn, RequestInfo, Resumed, Router, Tracked};
 pub use timestamp::Timestamp;

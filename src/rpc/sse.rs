@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::RpcError;
 use super::router::{EventStream, SerializedEvent};
+use crate::telemetry::metrics::InProgress;
 
 pub(crate) struct SseOptions {
     pub ping_interval: Duration,
@@ -54,6 +55,8 @@ pub(crate) fn response(
 
 struct Live {
     events: EventStream,
+    /// Counts the subscription as open until the stream ends or the client goes.
+    _open: InProgress,
     path: String,
     ping_interval: Duration,
     shutdown: CancellationToken,
@@ -74,6 +77,10 @@ fn live_frames(
         })
         .boxed();
     let live = Live {
+        _open: InProgress::start(metrics::gauge!(
+            "alias_rpc_subscriptions_open",
+            "procedure" => path.clone(),
+        )),
         events,
         path,
         ping_interval: options.ping_interval,

@@ -151,8 +151,9 @@ pub async fn limit_sends(ctx: &Ctx, user_id: Uuid) -> Result<(), RpcError> {
     state
         .auth
         .rate_limits
-        .hit(
-            &format!("chat_sends:{user_id}"),
+        .check(
+            "chat_sends",
+            user_id,
             state.config.usage.chat_sends_per_minute,
             SEND_WINDOW,
         )

@@ -112,7 +112,7 @@ pub async fn change_email(
     state
         .auth
         .rate_limits
-        .hit(&format!("change-email:{}", user.id), CHANGES_PER_HOUR, HOUR)
+        .check("change-email", user.id, CHANGES_PER_HOUR, HOUR)
         .await
         .map_err(|refusal| refusal.into_error(too_many_attempts))?;
     if let Some((hash, password)) = password {

@@ -44,11 +44,16 @@ pub async fn limit_ip(
     request: &RequestInfo,
     action: &str,
 ) -> Result<(), RpcError> {
-    let key = format!("ip:{action}:{}", request.client_ip);
+    let subject = format!("{action}:{}", request.client_ip);
     state
         .auth
         .rate_limits
-        .hit(&key, state.config.auth.ip_limit_per_minute, IP_WINDOW)
+        .check(
+            "ip",
+            subject,
+            state.config.auth.ip_limit_per_minute,
+            IP_WINDOW,
+        )
         .await
         .map_err(|refusal| refusal.into_error(too_many_attempts))
 }
