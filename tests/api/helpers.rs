@@ -95,6 +95,8 @@ pub struct TestApp {
     pub database_url: String,
     pub data_dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
+    /// Where `/metrics` is served, when the test set `metrics_bind`.
+    pub metrics_addr: Option<SocketAddr>,
     _database: Option<PostgresDatabase>,
 }
 
@@ -126,6 +128,7 @@ impl TestApp {
             .await
             .expect("the application starts");
         let addr = app.local_addr().expect("bound address");
+        let metrics_addr = app.metrics_addr();
         let shutdown = app.shutdown_token();
         let state = app.state();
         tokio::spawn(app.run_until_stopped());
@@ -136,6 +139,7 @@ impl TestApp {
             database_url,
             data_dir,
             shutdown,
+            metrics_addr,
             _database: database,
         }
     }

@@ -39,6 +39,7 @@ mod instance_processes;
 mod instances;
 mod key_faults;
 mod keys;
+mod metrics;
 mod preferences;
 mod private_files;
 mod rpc_batch_stream;
