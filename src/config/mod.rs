@@ -157,6 +157,8 @@ pub struct AiConfig {
 pub struct AuthConfig {
     /// PKCS#8 PEM Ed25519 key; without it one is generated into the data directory.
     pub jwt_private_key_file: Option<PathBuf>,
+    /// Earlier signing keys (PEM files) whose tokens still verify, during a rotation.
+    pub jwt_previous_key_files: Vec<PathBuf>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub access_ttl: Duration,
@@ -392,6 +394,16 @@ fn auth_config(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
     };
     Ok(AuthConfig {
         jwt_private_key_file: env.get("ALIAS_JWT_PRIVATE_KEY_FILE").map(PathBuf::from),
+        jwt_previous_key_files: env
+            .get("ALIAS_JWT_PREVIOUS_KEY_FILES")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|path| !path.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
         jwt_issuer: env
             .get("ALIAS_JWT_ISSUER")
             .unwrap_or_else(|| "alias-server".to_owned()),

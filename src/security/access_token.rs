@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -50,11 +50,51 @@ pub enum TokenError {
     Invalid,
 }
 
+/// A public key tokens are verified with, named by its key id.
+struct PublicKey {
+    kid: String,
+    /// The key, base64url (the JWK's `x`).
+    x: String,
+    decoding: DecodingKey,
+}
+
+impl PublicKey {
+    fn of(key: &VerifyingKey) -> anyhow::Result<Self> {
+        let public = key.to_bytes();
+        let x = URL_SAFE_NO_PAD.encode(public);
+        Ok(Self {
+            kid: URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]),
+            decoding: DecodingKey::from_ed_components(&x).context("JWT verifying key")?,
+            x,
+        })
+    }
+
+    /// An earlier signing key from a PEM file: its private key (PKCS#8) or only its public
+    /// key (SPKI).
+    fn read_previous(path: &Path) -> anyhow::Result<Self> {
+        let pem = Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "could not read {} (ALIAS_JWT_PREVIOUS_KEY_FILES)",
+                path.display()
+            )
+        })?);
+        let key = SigningKey::from_pkcs8_pem(&pem)
+            .map(|signing| signing.verifying_key())
+            .or_else(|_| VerifyingKey::from_public_key_pem(&pem))
+            .with_context(|| {
+                format!(
+                    "{} (ALIAS_JWT_PREVIOUS_KEY_FILES) is not a PEM Ed25519 key",
+                    path.display()
+                )
+            })?;
+        Self::of(&key)
+    }
+}
+
 pub struct AccessTokens {
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    kid: String,
-    public_x: String,
+    /// The signing key's public half, then earlier signing keys still accepted (a rotation).
+    keys: Vec<PublicKey>,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -85,9 +125,10 @@ impl AccessTokens {
         let signing = SigningKey::from_pkcs8_pem(&pem)
             .context("the JWT signing key is not a PKCS#8 PEM Ed25519 private key")?;
         let server_secret = derive_key(signing.as_bytes(), "alias/v1/server-secret");
-        let public = signing.verifying_key().to_bytes();
-        let public_x = URL_SAFE_NO_PAD.encode(public);
-        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
+        let mut keys = vec![PublicKey::of(&signing.verifying_key())?];
+        for path in &config.jwt_previous_key_files {
+            keys.push(PublicKey::read_previous(path)?);
+        }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&config.jwt_issuer]);
         validation.set_audience(&[&config.jwt_audience]);
@@ -95,9 +136,7 @@ impl AccessTokens {
         validation.leeway = 5;
         Ok(Self {
             encoding: EncodingKey::from_ed_pem(pem.as_bytes()).context("JWT signing key")?,
-            decoding: DecodingKey::from_ed_components(&public_x).context("JWT verifying key")?,
-            kid,
-            public_x,
+            keys,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             ttl: config.access_ttl,
@@ -128,7 +167,7 @@ impl AccessTokens {
             aud: self.audience.clone(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
+        header.kid = self.keys.first().map(|key| key.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.encoding)
             .context("could not sign an access token")
     }
@@ -154,10 +193,12 @@ impl AccessTokens {
 
     fn verify_signature(&self, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
-            return Err(TokenError::Invalid);
-        }
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let key = self
+            .keys
+            .iter()
+            .find(|key| header.kid.as_deref() == Some(key.kid.as_str()))
+            .ok_or(TokenError::Invalid)?;
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -165,16 +206,24 @@ impl AccessTokens {
             })
     }
 
-    /// The public key set served at `/.well-known/jwks.json`.
+    /// The public key set served at `/.well-known/jwks.json`: the signing key's, then the
+    /// earlier ones still accepted.
     pub fn jwks(&self) -> Value {
-        json!({ "keys": [{
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": self.public_x,
-            "kid": self.kid,
-            "alg": "EdDSA",
-            "use": "sig",
-        }]})
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|key| {
+                json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": key.x,
+                    "kid": key.kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                })
+            })
+            .collect();
+        json!({ "keys": keys })
     }
 }
 
