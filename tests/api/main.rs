@@ -50,5 +50,6 @@ mod rpc_protocol;
 mod slow_clients;
 mod system;
 mod timestamps;
+mod traces;
 mod usage;
 mod voice;
