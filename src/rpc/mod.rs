@@ -4,6 +4,7 @@
 //! Shared infrastructure: nothing in here knows about users, keys or chats.
 
 mod body;
+mod call;
 mod error;
 mod form;
 mod http;
@@ -15,11 +16,12 @@ mod sse;
 mod timestamp;
 pub mod typescript;
 
+pub use call::describe_metrics;
 pub use error::{
     ErrorCode, ErrorReason, FieldErrors, RpcError, TransientCheck, internal, recognise_transient,
 };
 pub use form::{FormBody, FormData, FormLimits, FormPart};
-pub use http::{RpcOptions, RpcService, describe_metrics};
+pub use http::{RpcOptions, RpcService};
 pub use json::{JsonValue, Serialized};
 pub use router::{Context, Guarded, Kind, ProcedureFn, RequestInfo, Resumed, Router, Tracked};
 pub use timestamp::Timestamp;
