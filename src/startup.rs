@@ -169,10 +169,11 @@ impl Application {
         if let Some(metrics) = self.metrics.take() {
             tokio::spawn(metrics.serve(Arc::clone(&state), self.shutdown.clone()));
         }
+        // Until the last save: a restore must not replace the database under it.
         let serving = self.serving.take();
         self.serve().await;
-        drop(serving);
         state.streams.wait_for_saves(grace).await;
+        drop(serving);
         Ok(())
     }
 
