@@ -37,6 +37,7 @@ fn s3_storage_reads_bucket_and_prefix() {
 fn invalid_values_name_their_variable() {
     for (var, value) in [
         ("ALIAS_BIND", "localhost"),
+        ("ALIAS_METRICS_BIND", "9464"),
         ("ALIAS_MAX_BODY_BYTES", "0"),
         ("ALIAS_MAX_BATCH_SIZE", "many"),
         ("ALIAS_LOG_FORMAT", "xml"),
@@ -161,5 +162,31 @@ fn data_dir_moves_the_default_database() {
     assert_eq!(
         config.database_url,
         "sqlite:///var/lib/alias/alias.db?mode=rwc"
+    );
+}
+
+#[test]
+fn operations_settings_are_off_unless_set() {
+    let defaults = config(&[]).expect("defaults are valid");
+    assert_eq!(defaults.metrics_bind, None);
+    assert_eq!(defaults.otlp_endpoint, None);
+    assert!(defaults.auth.jwt_previous_key_files.is_empty());
+    let set = config(&[
+        ("ALIAS_METRICS_BIND", "127.0.0.1:9464"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        (
+            "ALIAS_JWT_PREVIOUS_KEY_FILES",
+            "/keys/jwt-1.pem, /keys/jwt-0.pem,",
+        ),
+    ])
+    .expect("valid");
+    assert_eq!(set.metrics_bind.map(|a| a.port()), Some(9464));
+    assert_eq!(set.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+    assert_eq!(
+        set.auth.jwt_previous_key_files,
+        [
+            PathBuf::from("/keys/jwt-1.pem"),
+            PathBuf::from("/keys/jwt-0.pem")
+        ]
     );
 }
