@@ -127,12 +127,16 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
 
 /// SQLite gives new files the process's default mode (0644: readable by every local user)
 /// and its `-wal` and `-shm` files the database file's mode. So the file is created 0600
-/// before SQLite opens it, and existing files are tightened.
+/// before SQLite opens it, and existing files are tightened (by path: an existing database
+/// is never opened here, since another server in this process may be using it and closing
+/// a handle on it would release SQLite's locks).
 fn prepare_sqlite_files(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         secret_file::create_private_dir(dir)?;
     }
-    secret_file::create_private_file(path)?;
+    if !path.exists() {
+        secret_file::create_private_file(path)?;
+    }
     for file in companions(path) {
         secret_file::tighten(&file)?;
     }
@@ -141,9 +145,9 @@ fn prepare_sqlite_files(path: &Path) -> anyhow::Result<()> {
 
 /// SQLite opens a file it cannot write read-only, without a word, and such a connection stays
 /// read-only for life: every write through it fails long after the file is writable again.
-/// So a new connection is kept only if its files can be opened for writing right after SQLite
-/// opened them (else the pool retries until its acquire timeout and the caller is told to
-/// retry): the pool holds connections that can write, and recovers by itself.
+/// So a new connection is kept only if its files are writable right after SQLite opened them
+/// (else the pool retries until its acquire timeout and the caller is told to retry): the
+/// pool holds connections that can write, and recovers by itself.
 fn refuse_read_only(path: &Path) -> Result<(), sqlx::Error> {
     check_files_writable(path).map_err(|problem| {
         sqlx::Error::Io(std::io::Error::new(
@@ -157,13 +161,28 @@ fn refuse_read_only(path: &Path) -> Result<(), sqlx::Error> {
 /// (when present) for writing.
 fn check_files_writable(path: &Path) -> Result<(), String> {
     for file in companions(path) {
-        match std::fs::OpenOptions::new().write(true).open(&file) {
-            Ok(_) => {}
+        match writable(&file) {
+            Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound && file != path => {}
             Err(error) => return Err(format!("{} cannot be written: {error}", file.display())),
         }
     }
     Ok(())
+}
+
+/// Asks the kernel (access(2): modes, read-only mounts, immutable files) rather than opening
+/// the file: closing any handle this process holds on a SQLite file releases every POSIX lock
+/// SQLite holds on it here, and another process opening the database (a backup, a second
+/// instance) would then take itself for the only one and reset the shared-memory file under
+/// this one (which dies of SIGBUS).
+#[cfg(unix)]
+fn writable(file: &Path) -> std::io::Result<()> {
+    rustix::fs::access(file, rustix::fs::Access::WRITE_OK).map_err(std::io::Error::from)
+}
+
+#[cfg(not(unix))]
+fn writable(file: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new().write(true).open(file).map(drop)
 }
 
 /// The database file, then its `-wal` and `-shm` files.
