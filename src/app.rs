@@ -14,6 +14,9 @@ pub fn router() -> rpc::Router<App> {
         .nest("preferences", crate::preferences::router())
         .nest("audit", crate::audit::router())
         .nest("chat", crate::chat::router())
+        // Share links live in their own domain (above chat) under chat's prefix.
+        .nest("chat.shares", crate::shares::router())
+        .nest("projects", crate::projects::router())
         .nest("files", crate::files::router())
         .nest("integrations", crate::integrations::router())
         .nest("mail", crate::mail::router())

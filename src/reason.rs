@@ -79,6 +79,8 @@ pub enum Reason {
     VoiceNotConfigured,
     /// A voice call's agent credential is past its use (the call ended a while ago).
     VoiceCredentialExpired,
+    /// Share links are turned off on this server (`ALIAS_SHARING=false`).
+    SharingDisabled,
 }
 
 impl ErrorReason for Reason {
@@ -116,6 +118,7 @@ impl ErrorReason for Reason {
             Self::QuotaExceeded => "quota_exceeded",
             Self::VoiceNotConfigured => "voice_not_configured",
             Self::VoiceCredentialExpired => "voice_credential_expired",
+            Self::SharingDisabled => "sharing_disabled",
         }
     }
 }
@@ -157,6 +160,7 @@ mod tests {
             QuotaExceeded,
             VoiceNotConfigured,
             VoiceCredentialExpired,
+            SharingDisabled,
         ];
         for reason in all {
             assert_eq!(

@@ -28,6 +28,7 @@ use crate::rpc::{self, RpcOptions, RpcService};
 use crate::secret_file;
 use crate::security;
 use crate::server;
+use crate::shares;
 use crate::storage;
 use crate::telemetry::metrics;
 use crate::users;
@@ -126,7 +127,8 @@ impl Application {
             .merge(health::routes(Arc::clone(&state)))
             .merge(auth::routes(Arc::clone(&state)))
             .merge(storage::routes(Arc::clone(&state.storage)))
-            .merge(voice::routes(Arc::clone(&state)));
+            .merge(voice::routes(Arc::clone(&state)))
+            .merge(shares::routes(Arc::clone(&state)));
         if let Some(cors) = cors {
             router = router.layer(cors);
         }

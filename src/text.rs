@@ -22,6 +22,23 @@ pub fn check_single_line(text: &str) -> Result<(), String> {
     }
 }
 
+/// `text` as HTML text or an attribute value (quoted with `"` or `'`): the five characters
+/// that could end one or start markup are escaped.
+pub fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +51,13 @@ mod tests {
         }
         assert!(check_single_line("Ada Lovelace").is_ok());
         assert!(check_single_line("two\nlines").is_err());
+    }
+
+    #[test]
+    fn html_escaping_leaves_no_markup() {
+        assert_eq!(
+            escape_html(r#"<img src=x onerror="alert('1')"> & co"#),
+            "&lt;img src=x onerror=&quot;alert(&#39;1&#39;)&quot;&gt; &amp; co"
+        );
     }
 }

@@ -17,6 +17,8 @@ pub struct Model {
     pub last_message_at: DateTimeUtc,
     /// The last message of the branch the session shows (null before its first message).
     pub current_leaf_id: Option<Uuid>,
+    /// The project it belongs to (`projects`); null when in none.
+    pub project_id: Option<Uuid>,
     #[sea_orm(has_many)]
     pub messages: HasMany<super::chat_messages::Entity>,
 }

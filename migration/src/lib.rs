@@ -17,6 +17,7 @@ mod m20261202_07_voice;
 mod m20261202_08_usage;
 mod m20261202_11_email_token_binding;
 mod m20261202_12_message_tree;
+mod m20261202_13_projects_and_shares;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_11_email_token_binding::Migration),
             Box::new(m20261202_07_voice::Migration),
             Box::new(m20261202_12_message_tree::Migration),
+            Box::new(m20261202_13_projects_and_shares::Migration),
         ]
     }
 }

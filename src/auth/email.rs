@@ -379,7 +379,7 @@ pub(super) async fn verify_link(
             "This link has expired or was already used. Open the app to get a new one.",
         )
     };
-    let app_url = html_escape(&app.config.mail.app_url);
+    let app_url = crate::text::escape_html(&app.config.mail.app_url);
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -388,11 +388,4 @@ pub(super) async fn verify_link(
          <p><a href=\"{app_url}\">Open the app</a></p></body></html>"
     );
     (status, Html(page))
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -8,6 +8,7 @@ pub mod export;
 mod import;
 mod measures;
 mod orphans;
+mod projects;
 mod reply;
 pub mod search;
 #[cfg(test)]
@@ -26,11 +27,15 @@ use uuid::Uuid;
 
 pub use measures::describe_metrics;
 pub use orphans::sweep_periodically as sweep_orphaned_replies;
+// For the projects domain: deleting a project with its chats.
+pub use projects::delete_project_sessions;
 pub use store::fail_interrupted_replies;
 // For domains built on chats (voice calls add spoken turns to a chat session).
 pub use store::{create_session as new_session, find_session};
-pub use types::{ChatEvent, ChatSession, Message, MessageSource, Role};
+pub use types::{ChatEvent, ChatSession, Message, MessageSource, MessageStatus, Role};
 pub use voice_turns::{VoiceTurn, delete_voice_turns, insert_voice_turn};
+// For share links: the conversation as the user sees it.
+pub use store::conversation;
 
 use self::access::owned_session;
 use self::store::{SessionChanges, SessionCursor, SessionQuery};
@@ -38,7 +43,7 @@ use crate::context::{App, Ctx};
 use crate::guard::{SignedIn, signed_in};
 use crate::pagination::{Direction, PageRequest, PageSize};
 use crate::reason::Reason;
-use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError, Timestamp, internal};
+use crate::rpc::{ErrorCode, FieldErrors, Router, RpcError, Timestamp, internal, present};
 use crate::text;
 
 pub fn router() -> Router<App> {
@@ -106,6 +111,11 @@ pub struct ListSessionsInput {
     /// Only archived sessions when true; only active ones otherwise.
     #[serde(default)]
     archived: Option<bool>,
+    /// Only the sessions of this project (`projects.list`); `null`: only those in no project;
+    /// left out: every session.
+    #[serde(default, deserialize_with = "present")]
+    #[specta(type = Option<Uuid>, optional)]
+    project_id: Option<Option<Uuid>>,
 }
 
 #[derive(Serialize, specta::Type)]
@@ -132,6 +142,9 @@ async fn list_sessions(
         input.cursor.as_deref(),
         input.direction,
     )?;
+    if let Some(Some(project_id)) = input.project_id {
+        projects::check_owned(&ctx, caller.user.id, project_id).await?;
+    }
     let db = &ctx.state.db;
     let only = match input
         .search
@@ -150,6 +163,7 @@ async fn list_sessions(
     let query = SessionQuery {
         archived: input.archived.unwrap_or(false),
         only,
+        project: input.project_id,
         page: &page,
     };
     let rows = store::list_sessions(db, caller.user.id, query)
@@ -170,6 +184,9 @@ async fn list_sessions(
 pub struct CreateSessionInput {
     #[serde(default)]
     title: Option<String>,
+    /// One of the caller's projects (`projects.list`): the session starts in it.
+    #[serde(default)]
+    project_id: Option<Uuid>,
 }
 
 /// `chat.sessions.create`
@@ -186,9 +203,12 @@ async fn create_session(
     let Some(title) = title else {
         return Err(errors.into_error());
     };
-    let session = store::create_session(&ctx.state.db, caller.user.id, &title)
+    if let Some(project_id) = input.project_id {
+        projects::check_owned(&ctx, caller.user.id, project_id).await?;
+    }
+    let session = store::create_session(&ctx.state.db, caller.user.id, &title, input.project_id)
         .await
-        .map_err(internal("create a chat session"))?;
+        .map_err(projects::project_gone("create a chat session"))?;
     Ok(session.into())
 }
 
@@ -213,6 +233,11 @@ pub struct UpdateSessionInput {
     is_pinned: Option<bool>,
     #[serde(default)]
     is_archived: Option<bool>,
+    /// Moves the session into one of the caller's projects; `null` moves it out of its
+    /// project; left out, it stays where it is.
+    #[serde(default, deserialize_with = "present")]
+    #[specta(type = Option<Uuid>, optional)]
+    project_id: Option<Option<Uuid>>,
 }
 
 /// `chat.sessions.update`
@@ -229,14 +254,18 @@ async fn update_session(
         return Err(errors.into_error());
     }
     let session = owned_session(&ctx, &caller, input.id).await?;
+    if let Some(Some(project_id)) = input.project_id {
+        projects::check_owned(&ctx, caller.user.id, project_id).await?;
+    }
     let changes = SessionChanges {
         title: title.flatten(),
         is_pinned: input.is_pinned,
         is_archived: input.is_archived,
+        project_id: input.project_id,
     };
     let updated = store::update_session(&ctx.state.db, session, changes)
         .await
-        .map_err(internal("update a chat session"))?;
+        .map_err(projects::project_gone("update a chat session"))?;
     Ok(updated.into())
 }
 
@@ -245,12 +274,18 @@ async fn update_session(
 /// their stream end.
 async fn delete_session(ctx: Ctx, caller: SignedIn, input: IdInput) -> Result<(), RpcError> {
     let session = owned_session(&ctx, &caller, input.id).await?;
-    ctx.state.streams.revoke_scope(session.id);
-    let files = crate::files::of_session(&ctx, session.id).await?;
-    store::delete_session(&ctx.state.db, session.id)
+    remove_session(&ctx, session.id).await
+}
+
+/// Deletes a chat (the caller's, already checked), its messages and what hangs on them: a
+/// reply still being written stops, files uploaded into the chat are audited as deleted.
+async fn remove_session(ctx: &Ctx, session_id: Uuid) -> Result<(), RpcError> {
+    ctx.state.streams.revoke_scope(session_id);
+    let files = crate::files::of_session(ctx, session_id).await?;
+    store::delete_session(&ctx.state.db, session_id)
         .await
         .map_err(internal("delete a chat session"))?;
-    crate::files::audit_removed_with_chat(&ctx, &files).await;
+    crate::files::audit_removed_with_chat(ctx, &files).await;
     Ok(())
 }
 

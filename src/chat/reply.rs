@@ -173,6 +173,10 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, Messag
     let state = &job.state;
     let max_rounds = state.config.chat.max_tool_rounds;
     let mut turns = history(job).await?;
+    let instructions = super::projects::instructions(&state.db, &job.session)
+        .await
+        .map_err(saving_failed)?;
+    let system = system_prompt(job, instructions.as_deref());
     let gmail = crate::mail::connected(&state.db, job.user.id).await;
     let upstream = Upstream {
         http: &state.http,
@@ -183,7 +187,7 @@ async fn write(job: &ReplyJob, progress: &mut Progress) -> Result<Ending, Messag
     for round in 0..=max_rounds {
         let request = ChatRequest {
             model: job.model.clone(),
-            system: system_prompt(job),
+            system: system.clone(),
             turns: turns.clone(),
             temperature: job.preferences.temperature,
             max_tokens: job.preferences.max_tokens,
@@ -399,7 +403,20 @@ async fn history(job: &ReplyJob) -> Result<Vec<Turn>, MessageError> {
     Ok(turns)
 }
 
-fn system_prompt(job: &ReplyJob) -> String {
+/// The server's prompt (the built-in one or `ALIAS_SYSTEM_PROMPT`), then the instructions of
+/// the session's project, if any.
+fn system_prompt(job: &ReplyJob, project_instructions: Option<&str>) -> String {
+    let prompt = server_prompt(job);
+    match project_instructions {
+        Some(instructions) => format!(
+            "{prompt}\n\nThe user gave these instructions for the project this conversation \
+             belongs to; follow them:\n{instructions}"
+        ),
+        None => prompt,
+    }
+}
+
+fn server_prompt(job: &ReplyJob) -> String {
     if let Some(prompt) = &job.state.config.chat.system_prompt {
         return prompt.clone();
     }

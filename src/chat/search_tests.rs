@@ -257,7 +257,7 @@ async fn user(db: &DatabaseConnection) -> Uuid {
 }
 
 async fn session(db: &DatabaseConnection, user_id: Uuid, title: &str) -> Uuid {
-    store::create_session(db, user_id, title)
+    store::create_session(db, user_id, title, None)
         .await
         .expect("create session")
         .id
@@ -309,6 +309,7 @@ async fn unindexed_session(db: &DatabaseConnection, user_id: Uuid, title: &str) 
         last_message_at: Set(now),
         // Not set nor read back: the migration test reverts the migration that adds it.
         current_leaf_id: NotSet,
+        project_id: NotSet,
     };
     chat_sessions::Entity::insert(row)
         .exec_without_returning(db)
@@ -663,6 +664,7 @@ async fn updates_are_reflected(test_db: &TestDb) {
         title: Some("Antipodes".to_owned()),
         is_pinned: None,
         is_archived: None,
+        project_id: None,
     };
     store::update_session(db, renamed, changes)
         .await
@@ -673,6 +675,7 @@ async fn updates_are_reflected(test_db: &TestDb) {
         title: None,
         is_pinned: Some(true),
         is_archived: None,
+        project_id: None,
     };
     let current = chat_sessions::Entity::find_by_id(chat)
         .one(db)

@@ -26,6 +26,7 @@ pub async fn create_session(
     db: &DatabaseConnection,
     user_id: Uuid,
     title: &str,
+    project_id: Option<Uuid>,
 ) -> Result<chat_sessions::Model, DbErr> {
     let now = Utc::now();
     let transaction = begin_write(db).await?;
@@ -41,6 +42,7 @@ pub async fn create_session(
         updated_at: Set(now),
         last_message_at: Set(now),
         current_leaf_id: Set(None),
+        project_id: Set(project_id),
     }
     .insert(&transaction)
     .await?;
@@ -110,6 +112,8 @@ impl Cursor for SessionCursor {
 pub struct SessionQuery<'a> {
     pub archived: bool,
     pub only: Option<Vec<Uuid>>,
+    /// `Some(Some(id))`: only that project's sessions; `Some(None)`: only those in none.
+    pub project: Option<Option<Uuid>>,
     pub page: &'a PageRequest<SessionCursor>,
 }
 
@@ -135,6 +139,11 @@ pub async fn list_sessions(
         .limit(query.page.rows_to_read());
     if let Some(ids) = query.only {
         select = select.filter(C::Id.is_in(ids));
+    }
+    match query.project {
+        Some(Some(project_id)) => select = select.filter(C::ProjectId.eq(project_id)),
+        Some(None) => select = select.filter(C::ProjectId.is_null()),
+        None => {}
     }
     let forward = query.page.is_forward();
     if let Some(at) = &query.page.cursor {
@@ -169,6 +178,8 @@ pub struct SessionChanges {
     pub title: Option<String>,
     pub is_pinned: Option<bool>,
     pub is_archived: Option<bool>,
+    /// `Some(None)` moves the session out of its project.
+    pub project_id: Option<Option<Uuid>>,
 }
 
 pub async fn update_session(
@@ -186,6 +197,9 @@ pub async fn update_session(
     }
     if let Some(archived) = changes.is_archived {
         row.is_archived = Set(archived);
+    }
+    if let Some(project_id) = changes.project_id {
+        row.project_id = Set(project_id);
     }
     row.updated_at = Set(Utc::now());
     let transaction = begin_write(db).await?;
@@ -361,6 +375,22 @@ pub async fn messages_by_ids(
         .order_by_asc(chat_messages::Column::Id)
         .all(db)
         .await
+}
+
+/// A conversation as the user sees it, root first (user and assistant messages): the branch
+/// through `through` up to it (empty when it is no message of the session), else the
+/// session's current branch.
+pub async fn conversation(
+    db: &impl ConnectionTrait,
+    session: &chat_sessions::Model,
+    through: Option<Uuid>,
+) -> Result<Vec<chat_messages::Model>, DbErr> {
+    let tree = tree::Tree::load(db, session.id).await?;
+    let ids = match through.or_else(|| tree.current_leaf(session)) {
+        Some(last) => tree.branch(last),
+        None => Vec::new(),
+    };
+    messages_by_ids(db, session.id, ids).await
 }
 
 /// Saves a streaming reply's text so far (a crash loses at most the last moments).

@@ -24,6 +24,8 @@ pub struct ChatSession {
     /// The last message of the branch the session shows (`chat.messages.list`); null before
     /// its first message.
     pub current_leaf_id: Option<Uuid>,
+    /// The project it is in (`projects.list`), or null.
+    pub project_id: Option<Uuid>,
 }
 
 impl From<chat_sessions::Model> for ChatSession {
@@ -39,6 +41,7 @@ impl From<chat_sessions::Model> for ChatSession {
             updated_at: row.updated_at.into(),
             last_message_at: row.last_message_at.into(),
             current_leaf_id: row.current_leaf_id,
+            project_id: row.project_id,
         }
     }
 }

@@ -65,6 +65,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub usage: UsageConfig,
     pub voice: VoiceConfig,
+    pub sharing: SharingConfig,
     /// Redis shared by several instances (`ALIAS_REDIS_URL`); `None`: one instance, in memory.
     pub redis: Option<RedisConfig>,
     /// Where Prometheus scrapes `/metrics` (`ALIAS_METRICS_BIND`); `None`: no metrics listener.
@@ -72,6 +73,16 @@ pub struct Config {
     /// The standard `OTEL_EXPORTER_OTLP_ENDPOINT`: traces are exported there over OTLP/HTTP
     /// when set (the exporter reads the other `OTEL_*` variables itself).
     pub otlp_endpoint: Option<String>,
+}
+
+/// Share links (`chat.shares.*`) and their public pages (`GET /s/{token}`).
+#[derive(Debug, Clone)]
+pub struct SharingConfig {
+    /// `ALIAS_SHARING`: off, the procedures answer FORBIDDEN (`sharing_disabled`) and every
+    /// page is a 404.
+    pub enabled: bool,
+    /// Share pages served per client IP per minute.
+    pub page_views_per_minute: u32,
 }
 
 /// Per-user call budgets and the daily quotas of each tier (`free`, `plus`, `pro`).
@@ -317,6 +328,11 @@ impl Config {
             voice: VoiceConfig {
                 livekit: livekit_config(&env)?,
                 quiet_after: env.seconds("ALIAS_VOICE_QUIET_SECONDS", 7200)?,
+            },
+            sharing: SharingConfig {
+                enabled: env.parse_with("ALIAS_SHARING", true, parse_bool, "`true` or `false`")?,
+                page_views_per_minute: env
+                    .parse_positive("ALIAS_SHARE_PAGE_LIMIT_PER_MINUTE", 60)?,
             },
         })
     }

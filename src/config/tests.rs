@@ -21,6 +21,7 @@ fn defaults_work_without_any_variable() {
         config.storage.location,
         StorageLocation::Local(PathBuf::from("data/files"))
     );
+    assert!(config.sharing.enabled, "sharing is on unless turned off");
 }
 
 #[test]
@@ -81,6 +82,8 @@ fn invalid_values_name_their_variable() {
         ("ALIAS_REDIS_URL", "redis://:pw@host:port"),
         ("ALIAS_REDIS_KEY_PREFIX", "my app:"),
         ("ALIAS_REDIS_TIMEOUT_MS", "0"),
+        ("ALIAS_SHARING", "public"),
+        ("ALIAS_SHARE_PAGE_LIMIT_PER_MINUTE", "0"),
     ] {
         let error = config(&[(var, value)]).expect_err(var);
         assert_eq!(error.var, var);

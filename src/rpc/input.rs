@@ -4,9 +4,18 @@
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::error::Category;
 
 use super::error::{ErrorCode, RpcError};
+
+/// For a nullable field of an update input (`#[serde(default, deserialize_with = "present")]`):
+/// tells "left out" (`None`, via `default`) from "null" (`Some(None)`).
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
 
 /// Parses `raw` (the JSON text of one call's input; `None` when the client sent none).
 ///

@@ -22,6 +22,7 @@ pub use error::{
 };
 pub use form::{FormBody, FormData, FormLimits, FormPart};
 pub use http::{RpcOptions, RpcService};
+pub use input::present;
 pub use json::{JsonValue, Serialized};
 pub use router::{Context, Guarded, Kind, ProcedureFn, RequestInfo, Resumed, Router, Tracked};
 pub use timestamp::Timestamp;

@@ -14,7 +14,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     IntoActiveModel, QueryFilter, Set,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use email::{email_taken, invalid_code, send_verification};
@@ -31,7 +31,7 @@ use crate::context::{App, Ctx};
 use crate::files;
 use crate::guard::{SignedIn, signed_in_unverified};
 use crate::rpc::Timestamp;
-use crate::rpc::{FieldErrors, Router, RpcError, internal};
+use crate::rpc::{FieldErrors, Router, RpcError, internal, present};
 use crate::security::{AuthProvider, auth_providers};
 
 pub fn router() -> Router<App> {
@@ -125,13 +125,6 @@ pub struct UpdateUserInput {
     #[serde(default, deserialize_with = "present")]
     #[specta(type = Option<Uuid>, optional)]
     avatar_file_id: Option<Option<Uuid>>,
-}
-
-/// Tells "absent" (`None`, via `default`) from "null" (`Some(None)`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `users.update`

@@ -133,7 +133,7 @@ async fn start(
                 .id
         }
         None => {
-            chat::new_session(db, caller.user.id, CALL_TITLE)
+            chat::new_session(db, caller.user.id, CALL_TITLE, None)
                 .await
                 .map_err(internal("create a chat session for a call"))?
                 .id
