@@ -235,9 +235,9 @@ async fn update(
         instructions: input
             .instructions
             .and_then(|text| errors.check("instructions", parse_instructions(&text))),
-        color: input.color.and_then(|color| {
-            errors.check("color", color.as_deref().map(parse_color).transpose())
-        }),
+        color: input
+            .color
+            .and_then(|color| errors.check("color", color.as_deref().map(parse_color).transpose())),
     };
     if !errors.is_empty() {
         return Err(errors.into_error());
@@ -276,7 +276,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_single_lines_of_1_to_100_characters() {
-        assert_eq!(parse_name("  Trip to Lisbon "), Ok("Trip to Lisbon".to_owned()));
+        assert_eq!(
+            parse_name("  Trip to Lisbon "),
+            Ok("Trip to Lisbon".to_owned())
+        );
         assert!(parse_name("   ").is_err());
         assert!(parse_name(&"é".repeat(100)).is_ok());
         assert!(parse_name(&"é".repeat(101)).is_err());

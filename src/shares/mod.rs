@@ -42,10 +42,11 @@ fn require_sharing(ctx: &Ctx) -> Result<(), RpcError> {
     if ctx.state.config.sharing.enabled {
         Ok(())
     } else {
-        Err(
-            RpcError::new(ErrorCode::Forbidden, "Sharing is turned off on this server.")
-                .with_reason(Reason::SharingDisabled),
+        Err(RpcError::new(
+            ErrorCode::Forbidden,
+            "Sharing is turned off on this server.",
         )
+        .with_reason(Reason::SharingDisabled))
     }
 }
 
@@ -161,8 +162,8 @@ async fn create(
     let conversation = crate::chat::conversation(db, &session, input.up_to_message_id)
         .await
         .map_err(internal("read a chat to share"))?;
-    let messages = snapshot::take(conversation, input.up_to_message_id).map_err(|error| {
-        match error {
+    let messages =
+        snapshot::take(conversation, input.up_to_message_id).map_err(|error| match error {
             SnapshotError::NoSuchMessage => RpcError::not_found("No such message in this chat."),
             SnapshotError::TooLong => {
                 let mut errors = FieldErrors::default();
@@ -175,8 +176,7 @@ async fn create(
                 );
                 errors.into_error()
             }
-        }
-    })?;
+        })?;
     let (token, token_hash) = snapshot::new_token(&ctx.state.auth.token_mac);
     let share = NewShare {
         user_id: caller.user.id,
@@ -228,11 +228,7 @@ pub struct SharePage {
 }
 
 /// `chat.shares.list`
-async fn list(
-    ctx: Ctx,
-    caller: SignedIn,
-    input: ListSharesInput,
-) -> Result<SharePage, RpcError> {
+async fn list(ctx: Ctx, caller: SignedIn, input: ListSharesInput) -> Result<SharePage, RpcError> {
     require_sharing(&ctx)?;
     let page = PageRequest::<Uuid>::of_input(
         SHARE_PAGE,
@@ -256,7 +252,10 @@ async fn list(
     }
     let now = Utc::now();
     Ok(SharePage {
-        shares: rows.into_iter().map(|row| ShareLink::of(row, now)).collect(),
+        shares: rows
+            .into_iter()
+            .map(|row| ShareLink::of(row, now))
+            .collect(),
         next_cursor,
     })
 }
@@ -279,9 +278,11 @@ async fn revoke(
         .await
         .map_err(internal("load a share link"))?
         .ok_or_else(share_not_found)?;
-    let revoked = store::revoke(db, share).await.map_err(|error| match error {
-        sea_orm::DbErr::RecordNotUpdated => share_not_found(),
-        error => internal("revoke a share link")(error),
-    })?;
+    let revoked = store::revoke(db, share)
+        .await
+        .map_err(|error| match error {
+            sea_orm::DbErr::RecordNotUpdated => share_not_found(),
+            error => internal("revoke a share link")(error),
+        })?;
     Ok(ShareLink::of(revoked, Utc::now()))
 }

@@ -155,8 +155,16 @@ mod tests {
 
     #[test]
     fn markdown_is_rendered() {
-        let html = markdown("# Plan\n\n**bold** and `code`\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |");
-        for part in ["<h1>Plan</h1>", "<strong>bold</strong>", "<code>code</code>", "<li>one</li>", "<td>1</td>"] {
+        let html = markdown(
+            "# Plan\n\n**bold** and `code`\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |",
+        );
+        for part in [
+            "<h1>Plan</h1>",
+            "<strong>bold</strong>",
+            "<code>code</code>",
+            "<li>one</li>",
+            "<td>1</td>",
+        ] {
             assert!(html.contains(part), "{part} in {html}");
         }
     }
@@ -180,9 +188,14 @@ mod tests {
 
     #[test]
     fn links_stay_on_the_web_and_images_become_links() {
-        let html = markdown("[site](https://example.com) [bad](javascript:alert(1)) ![chart](https://example.com/c.png)");
+        let html = markdown(
+            "[site](https://example.com) [bad](javascript:alert(1)) ![chart](https://example.com/c.png)",
+        );
         assert!(html.contains("href=\"https://example.com\""), "{html}");
-        assert!(html.contains("rel=\"nofollow noopener noreferrer\""), "{html}");
+        assert!(
+            html.contains("rel=\"nofollow noopener noreferrer\""),
+            "{html}"
+        );
         assert!(!html.contains("javascript:"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains(">chart</a>"), "{html}");

@@ -144,7 +144,11 @@ mod tests {
     fn only_finished_words_of_user_and_assistant_are_shared() {
         let conversation = vec![
             message(Role::User, "What time is it?", MessageStatus::Complete),
-            message(Role::Tool, "{\"localTime\":\"9:00\"}", MessageStatus::Complete),
+            message(
+                Role::Tool,
+                "{\"localTime\":\"9:00\"}",
+                MessageStatus::Complete,
+            ),
             message(Role::Assistant, "Nine.", MessageStatus::Complete),
             message(Role::User, "Thanks", MessageStatus::Complete),
             message(Role::Assistant, "You're we", MessageStatus::Streaming),

@@ -75,10 +75,7 @@ pub async fn list(
 }
 
 /// Marks the link revoked now; one revoked already keeps its first time.
-pub async fn revoke(
-    db: &DatabaseConnection,
-    share: shares::Model,
-) -> Result<shares::Model, DbErr> {
+pub async fn revoke(db: &DatabaseConnection, share: shares::Model) -> Result<shares::Model, DbErr> {
     if share.revoked_at.is_some() {
         return Ok(share);
     }

@@ -43,7 +43,7 @@ fn failed_with(events: &[SseEvent], reason: &str) -> Value {
     done
 }
 
-async fn sent_reply(chat: &Chat, input: &Value) -> String {
+pub(crate) async fn sent_reply(chat: &Chat, input: &Value) -> String {
     let (status, body) = chat.send_message(input).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     data(&body)["replyMessageId"]
@@ -200,7 +200,7 @@ async fn the_legacy_subscription_ends_a_failure_with_done() {
 }
 
 /// Follows `reply` until `deltas` pieces of text arrived; answers the rest of the stream.
-async fn following(chat: &Chat, reply: &str, deltas: usize) -> SseStream {
+pub(crate) async fn following(chat: &Chat, reply: &str, deltas: usize) -> SseStream {
     let mut stream = chat.follow(reply, None).await;
     let mut seen = 0;
     while seen < deltas {
@@ -212,7 +212,7 @@ async fn following(chat: &Chat, reply: &str, deltas: usize) -> SseStream {
 
 /// The fake provider sees the streamed request dropped within a few seconds (it would stream
 /// for a minute).
-async fn provider_request_dropped(chat: &Chat) {
+pub(crate) async fn provider_request_dropped(chat: &Chat) {
     for _ in 0..50 {
         if chat.providers.open_streams() == 0 {
             return;
@@ -223,7 +223,7 @@ async fn provider_request_dropped(chat: &Chat) {
 }
 
 /// The followers' stream ends normally: no error, no `done`.
-async fn ends_cleanly(stream: SseStream) {
+pub(crate) async fn ends_cleanly(stream: SseStream) {
     let rest = stream.collect().await;
     assert!(
         rest.iter()

@@ -58,6 +58,12 @@ async fn control_characters_are_field_errors_on_every_stored_text(app: TestApp) 
                 "title",
             ),
             ("users.update", json!({ "name": bad }), "name"),
+            ("projects.create", json!({ "name": bad }), "name"),
+            (
+                "projects.create",
+                json!({ "name": "Plans", "instructions": bad }),
+                "instructions",
+            ),
             ("preferences.update", json!({ "aiModel": model }), "aiModel"),
             ("chat.send", send(bad, None), "content"),
             ("chat.send", send("hi", Some(&model)), "model"),
