@@ -139,6 +139,22 @@ impl<C: Cursor> PageRequest<C> {
     }
 }
 
+impl<C: Cursor> PageRequest<C> {
+    /// `finish` for a list shown in its own order whichever way it is walked: a backward
+    /// page, read in reverse, is turned back.
+    pub fn finish_in_list_order<R>(
+        &self,
+        rows: Vec<R>,
+        position: impl Fn(&R) -> C,
+    ) -> (Vec<R>, Option<String>) {
+        let (mut rows, next_cursor) = self.finish(rows, position);
+        if !self.is_forward() {
+            rows.reverse();
+        }
+        (rows, next_cursor)
+    }
+}
+
 impl PageRequest<Uuid> {
     /// Bounds a query to this page of a list kept newest first by a time-ordered id (UUIDv7)
     /// column: forward reads older rows than the cursor, backward newer ones, both in walk

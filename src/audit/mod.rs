@@ -197,10 +197,7 @@ async fn list(ctx: Ctx, caller: SignedIn, input: AuditListInput) -> Result<Audit
         .all(&ctx.state.db)
         .await
         .map_err(internal("list audit events"))?;
-    let (mut rows, next_cursor) = page.finish(rows, |row| row.id);
-    if !page.is_forward() {
-        rows.reverse();
-    }
+    let (rows, next_cursor) = page.finish_in_list_order(rows, |row| row.id);
     let events = rows
         .into_iter()
         .filter_map(|row| {

@@ -169,10 +169,7 @@ async fn list_sessions(
     let rows = store::list_sessions(db, caller.user.id, query)
         .await
         .map_err(internal("list chat sessions"))?;
-    let (mut rows, next_cursor) = page.finish(rows, SessionCursor::of);
-    if !page.is_forward() {
-        rows.reverse();
-    }
+    let (rows, next_cursor) = page.finish_in_list_order(rows, SessionCursor::of);
     Ok(SessionPage {
         sessions: rows.into_iter().map(ChatSession::from).collect(),
         next_cursor,

@@ -363,10 +363,7 @@ async fn list(ctx: Ctx, caller: SignedIn, input: ListFilesInput) -> Result<FileP
         .all(&ctx.state.db)
         .await
         .map_err(internal("list files"))?;
-    let (mut rows, next_cursor) = page.finish(rows, |row| row.id);
-    if !page.is_forward() {
-        rows.reverse();
-    }
+    let (rows, next_cursor) = page.finish_in_list_order(rows, |row| row.id);
     let links = links(&ctx);
     Ok(FilePage {
         files: rows.into_iter().map(|row| links.view(row)).collect(),

@@ -156,10 +156,7 @@ async fn list(
     let rows = store::list(&ctx.state.db, caller.user.id, &page)
         .await
         .map_err(internal("list projects"))?;
-    let (mut rows, next_cursor) = page.finish(rows, |row| row.id);
-    if !page.is_forward() {
-        rows.reverse();
-    }
+    let (rows, next_cursor) = page.finish_in_list_order(rows, |row| row.id);
     Ok(ProjectPage {
         projects: rows.into_iter().map(Project::from).collect(),
         next_cursor,

@@ -246,10 +246,7 @@ async fn list(ctx: Ctx, caller: SignedIn, input: ListSharesInput) -> Result<Shar
     let rows = store::list(db, caller.user.id, input.session_id, &page)
         .await
         .map_err(internal("list share links"))?;
-    let (mut rows, next_cursor) = page.finish(rows, |row| row.id);
-    if !page.is_forward() {
-        rows.reverse();
-    }
+    let (rows, next_cursor) = page.finish_in_list_order(rows, |row| row.id);
     let now = Utc::now();
     Ok(SharePage {
         shares: rows

@@ -259,10 +259,7 @@ async fn list_sessions(
     let rows = store::list_calls(&ctx.state.db, caller.user.id, &page)
         .await
         .map_err(internal("list voice calls"))?;
-    let (mut rows, next_cursor) = page.finish(rows, |row| row.id);
-    if !page.is_forward() {
-        rows.reverse();
-    }
+    let (rows, next_cursor) = page.finish_in_list_order(rows, |row| row.id);
     Ok(VoiceSessionPage {
         sessions: rows.iter().map(VoiceSession::from).collect(),
         next_cursor,
