@@ -396,3 +396,36 @@ async fn instructions_reach_the_provider(db: DbKind) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 each_database!(instructions_reach_the_provider);
+
+/// Chats joining a project while it is deleted: each join either lands (and the chat is then
+/// moved out with the rest) or is NOT_FOUND; never a failure, never a chat left pointing at
+/// a project that is gone.
+async fn joining_a_project_while_it_is_deleted(app: TestApp) {
+    let token = app.new_user().await;
+    let project = create_project(&app, &token, json!({ "name": "Short-lived" })).await;
+    let joins = (0..8).map(|_| {
+        app.mutation_as(
+            &token,
+            "chat.sessions.create",
+            Some(json!({ "projectId": project["id"] })),
+        )
+    });
+    let delete = app.mutation_as(
+        &token,
+        "projects.delete",
+        Some(json!({ "id": project["id"] })),
+    );
+    let (joined, (status, body)) = tokio::join!(futures::future::join_all(joins), delete);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (status, body) in joined {
+        assert!(
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            "{status}: {body}"
+        );
+    }
+    let (_, body) = app.query_as(&token, "chat.sessions.list", None).await;
+    for session in data(&body)["sessions"].as_array().into_iter().flatten() {
+        assert_eq!(session["projectId"], Value::Null, "{session}");
+    }
+}
+both_databases!(joining_a_project_while_it_is_deleted);
