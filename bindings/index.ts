@@ -135,7 +135,7 @@ export type AppRouter = TRPCBuiltRouter<
 export const AI_PROVIDERS = ["gemini", "openai", "anthropic"] as const;
 
 /** Every `AuditAction`, in declaration order. */
-export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "account_reclaimed", "email_change_requested", "email_changed", "password_reset", "password_check_failed", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited", "file_uploaded", "file_rejected", "file_deleted"] as const;
+export const AUDIT_ACTIONS = ["sign_up", "sign_in", "sign_in_failed", "refresh_token_reused", "sign_out", "session_revoked", "account_deleted", "account_reclaimed", "email_change_requested", "email_changed", "password_reset", "password_check_failed", "api_key_set", "api_key_validated", "api_key_deleted", "api_key_use_failed", "api_key_rejected", "api_key_check_limited", "file_uploaded", "file_rejected", "file_deleted", "share_created", "share_revoked"] as const;
 
 /** Every `AuthProvider`, in declaration order. */
 export const AUTH_PROVIDERS = ["password", "google", "apple"] as const;
@@ -257,7 +257,11 @@ export type AuditAction = "sign_up" | "sign_in" | "sign_in_failed" | "refresh_to
 /**  A file stored (`files.upload`, or `files.complete` after an upload link). */
 "file_uploaded" | 
 /**  An upload refused after its bytes arrived (wrong type, size or checksum). */
-"file_rejected" | "file_deleted";
+"file_rejected" | "file_deleted" | 
+/**  A share link made public a copy of a chat (`chat.shares.create`). */
+"share_created" | 
+/**  A share link was revoked (`chat.shares.revoke`). */
+"share_revoked";
 
 export type AuditEvent = {
 	id: string,

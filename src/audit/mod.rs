@@ -50,6 +50,10 @@ pub enum AuditAction {
     /// An upload refused after its bytes arrived (wrong type, size or checksum).
     FileRejected,
     FileDeleted,
+    /// A share link made public a copy of a chat (`chat.shares.create`).
+    ShareCreated,
+    /// A share link was revoked (`chat.shares.revoke`).
+    ShareRevoked,
 }
 
 impl AuditAction {
@@ -76,6 +80,8 @@ impl AuditAction {
             Self::FileUploaded => "file_uploaded",
             Self::FileRejected => "file_rejected",
             Self::FileDeleted => "file_deleted",
+            Self::ShareCreated => "share_created",
+            Self::ShareRevoked => "share_revoked",
         }
     }
 }

@@ -12,12 +12,14 @@ mod store;
 use chrono::{DateTime, Utc};
 use entity::shares;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
 pub use page::routes;
 use snapshot::SnapshotError;
 use store::NewShare;
 
+use crate::audit::{self, AuditAction};
 use crate::context::{App, Ctx};
 use crate::guard::{SignedIn, signed_in};
 use crate::pagination::{Direction, PageRequest, PageSize};
@@ -194,6 +196,20 @@ async fn create(
             Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => chat_not_found(),
             _ => internal("save a share link")(error),
         })?;
+    let metadata = json!({
+        "shareId": saved.id,
+        "sessionId": saved.session_id,
+        "messageCount": saved.message_count,
+        "expiresAt": saved.expires_at.map(Timestamp::from),
+    });
+    audit::record(
+        db,
+        &ctx.request,
+        Some(caller.user.id),
+        AuditAction::ShareCreated,
+        metadata,
+    )
+    .await;
     let base = ctx.state.config.mail.public_url.trim_end_matches('/');
     Ok(CreatedShare {
         id: saved.id,
@@ -275,11 +291,23 @@ async fn revoke(
         .await
         .map_err(internal("load a share link"))?
         .ok_or_else(share_not_found)?;
+    let newly = share.revoked_at.is_none();
     let revoked = store::revoke(db, share)
         .await
         .map_err(|error| match error {
             sea_orm::DbErr::RecordNotUpdated => share_not_found(),
             error => internal("revoke a share link")(error),
         })?;
+    if newly {
+        let metadata = json!({ "shareId": revoked.id, "sessionId": revoked.session_id });
+        audit::record(
+            db,
+            &ctx.request,
+            Some(caller.user.id),
+            AuditAction::ShareRevoked,
+            metadata,
+        )
+        .await;
+    }
     Ok(ShareLink::of(revoked, Utc::now()))
 }

@@ -201,6 +201,19 @@ async fn snapshots_share_only_what_was_there(db: DbKind) {
         .mutation_as(&chat.token, "chat.shares.revoke", Some(json!({ "id": id })))
         .await;
     assert_eq!(status, StatusCode::OK, "revoking twice is harmless");
+    let (_, body) = chat.app.query_as(&chat.token, "audit.list", None).await;
+    let actions: Vec<&str> = data(&body)["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|event| event["action"].as_str())
+        .filter(|action| action.starts_with("share_"))
+        .collect();
+    assert_eq!(
+        actions,
+        ["share_revoked", "share_created", "share_created"],
+        "newest first, revoked once"
+    );
 
     // Unknown or malformed tokens: 404.
     let unknown = format!("/s/{}", "A".repeat(43));
