@@ -48,13 +48,7 @@ async fn share_page(
         Ok(None) => return not_found(),
         Err(error) => {
             tracing::error!(%error, "could not look up a share link");
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                render::status_page(
-                    "Try again shortly",
-                    "This conversation cannot be shown right now.",
-                ),
-            );
+            return unavailable();
         }
     };
     let now = Utc::now();
@@ -67,13 +61,34 @@ async fn share_page(
             ),
         );
     }
-    let messages = snapshot::from_json(share.messages);
-    let page = SharePage {
-        title: &share.title,
-        shared_at: share.created_at,
-        messages: &messages,
-    };
-    answer(StatusCode::OK, render::share_page(&page))
+    // Rendering a long snapshot takes a while (milliseconds per message): off the async
+    // runtime, so other requests keep flowing meanwhile.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let messages = snapshot::from_json(share.messages);
+        render::share_page(&SharePage {
+            title: &share.title,
+            shared_at: share.created_at,
+            messages: &messages,
+        })
+    })
+    .await;
+    match rendered {
+        Ok(html) => answer(StatusCode::OK, html),
+        Err(error) => {
+            tracing::error!(%error, "could not render a share page");
+            unavailable()
+        }
+    }
+}
+
+fn unavailable() -> Response {
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        render::status_page(
+            "Try again shortly",
+            "This conversation cannot be shown right now.",
+        ),
+    )
 }
 
 /// Counts a view against the client IP's budget (`ALIAS_SHARE_PAGE_LIMIT_PER_MINUTE`), so
@@ -104,13 +119,7 @@ fn refused(refusal: Refusal) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry.0));
             response
         }
-        Refusal::Unavailable => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            render::status_page(
-                "Try again shortly",
-                "This conversation cannot be shown right now.",
-            ),
-        ),
+        Refusal::Unavailable => unavailable(),
     }
 }
 
