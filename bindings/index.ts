@@ -74,6 +74,11 @@ export type AppRouter = TRPCBuiltRouter<
 				list: TRPCQueryProcedure<{ meta: object; input: ListSessionsInput | void; output: SessionPage }>;
 				update: TRPCMutationProcedure<{ meta: object; input: UpdateSessionInput; output: ChatSession }>;
 			};
+			shares: {
+				create: TRPCMutationProcedure<{ meta: object; input: CreateShareInput; output: CreatedShare }>;
+				list: TRPCQueryProcedure<{ meta: object; input: ListSharesInput | void; output: SharePage }>;
+				revoke: TRPCMutationProcedure<{ meta: object; input: RevokeShareInput; output: ShareLink }>;
+			};
 			stop: TRPCMutationProcedure<{ meta: object; input: StopInput; output: null }>;
 		};
 		files: {
@@ -101,6 +106,12 @@ export type AppRouter = TRPCBuiltRouter<
 		preferences: {
 			get: TRPCQueryProcedure<{ meta: object; input: void; output: Preferences }>;
 			update: TRPCMutationProcedure<{ meta: object; input: UpdatePreferencesInput | void; output: Preferences }>;
+		};
+		projects: {
+			create: TRPCMutationProcedure<{ meta: object; input: CreateProjectInput; output: Project }>;
+			delete: TRPCMutationProcedure<{ meta: object; input: DeleteProjectInput; output: null }>;
+			list: TRPCQueryProcedure<{ meta: object; input: ListProjectsInput | void; output: ProjectPage }>;
+			update: TRPCMutationProcedure<{ meta: object; input: UpdateProjectInput; output: Project }>;
 		};
 		system: {
 			health: TRPCQueryProcedure<{ meta: object; input: void; output: SystemHealth }>;
@@ -186,10 +197,13 @@ export const MESSAGE_SOURCES = ["text", "voice"] as const;
 export const MESSAGE_STATUSES = ["complete", "streaming", "stopped", "error"] as const;
 
 /** Every `Reason`, in declaration order. */
-export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "shared_state_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected", "quota_exceeded", "voice_not_configured", "voice_credential_expired"] as const;
+export const REASONS = ["missing_token", "invalid_token", "token_expired", "session_revoked", "session_expired", "refresh_token_reused", "invalid_credentials", "email_taken", "email_not_verified", "invalid_code", "provider_not_configured", "api_key_rejected", "provider_unreachable", "api_key_missing", "api_key_unreadable", "key_service_unavailable", "rate_limited", "database_busy", "database_unavailable", "shared_state_unavailable", "file_too_large", "file_type_not_allowed", "file_content_mismatch", "storage_quota_exceeded", "upload_incomplete", "scope_missing", "google_reconnect_required", "google_not_connected", "google_code_rejected", "quota_exceeded", "voice_not_configured", "voice_credential_expired", "sharing_disabled"] as const;
 
 /** Every `Role`, in declaration order. */
 export const ROLES = ["user", "assistant", "tool"] as const;
+
+/** Every `ShareStatus`, in declaration order. */
+export const SHARE_STATUSES = ["active", "expired", "revoked"] as const;
 
 /** Every `Speaker`, in declaration order. */
 export const SPEAKERS = ["user", "assistant"] as const;
@@ -357,6 +371,8 @@ export type ChatSession = {
 	 *  its first message.
 	 */
 	currentLeafId: string | null,
+	/**  The project it is in (`projects.list`), or null. */
+	projectId: string | null,
 };
 
 /**
@@ -380,8 +396,30 @@ export type ConnectionStatus =
 /**  Sync fails for another reason; it keeps retrying. */
 "error";
 
+export type CreateProjectInput = {
+	/**  1 to 100 characters, one line. */
+	name: string,
+	/**  At most 8,000 characters (default: none). */
+	instructions?: string | null,
+	/**  `#rrggbb`. */
+	color?: string | null,
+};
+
 export type CreateSessionInput = {
 	title?: string | null,
+	/**  One of the caller's projects (`projects.list`): the session starts in it. */
+	projectId?: string | null,
+};
+
+export type CreateShareInput = {
+	sessionId: string,
+	/**
+	 *  Share the branch through this message, up to and including it (default: the chat's
+	 *  current branch, as `chat.messages.list` shows it).
+	 */
+	upToMessageId?: string | null,
+	/**  When the link stops working (RFC 3339, in the future); default: never. */
+	expiresAt?: string | null,
 };
 
 export type CreateUploadInput = {
@@ -394,6 +432,12 @@ export type CreateUploadInput = {
 	sessionId?: string | null,
 };
 
+export type CreatedShare = {
+	id: string,
+	/**  The public page, `<ALIAS_PUBLIC_URL>/s/<token>`: shown this once, never again. */
+	url: string,
+};
+
 export type DayUsage = {
 	/**  `YYYY-MM-DD` in the user's timezone. */
 	date: string,
@@ -401,6 +445,15 @@ export type DayUsage = {
 	outputTokens: number,
 	/**  Replies. */
 	messages: number,
+};
+
+export type DeleteProjectInput = {
+	id: string,
+	/**
+	 *  true: its chats are deleted too (as `chat.sessions.delete` deletes them). Left out or
+	 *  false: they stay, in no project.
+	 */
+	deleteSessions?: boolean | null,
 };
 
 export type DeleteUserInput = {
@@ -609,6 +662,15 @@ export type ListMessagesInput = {
 	direction?: Direction | null,
 };
 
+export type ListProjectsInput = {
+	/**  1 to 100 (default 50). */
+	limit?: number | null,
+	/**  The `nextCursor` of a previous page; absent or null for the first page. */
+	cursor?: string | null,
+	/**  `forward` (default): older projects after the cursor. `backward`: newer ones. */
+	direction?: Direction | null,
+};
+
 export type ListSessionsInput = {
 	/**  1 to 100 (default 20). */
 	limit?: number | null,
@@ -623,6 +685,22 @@ export type ListSessionsInput = {
 	search?: string | null,
 	/**  Only archived sessions when true; only active ones otherwise. */
 	archived?: boolean | null,
+	/**
+	 *  Only the sessions of this project (`projects.list`); `null`: only those in no project;
+	 *  left out: every session.
+	 */
+	projectId?: string | null,
+};
+
+export type ListSharesInput = {
+	/**  Only the links of this chat. */
+	sessionId?: string | null,
+	/**  1 to 100 (default 20). */
+	limit?: number | null,
+	/**  The `nextCursor` of a previous page; absent or null for the first page. */
+	cursor?: string | null,
+	/**  `forward` (default): older links after the cursor. `backward`: newer ones. */
+	direction?: Direction | null,
 };
 
 export type LoginInput = {
@@ -804,6 +882,24 @@ export type Preferences = {
 	notificationsEnabled: boolean,
 };
 
+export type Project = {
+	id: string,
+	name: string,
+	/**  Added to the system prompt of every chat in the project ("" for none). */
+	instructions: string,
+	/**  `#rrggbb` (lower case), or null. */
+	color: string | null,
+	createdAt: string,
+	updatedAt: string,
+};
+
+export type ProjectPage = {
+	/**  Newest first. */
+	projects: Project[],
+	/**  The next page's `cursor`, in the same direction; null at the end. */
+	nextCursor: string | null,
+};
+
 export type ProviderInput = {
 	provider: AiProvider,
 };
@@ -903,7 +999,9 @@ export type Reason =
 /**  Voice calls are not configured on this server (no LiveKit). */
 "voice_not_configured" | 
 /**  A voice call's agent credential is past its use (the call ended a while ago). */
-"voice_credential_expired";
+"voice_credential_expired" | 
+/**  Share links are turned off on this server (`ALIAS_SHARING=false`). */
+"sharing_disabled";
 
 export type RefreshInput = {
 	refreshToken: string,
@@ -947,6 +1045,10 @@ export type ResetPasswordInput = {
 };
 
 export type RevokeSessionInput = {
+	id: string,
+};
+
+export type RevokeShareInput = {
 	id: string,
 };
 
@@ -1034,6 +1136,38 @@ export type SetLikedInput = {
 	id: string,
 	liked: boolean,
 };
+
+/**
+ *  A share link as its owner sees it. Its URL is not here: only its hash is kept, so copy the
+ *  link when `chat.shares.create` returns it.
+ */
+export type ShareLink = {
+	id: string,
+	sessionId: string,
+	/**  The chat's title when the link was made. */
+	title: string,
+	/**  Messages in the snapshot. */
+	messageCount: number,
+	status: ShareStatus,
+	createdAt: string,
+	expiresAt: string | null,
+	revokedAt: string | null,
+};
+
+export type SharePage = {
+	/**  Newest first, revoked and expired ones included. */
+	shares: ShareLink[],
+	/**  The next page's `cursor`, in the same direction; null at the end. */
+	nextCursor: string | null,
+};
+
+export type ShareStatus = 
+/**  The page shows the snapshot. */
+"active" | 
+/**  Past `expiresAt`: the page answers 410. */
+"expired" | 
+/**  Revoked (`chat.shares.revoke`): the page answers 410. */
+"revoked";
 
 /**  Who said a transcript segment. */
 export type Speaker = "user" | "assistant";
@@ -1151,11 +1285,24 @@ export type UpdatePreferencesInput = {
 	notificationsEnabled?: boolean,
 };
 
+export type UpdateProjectInput = {
+	id: string,
+	name?: string | null,
+	instructions?: string | null,
+	/**  `#rrggbb`; `null` removes the colour; left out, it stays. */
+	color?: string | null,
+};
+
 export type UpdateSessionInput = {
 	id: string,
 	title?: string | null,
 	isPinned?: boolean | null,
 	isArchived?: boolean | null,
+	/**
+	 *  Moves the session into one of the caller's projects; `null` moves it out of its
+	 *  project; left out, it stays where it is.
+	 */
+	projectId?: string | null,
 };
 
 export type UpdateUserInput = {

@@ -1,11 +1,12 @@
 //! `users.export`: everything a user owns as one JSON file (the account-portability answer):
-//! profile, preferences and every chat with its whole message tree, never a secret (no
+//! profile, preferences, projects and every chat with its whole message tree (and the project
+//! it is in), never a secret (no
 //! password hash, API key or token). The file is written to storage under `exports/` and
 //! answered as a signed download link that works for `LINK_LIFETIME`; the user's earlier
 //! exports are deleted then, and the sweep deletes every export older than `KEPT_FOR` (so
 //! an export outlives a deleted account by an hour at most).
 //!
-//! A domain above `users`, `preferences` and `chat` (it reads all three; none reads it).
+//! A domain above `users`, `preferences`, `chat` and `projects` (it reads them; none reads it).
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::chat::export::{ExportedChat, exported_chat, sessions_of};
 use crate::context::{App, Ctx};
 use crate::guard::{SignedIn, signed_in};
 use crate::preferences::{self, Preferences};
+use crate::projects::{self, Project};
 use crate::rpc::{Router, RpcError, Timestamp, internal};
 use crate::storage::{Download, Expiry};
 use crate::users::User;
@@ -46,6 +48,7 @@ struct AccountExport {
     exported_at: DateTime<Utc>,
     profile: User,
     preferences: Preferences,
+    projects: Vec<Project>,
     chats: Vec<ExportedSession>,
 }
 
@@ -56,6 +59,8 @@ struct ExportedSession {
     id: Uuid,
     is_pinned: bool,
     is_archived: bool,
+    /// One of `projects`, or null.
+    project_id: Option<Uuid>,
     #[serde(flatten)]
     chat: ExportedChat,
 }
@@ -85,6 +90,7 @@ async fn export(ctx: Ctx, caller: SignedIn, _: ()) -> Result<AccountDownload, Rp
             id: session.id,
             is_pinned: session.is_pinned,
             is_archived: session.is_archived,
+            project_id: session.project_id,
             chat: exported_chat(db, &session)
                 .await
                 .map_err(internal("export a chat"))?,
@@ -97,6 +103,9 @@ async fn export(ctx: Ctx, caller: SignedIn, _: ()) -> Result<AccountDownload, Rp
         exported_at: now,
         profile: User::new(&ctx, caller.user, caller.auth_providers),
         preferences,
+        projects: projects::all_of(db, user_id)
+            .await
+            .map_err(internal("list projects to export"))?,
         chats,
     };
     let bytes = serde_json::to_vec_pretty(&account).map_err(internal("export an account"))?;

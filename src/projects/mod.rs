@@ -1,12 +1,13 @@
 //! `projects.*`: named groups of chats with instructions the assistant follows in each of
 //! them. A chat joins a project with `chat.sessions.create/update { projectId }`; the reply
-//! reads the project's instructions (`chat`'s `projects.rs`). Projects sit above `chat`:
+//! reads the project's instructions (`chat`'s `projects.rs`); `users.export` lists them.
+//! Projects sit above `chat`:
 //! deleting one may delete its chats through chat's own deletion.
 
 mod store;
 
 use entity::projects;
-use sea_orm::DbErr;
+use sea_orm::{DatabaseConnection, DbErr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -93,6 +94,12 @@ pub struct ProjectFields {
     name: String,
     instructions: String,
     color: Option<String>,
+}
+
+/// Every project of the user, oldest first (for the account's export).
+pub async fn all_of(db: &DatabaseConnection, user_id: Uuid) -> Result<Vec<Project>, DbErr> {
+    let rows = store::all_of(db, user_id).await?;
+    Ok(rows.into_iter().map(Project::from).collect())
 }
 
 fn not_found() -> RpcError {

@@ -3,7 +3,8 @@
 use chrono::Utc;
 use entity::projects;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set,
 };
 use uuid::Uuid;
 
@@ -37,6 +38,14 @@ pub async fn find_owned(
     projects::Entity::find_by_id(id)
         .filter(projects::Column::UserId.eq(user_id))
         .one(db)
+        .await
+}
+
+pub async fn all_of(db: &DatabaseConnection, user_id: Uuid) -> Result<Vec<projects::Model>, DbErr> {
+    projects::Entity::find()
+        .filter(projects::Column::UserId.eq(user_id))
+        .order_by_asc(projects::Column::Id)
+        .all(db)
         .await
 }
 

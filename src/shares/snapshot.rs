@@ -133,6 +133,7 @@ mod tests {
             is_liked: false,
             client_message_id: None,
             reply_to: None,
+            parent_id: None,
             error: None,
             created_at: now,
             updated_at: now,

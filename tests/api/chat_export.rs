@@ -94,6 +94,16 @@ async fn users_export_downloads_everything_but_secrets(db: DbKind) {
         chat.input("Remember the milk", &new_id()),
     )
     .await;
+    let input = json!({ "name": "Errands", "instructions": "Keep lists short." });
+    let (_, project) = chat
+        .app
+        .mutation_as(&chat.token, "projects.create", Some(input))
+        .await;
+    let project_id = data(&project)["id"].clone();
+    let input = json!({ "id": chat.session_id, "projectId": project_id });
+    chat.app
+        .mutation_as(&chat.token, "chat.sessions.update", Some(input))
+        .await;
     let (status, body) = chat
         .app
         .mutation_as(&chat.token, "users.export", None)
@@ -122,6 +132,9 @@ async fn users_export_downloads_everything_but_secrets(db: DbKind) {
     assert_eq!(chats.len(), 1);
     assert_eq!(chats[0]["id"], chat.session_id.as_str());
     assert_eq!(chats[0]["messages"][0]["content"], "Remember the milk");
+    assert_eq!(chats[0]["projectId"], project_id);
+    assert_eq!(account["projects"][0]["id"], project_id);
+    assert_eq!(account["projects"][0]["instructions"], "Keep lists short.");
     for secret in [
         "key-valid-0000",
         "passwordHash",

@@ -10,6 +10,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use crate::chat::{Chat, new_id};
+use crate::chat_branches::ask;
 use crate::each_database;
 use crate::fake_providers::TITLE;
 use crate::helpers::{DbKind, TestApp, data, error_code, error_reason};
@@ -438,3 +439,33 @@ async fn pages_are_rate_limited_per_ip() {
     assert!(limited.headers.contains_key("retry-after"));
     assert!(limited.headers.contains_key("content-security-policy"));
 }
+
+/// With branches, a link holds the chat's current branch, or the branch through
+/// `upToMessageId`: never another branch's messages.
+async fn a_link_holds_one_branch(db: DbKind) {
+    let chat = Chat::start(db, "openai").await;
+    let first = ask(
+        &chat,
+        "chat.send",
+        chat.input("Plan a trip to Rome", &new_id()),
+    )
+    .await;
+    let original = first["userMessage"]["id"].clone();
+    let edit = json!({ "messageId": original, "content": "Plan a trip to Oslo", "clientMessageId": new_id() });
+    ask(&chat, "chat.edit", edit).await;
+
+    let (_, current) = share(&chat, json!({})).await;
+    let shown = page(&chat.app, &current).await;
+    assert!(shown.html.contains("Plan a trip to Oslo"), "{}", shown.html);
+    assert!(!shown.html.contains("Rome"), "{}", shown.html);
+
+    let (_, earlier) = share(&chat, json!({ "upToMessageId": original })).await;
+    let shown = page(&chat.app, &earlier).await;
+    assert!(shown.html.contains("Plan a trip to Rome"), "{}", shown.html);
+    assert!(!shown.html.contains("Oslo"), "{}", shown.html);
+    assert!(
+        !shown.html.contains("Hello from OpenAI."),
+        "cut at the question"
+    );
+}
+each_database!(a_link_holds_one_branch);

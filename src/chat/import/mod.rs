@@ -384,6 +384,8 @@ async fn save_one(
         updated_at: Set(now),
         last_message_at: Set(last_message_at),
         current_leaf_id: Set(None),
+        // Imported chats start in no project.
+        project_id: Set(None),
     }
     .insert(db)
     .await?;
