@@ -22,6 +22,7 @@ use crate::pagination::{Cursor, PageRequest};
 
 pub const DEFAULT_TITLE: &str = "New chat";
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.create_session"))]
 pub async fn create_session(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -51,6 +52,7 @@ pub async fn create_session(
     Ok(session)
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.find_session"))]
 pub async fn find_session(
     db: &impl ConnectionTrait,
     user_id: Uuid,
@@ -119,6 +121,7 @@ pub struct SessionQuery<'a> {
 
 /// Pinned first, then most recent activity; keyset pagination on that order. Rows come in
 /// walk order: the list's for forward pages, reversed for backward ones.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.list_sessions"))]
 pub async fn list_sessions(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -182,6 +185,7 @@ pub struct SessionChanges {
     pub project_id: Option<Option<Uuid>>,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.update_session"))]
 pub async fn update_session(
     db: &DatabaseConnection,
     session: chat_sessions::Model,
@@ -211,6 +215,7 @@ pub async fn update_session(
     Ok(session)
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.set_title"))]
 pub async fn set_title(
     db: &DatabaseConnection,
     session_id: Uuid,
@@ -228,6 +233,7 @@ pub async fn set_title(
 }
 
 /// Counts `added` messages (negative when removed) and marks the session active now.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.touch_session"))]
 pub async fn touch_session(
     db: &impl ConnectionTrait,
     session_id: Uuid,
@@ -247,6 +253,7 @@ pub async fn touch_session(
         .map(drop)
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.delete_session"))]
 pub async fn delete_session(db: &DatabaseConnection, session_id: Uuid) -> Result<(), DbErr> {
     chat_sessions::Entity::delete_by_id(session_id)
         .exec(db)
@@ -272,6 +279,7 @@ pub struct NewMessage<'a> {
 
 /// Searchable messages (user, assistant) are indexed too: insert them in a transaction, so
 /// that both happen or neither.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.insert_message"))]
 pub async fn insert_message(
     db: &impl ConnectionTrait,
     message: NewMessage<'_>,
@@ -304,6 +312,7 @@ pub async fn insert_message(
     Ok(row)
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.find_message"))]
 pub async fn find_message(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -318,6 +327,7 @@ pub async fn find_message(
 /// What the app asked for with `client_message_id`: the user message it sent (or edited) and
 /// the first reply to it, or the user message and the answer it asked again for
 /// (`chat.regenerate` keeps the id on the answer).
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.find_exchange"))]
 pub async fn find_exchange(
     db: &DatabaseConnection,
     session_id: Uuid,
@@ -349,6 +359,7 @@ pub async fn find_exchange(
 }
 
 /// Every message of a session (every branch), in creation order.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.all_messages"))]
 pub async fn all_messages(
     db: &impl ConnectionTrait,
     session_id: Uuid,
@@ -361,6 +372,7 @@ pub async fn all_messages(
 }
 
 /// A session's messages `ids`, in creation order.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.messages_by_ids"))]
 pub async fn messages_by_ids(
     db: &impl ConnectionTrait,
     session_id: Uuid,
@@ -380,6 +392,7 @@ pub async fn messages_by_ids(
 /// A conversation as the user sees it, root first (user and assistant messages): the branch
 /// through `through` up to it (empty when it is no message of the session), else the
 /// session's current branch.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.conversation"))]
 pub async fn conversation(
     db: &impl ConnectionTrait,
     session: &chat_sessions::Model,
@@ -394,6 +407,7 @@ pub async fn conversation(
 }
 
 /// Saves a streaming reply's text so far (a crash loses at most the last moments).
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.save_progress"))]
 pub async fn save_progress(db: &DatabaseConnection, id: Uuid, content: &str) -> Result<(), DbErr> {
     let transaction = begin_write(db).await?;
     chat_messages::Entity::update_many()
@@ -416,6 +430,7 @@ pub struct Outcome<'a> {
     pub error: Option<&'a MessageError>,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.finish_reply"))]
 pub async fn finish_reply(
     db: &DatabaseConnection,
     id: Uuid,
@@ -451,6 +466,7 @@ pub async fn finish_reply(
 
 /// The last `limit` user and assistant messages of the branch ending at `last` (its
 /// ancestors, and `last`), newest first: what the provider sees, nothing of other branches.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.branch_messages"))]
 pub async fn branch_messages(
     db: &DatabaseConnection,
     session_id: Uuid,
@@ -465,6 +481,7 @@ pub async fn branch_messages(
     Ok(rows)
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.set_liked"))]
 pub async fn set_liked(
     db: &DatabaseConnection,
     message: chat_messages::Model,
@@ -477,6 +494,7 @@ pub async fn set_liked(
 
 /// Removes message `id` and everything under it (see `tree::delete_subtree`): an exchange
 /// of a user who does not keep conversations.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.delete_subtree"))]
 pub async fn delete_subtree(
     db: &DatabaseConnection,
     session_id: Uuid,
@@ -501,6 +519,7 @@ pub async fn delete_subtree(
 
 /// Marks every reply still `streaming` as failed (`interrupted`), its text so far kept: at
 /// start-up of a lone instance, nothing can be writing them.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.fail_interrupted_replies"))]
 pub async fn fail_interrupted_replies(db: &DatabaseConnection) -> Result<u64, DbErr> {
     fail_replies(
         db,
@@ -512,6 +531,7 @@ pub async fn fail_interrupted_replies(db: &DatabaseConnection) -> Result<u64, Db
 
 /// Replies `streaming` and untouched since `before`, at most `limit`: candidates for a dead
 /// instance's orphans.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.quiet_streaming_replies"))]
 pub async fn quiet_streaming_replies(
     db: &DatabaseConnection,
     before: DateTime<Utc>,
@@ -529,6 +549,7 @@ pub async fn quiet_streaming_replies(
 }
 
 /// The messages `ids` (of any user): for the orphan sweep, which acts for no caller.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.find_messages"))]
 pub async fn find_messages(
     db: &DatabaseConnection,
     ids: &[Uuid],
@@ -541,6 +562,7 @@ pub async fn find_messages(
 
 /// Marks the replies `ids` (every one without) that are still `streaming` as failed
 /// (`interrupted`, saying `message`), their text so far kept.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.fail_replies"))]
 pub async fn fail_replies(
     db: &DatabaseConnection,
     ids: Option<&[Uuid]>,

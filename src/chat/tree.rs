@@ -32,6 +32,7 @@ pub struct Tree {
 
 impl Tree {
     /// The tree of `session_id`.
+    #[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.tree.load"))]
     pub async fn load(db: &impl ConnectionTrait, session_id: Uuid) -> Result<Self, DbErr> {
         let rows: Vec<(Uuid, Option<Uuid>, String)> = chat_messages::Entity::find()
             .select_only()
@@ -213,6 +214,7 @@ impl Tree {
 /// The session's current leaf, its row locked until the transaction ends (PostgreSQL; a
 /// SQLite write transaction holds the whole database), so concurrent sends chain up instead of
 /// both following the same message.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.tree.locked_leaf"))]
 pub async fn locked_leaf(
     db: &impl ConnectionTrait,
     session_id: Uuid,
@@ -228,6 +230,7 @@ pub async fn locked_leaf(
 }
 
 /// Makes `leaf` the session's current leaf.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.tree.set_leaf"))]
 pub async fn set_leaf(
     db: &impl ConnectionTrait,
     session_id: Uuid,
@@ -244,6 +247,7 @@ pub async fn set_leaf(
 /// Deletes `id` and its subtree (other branches under it, tool messages); when the current
 /// branch went with it, the session moves to the latest branch under the nearest remaining
 /// ancestor. How many messages went. Call it inside a transaction.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.tree.delete_subtree"))]
 pub async fn delete_subtree(
     db: &impl ConnectionTrait,
     session: &chat_sessions::Model,
@@ -265,6 +269,7 @@ pub async fn delete_subtree(
 /// Before `ids` are deleted on their own (voice turns leaving a transcript): their children
 /// move up to the nearest ancestor that stays, so the branches through them close up, and a
 /// current leaf among them moves up likewise.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.tree.close_up"))]
 pub async fn close_up(
     db: &impl ConnectionTrait,
     session: &chat_sessions::Model,
@@ -306,6 +311,7 @@ pub struct TimedPlace {
     pub next: Option<Uuid>,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.tree.place_in_time"))]
 pub async fn place_in_time(
     db: &impl ConnectionTrait,
     session: &chat_sessions::Model,
@@ -324,6 +330,7 @@ pub async fn place_in_time(
 }
 
 /// Completes `place_in_time` once message `id` is saved.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "chat.tree.follow_up"))]
 pub async fn follow_up(
     db: &impl ConnectionTrait,
     session_id: Uuid,

@@ -35,6 +35,7 @@ pub fn thumbnail_key(user_id: Uuid, file_id: Uuid) -> String {
 
 pub const OBJECT_PREFIX: &str = "files";
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "files.insert"))]
 pub async fn insert(db: &impl ConnectionTrait, row: NewRow) -> Result<files::Model, DbErr> {
     files::ActiveModel {
         id: Set(row.id),
@@ -64,6 +65,7 @@ struct Total {
 }
 
 /// Bytes the user keeps, pending uploads included.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "files.used_bytes"))]
 pub async fn used_bytes(db: &impl ConnectionTrait, user_id: Uuid) -> Result<u64, DbErr> {
     let total = files::Entity::find()
         .select_only()
@@ -84,6 +86,7 @@ pub async fn used_bytes(db: &impl ConnectionTrait, user_id: Uuid) -> Result<u64,
 }
 
 /// The user's file with this id; another user's is `None`, like a missing one.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "files.find_owned"))]
 pub async fn find_owned(
     db: &impl ConnectionTrait,
     user_id: Uuid,
@@ -96,6 +99,7 @@ pub async fn find_owned(
 }
 
 /// Whether the chat exists and is the user's.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "files.owns_session"))]
 pub async fn owns_session(
     db: &impl ConnectionTrait,
     user_id: Uuid,
@@ -118,6 +122,7 @@ pub struct Processed {
     pub has_thumbnail: bool,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "files.mark_ready"))]
 pub async fn mark_ready(
     db: &impl ConnectionTrait,
     row: files::Model,
@@ -138,6 +143,7 @@ pub async fn mark_ready(
     active.update(db).await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "files.mark_rejected"))]
 pub async fn mark_rejected(
     db: &impl ConnectionTrait,
     row: files::Model,
@@ -149,6 +155,7 @@ pub async fn mark_rejected(
 }
 
 /// Stops `file_id` being the user's picture; true when it was.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "files.clear_avatar"))]
 pub async fn clear_avatar(
     db: &impl ConnectionTrait,
     user_id: Uuid,
@@ -166,6 +173,7 @@ pub async fn clear_avatar(
     Ok(result.rows_affected > 0)
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "files.delete"))]
 pub async fn delete(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
     files::Entity::delete_by_id(id).exec(db).await.map(drop)
 }

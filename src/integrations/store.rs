@@ -23,6 +23,7 @@ fn context(user_id: Uuid) -> EncryptionContext {
     EncryptionContext::new(user_id.to_string(), "google_refresh_token")
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "integrations.find"))]
 pub async fn find(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -32,6 +33,7 @@ pub async fn find(
         .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "integrations.message_count"))]
 pub async fn message_count(db: &DatabaseConnection, user_id: Uuid) -> Result<u64, sea_orm::DbErr> {
     mail_messages::Entity::find()
         .filter(mail_messages::Column::UserId.eq(user_id))
@@ -43,6 +45,7 @@ pub async fn message_count(db: &DatabaseConnection, user_id: Uuid) -> Result<u64
 /// mail and where incremental sync stands). Connecting another Google account starts over:
 /// the previous account's mail goes with its row. One upsert, so concurrent connects of one
 /// user all succeed (the last one stands).
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "integrations.connect"))]
 pub async fn connect(
     state: &AppState,
     user_id: Uuid,
@@ -112,6 +115,7 @@ pub async fn connect(
 }
 
 /// Opens the connection's refresh token.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "integrations.refresh_token"))]
 pub async fn refresh_token(
     state: &AppState,
     row: &google_connections::Model,
@@ -130,6 +134,7 @@ pub async fn refresh_token(
 }
 
 /// Deletes the connection and, through the foreign key, its mail.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "integrations.delete"))]
 pub async fn delete(db: &DatabaseConnection, user_id: Uuid) -> Result<bool, sea_orm::DbErr> {
     let result = google_connections::Entity::delete_by_id(user_id)
         .exec(db)
@@ -138,6 +143,7 @@ pub async fn delete(db: &DatabaseConnection, user_id: Uuid) -> Result<bool, sea_
 }
 
 /// Records the connection's status (and why, for `error` and `reconnect_required`).
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "integrations.set_status"))]
 pub async fn set_status(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -159,6 +165,7 @@ pub async fn set_status(
 
 /// Where the sync stands: Gmail's `historyId` to continue from, and the next page of a full
 /// sync in progress (`Some("")`: its first page).
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "integrations.save_progress"))]
 pub async fn save_progress(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -185,6 +192,7 @@ pub async fn save_progress(
 }
 
 /// A sync finished: the connection is active as of now.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "integrations.mark_synced"))]
 pub async fn mark_synced(db: &DatabaseConnection, user_id: Uuid) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
     google_connections::Entity::update_many()

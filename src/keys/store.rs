@@ -32,6 +32,7 @@ fn hint(api_key: &str) -> String {
     format!("…{last_four}")
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "keys.list"))]
 pub async fn list(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -57,6 +58,7 @@ async fn find(
 
 /// Seals `api_key` under a fresh data key and stores it, replacing the user's previous key
 /// for that provider.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "keys.save"))]
 pub async fn save(
     state: &AppState,
     user_id: Uuid,
@@ -112,6 +114,7 @@ pub async fn save(
 }
 
 /// Opens the user's key for `provider`; `None` when there is none.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "keys.open"))]
 pub async fn open(
     state: &AppState,
     user_id: Uuid,
@@ -137,6 +140,7 @@ pub async fn open(
     Ok(Some(Zeroizing::new(text)))
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "keys.record_validation"))]
 pub async fn record_validation(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -155,6 +159,7 @@ pub async fn record_validation(
     Ok(())
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "keys.delete"))]
 pub async fn delete(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -179,6 +184,7 @@ const REWRAP_BATCH: u64 = 100;
 /// Re-wraps every stored data key under the vault's current key (after rotating the master
 /// key or the KMS key). Sealed secrets are not touched. Each row is updated on its own and
 /// only if unchanged meanwhile, so the command can be interrupted and run again.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "keys.rewrap_all"))]
 pub async fn rewrap_all(
     db: &DatabaseConnection,
     vault: &dyn KeyVault,

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::ProjectFields;
 use crate::pagination::PageRequest;
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "projects.insert"))]
 pub async fn insert(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -30,6 +31,7 @@ pub async fn insert(
     .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "projects.find_owned"))]
 pub async fn find_owned(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -41,6 +43,7 @@ pub async fn find_owned(
         .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "projects.all_of"))]
 pub async fn all_of(db: &DatabaseConnection, user_id: Uuid) -> Result<Vec<projects::Model>, DbErr> {
     projects::Entity::find()
         .filter(projects::Column::UserId.eq(user_id))
@@ -50,6 +53,7 @@ pub async fn all_of(db: &DatabaseConnection, user_id: Uuid) -> Result<Vec<projec
 }
 
 /// A page of the user's projects in walk order (newest first going forward).
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "projects.list"))]
 pub async fn list(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -67,6 +71,7 @@ pub struct ProjectChanges {
     pub color: Option<Option<String>>,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "projects.update"))]
 pub async fn update(
     db: &DatabaseConnection,
     project: projects::Model,
@@ -88,6 +93,7 @@ pub async fn update(
 
 /// Deletes the project; sessions still in it are moved out (the foreign key sets their
 /// `project_id` to null).
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "projects.delete"))]
 pub async fn delete(db: &DatabaseConnection, id: Uuid) -> Result<(), DbErr> {
     projects::Entity::delete_by_id(id).exec(db).await.map(drop)
 }

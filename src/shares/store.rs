@@ -21,6 +21,7 @@ pub struct NewShare {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "shares.insert"))]
 pub async fn insert(db: &DatabaseConnection, share: NewShare) -> Result<shares::Model, DbErr> {
     shares::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -38,6 +39,7 @@ pub async fn insert(db: &DatabaseConnection, share: NewShare) -> Result<shares::
     .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "shares.find_owned"))]
 pub async fn find_owned(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -49,6 +51,7 @@ pub async fn find_owned(
         .await
 }
 
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "shares.find_by_token_hash"))]
 pub async fn find_by_token_hash(
     db: &DatabaseConnection,
     token_hash: &str,
@@ -61,6 +64,7 @@ pub async fn find_by_token_hash(
 
 /// A page of the user's links (of one chat with `session_id`), in walk order: newest first
 /// going forward.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "shares.list"))]
 pub async fn list(
     db: &DatabaseConnection,
     user_id: Uuid,
@@ -75,6 +79,7 @@ pub async fn list(
 }
 
 /// Marks the link revoked now; one revoked already keeps its first time.
+#[tracing::instrument(name = "db", skip_all, fields(db.operation = "shares.revoke"))]
 pub async fn revoke(db: &DatabaseConnection, share: shares::Model) -> Result<shares::Model, DbErr> {
     if share.revoked_at.is_some() {
         return Ok(share);

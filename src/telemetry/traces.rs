@@ -1,5 +1,6 @@
 //! OpenTelemetry traces: with the standard `OTEL_EXPORTER_OTLP_ENDPOINT` set, the spans of this
-//! crate (a span per RPC call with `rpc.method`, per provider request) are exported over
+//! crate (a span per RPC call with `rpc.method`, per provider request, and a `db` span with
+//! `db.operation` per database query group: each function of a domain's store) are exported over
 //! OTLP/HTTP (protobuf) in batches; the exporter reads the other `OTEL_*` variables
 //! (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`, `OTEL_BSP_SCHEDULE_DELAY`, ...) itself.
 //! An incoming W3C `traceparent` is continued ([`continue_trace`]).

@@ -160,6 +160,14 @@ async fn an_rpc_span_continues_the_callers_trace() {
     assert_eq!(provider.trace_id, call.trace_id);
     assert_eq!(provider.parent_span_id, call.span_id);
     assert_eq!(attribute(&provider, "operation"), Some("check_key"));
+    // And the key's database work is a span inside the call's too.
+    let saved = wait_for(&spans, |span| {
+        attribute(span, "db.operation") == Some("keys.save")
+    })
+    .await;
+    assert_eq!(saved.name, "db");
+    assert_eq!(saved.trace_id, call.trace_id);
+    assert_eq!(saved.parent_span_id, call.span_id);
 }
 
 /// The first span received that `matches`, waiting up to 10 s.
