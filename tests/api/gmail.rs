@@ -26,6 +26,9 @@ pub async fn spawn_with(
     let google = google.clone();
     TestApp::spawn_with(db, move |config| {
         google.configure(config);
+        // `wait_for` polls every 50 ms for up to 30 s: more than the default per-user budget
+        // on a busy machine, and these tests are not about budgets.
+        config.usage.calls_per_minute = 10_000;
         more(config);
     })
     .await
