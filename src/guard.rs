@@ -10,9 +10,12 @@ use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::context::Ctx;
+use crate::rate_limit::RetryAfter;
 use crate::reason::Reason;
 use crate::rpc::{ErrorCode, Guarded, RpcError, internal};
-use crate::security::{AuthProvider, KnownSession, TokenError};
+use crate::security::{
+    AuthProvider, KnownSession, Revocations, SessionCache, TokenError, VerifiedToken,
+};
 
 /// The caller of a signed-in procedure.
 pub struct SignedIn {
@@ -75,40 +78,32 @@ fn unauthorized(reason: Reason, message: &'static str) -> RpcError {
 }
 
 /// The signed-in caller of the request (for guards that also accept other credentials).
+///
+/// The call is counted against its user's budget (the user is known from the signed token)
+/// in the same round trip that reads the user's revocation mark, which tells the session
+/// cache whether what it remembers is current (see `security::session_cache`). The budget's
+/// verdict waits until the session is checked: a revoked or expired session is told so even
+/// over budget or with Redis unreachable.
 pub async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
-    let header = ctx
-        .request
-        .header("authorization")
-        .ok_or_else(|| unauthorized(Reason::MissingToken, "Sign in to continue."))?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            unauthorized(
-                Reason::InvalidToken,
-                "The Authorization header must be `Bearer <access token>`.",
-            )
-        })?;
-    let token = ctx
-        .state
-        .auth
-        .access_tokens
-        .verify(token.trim())
-        .map_err(|error| match error {
-            TokenError::Expired => unauthorized(
-                Reason::TokenExpired,
-                "The access token expired; refresh it.",
-            ),
-            TokenError::Invalid => unauthorized(
-                Reason::InvalidToken,
-                "The access token is not valid; sign in again.",
-            ),
-        })?;
-    let found = ctx
-        .state
-        .auth
+    let token = verified_token(ctx)?;
+    let auth = &ctx.state.auth;
+    let counted = auth
+        .rate_limits
+        .check_and_read(
+            CALLS_LIMIT,
+            token.user_id,
+            ctx.state.config.usage.calls_per_minute,
+            CALLS_WINDOW,
+            &SessionCache::revocation_key(token.user_id),
+        )
+        .await;
+    let revocations = match &counted {
+        Ok(counted) => Revocations::Seen(counted.read.clone()),
+        Err(_) => Revocations::Unknown,
+    };
+    let found = auth
         .session_cache
-        .find(&ctx.state.db, token.session_id)
+        .find(&ctx.state.db, token.session_id, revocations)
         .await
         .map_err(internal("load the session of an access token"))?;
     let revoked = || {
@@ -137,7 +132,7 @@ pub async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
             "The access token is not valid; sign in again.",
         ));
     }
-    limit_calls(ctx, user.id).await?;
+    counted?.allowed.map_err(over_budget)?;
     Ok(SignedIn {
         user,
         session_id: session.id,
@@ -145,29 +140,67 @@ pub async fn authenticate(ctx: &Ctx) -> Result<SignedIn, RpcError> {
     })
 }
 
+/// The `Authorization: Bearer` access token, its signature and expiry checked.
+fn verified_token(ctx: &Ctx) -> Result<VerifiedToken, RpcError> {
+    let header = ctx
+        .request
+        .header("authorization")
+        .ok_or_else(|| unauthorized(Reason::MissingToken, "Sign in to continue."))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            unauthorized(
+                Reason::InvalidToken,
+                "The Authorization header must be `Bearer <access token>`.",
+            )
+        })?;
+    ctx.state
+        .auth
+        .access_tokens
+        .verify(token.trim())
+        .map_err(|error| match error {
+            TokenError::Expired => unauthorized(
+                Reason::TokenExpired,
+                "The access token expired; refresh it.",
+            ),
+            TokenError::Invalid => unauthorized(
+                Reason::InvalidToken,
+                "The access token is not valid; sign in again.",
+            ),
+        })
+}
+
+/// The per-user budget of signed-in calls (`ALIAS_USER_CALLS_PER_MINUTE`) is per minute.
+const CALLS_WINDOW: Duration = Duration::from_secs(60);
+
+/// The per-user budget's name (its Redis key's and its refusals' in the metrics).
+const CALLS_LIMIT: &str = "user_calls";
+
+fn over_budget(retry: RetryAfter) -> RpcError {
+    RpcError::new(
+        ErrorCode::TooManyRequests,
+        format!("Too many requests. Try again in {} seconds.", retry.0),
+    )
+    .with_reason(Reason::RateLimited)
+    .with_retry_after(retry.0)
+}
+
 /// Counts the call against its user's budget (`ALIAS_USER_CALLS_PER_MINUTE`): once per
-/// signed-in call, each call of a batch on its own, before its input is read (and for calls
-/// made on the user's behalf, such as a voice call's agent appending its transcript).
+/// signed-in call ([`authenticate`] does), each call of a batch on its own, before its input
+/// is read; and for calls made on the user's behalf, such as a voice call's agent appending
+/// its transcript.
 pub async fn limit_calls(ctx: &Ctx, user_id: Uuid) -> Result<(), RpcError> {
     let state = &ctx.state;
     state
         .auth
         .rate_limits
         .check(
-            "user_calls",
+            CALLS_LIMIT,
             user_id,
             state.config.usage.calls_per_minute,
-            Duration::from_secs(60),
+            CALLS_WINDOW,
         )
         .await
-        .map_err(|refusal| {
-            refusal.into_error(|retry| {
-                RpcError::new(
-                    ErrorCode::TooManyRequests,
-                    format!("Too many requests. Try again in {} seconds.", retry.0),
-                )
-                .with_reason(Reason::RateLimited)
-                .with_retry_after(retry.0)
-            })
-        })
+        .map_err(|refusal| refusal.into_error(over_budget))
 }

@@ -38,11 +38,32 @@ impl Refusal {
     }
 }
 
+/// An attempt counted by [`RateLimitStore::hit_and_read`], and the key read with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// `Err` when over the limit (the attempt was not counted).
+    pub allowed: Result<(), RetryAfter>,
+    /// The value of the read key, `None` when it has none (always without a shared store:
+    /// nothing else writes there).
+    pub read: Option<String>,
+}
+
 #[async_trait::async_trait]
 pub trait RateLimitStore: Send + Sync {
     /// Counts one attempt for `key`; refuses it when `limit` attempts were already counted in
     /// the current `window`.
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Refusal>;
+
+    /// [`Self::hit`], also reading the key `read` (a name under the deployment's key prefix,
+    /// `cluster::Redis::key`) in the same step: one round trip for both. `Err` only when the
+    /// shared store cannot be reached (nothing counted, nothing read).
+    async fn hit_and_read(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        read: &str,
+    ) -> Result<Counted, Unavailable>;
 }
 
 impl dyn RateLimitStore {
@@ -56,13 +77,36 @@ impl dyn RateLimitStore {
         limit: u32,
         window: Duration,
     ) -> Result<(), Refusal> {
-        let key = format!("{name}:{subject}");
-        let result = self.hit(&key, limit, window).await;
+        let result = self.hit(&format!("{name}:{subject}"), limit, window).await;
         if let Err(Refusal::Limited(_)) = result {
-            metrics::counter!("alias_rate_limit_refusals_total", "limit" => name).increment(1);
+            count_refusal(name);
         }
         result
     }
+
+    /// [`Self::check`] through [`RateLimitStore::hit_and_read`].
+    pub async fn check_and_read(
+        &self,
+        name: &'static str,
+        subject: impl std::fmt::Display,
+        limit: u32,
+        window: Duration,
+        read: &str,
+    ) -> Result<Counted, Unavailable> {
+        let key = format!("{name}:{subject}");
+        let counted = self.hit_and_read(&key, limit, window, read).await;
+        if let Ok(Counted {
+            allowed: Err(_), ..
+        }) = counted
+        {
+            count_refusal(name);
+        }
+        counted
+    }
+}
+
+fn count_refusal(name: &'static str) {
+    metrics::counter!("alias_rate_limit_refusals_total", "limit" => name).increment(1);
 }
 
 pub fn describe_metrics() {
@@ -133,17 +177,34 @@ impl InMemoryRateLimits {
         }
         f(entry, now)
     }
+
+    fn count(&self, key: &str, limit: u32, window: Duration) -> Result<(), RetryAfter> {
+        self.with_window(key, window, |w, now| {
+            if w.count >= limit {
+                return Err(w.retry_after(now));
+            }
+            w.count += 1;
+            Ok(())
+        })
+    }
 }
 
 #[async_trait::async_trait]
 impl RateLimitStore for InMemoryRateLimits {
     async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<(), Refusal> {
-        self.with_window(key, window, |w, now| {
-            if w.count >= limit {
-                return Err(Refusal::Limited(w.retry_after(now)));
-            }
-            w.count += 1;
-            Ok(())
+        self.count(key, limit, window).map_err(Refusal::Limited)
+    }
+
+    async fn hit_and_read(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        _read: &str,
+    ) -> Result<Counted, Unavailable> {
+        Ok(Counted {
+            allowed: self.count(key, limit, window),
+            read: None,
         })
     }
 }

@@ -375,7 +375,7 @@ async fn end_session(
     session_id: Uuid,
     action: AuditAction,
 ) -> Result<(), RpcError> {
-    sessions::revoke_family(&ctx.state, session_id)
+    sessions::revoke_family(&ctx.state, caller.user.id, session_id)
         .await
         .map_err(internal("revoke a session"))?;
     let metadata = json!({ "sessionId": session_id });

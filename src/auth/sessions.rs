@@ -95,7 +95,7 @@ pub async fn refresh(
         let sibling = insert_refresh_token(db, session.id, Some(presented.id)).await?;
         return finish_refresh(state, &session, sibling).await;
     }
-    revoke_family(state, session.id).await?;
+    revoke_family(state, session.user_id, session.id).await?;
     audit::record(
         db,
         request,
@@ -187,9 +187,14 @@ async fn finish_refresh(
     issue(state, session.user_id, session.id, refresh_token).map_err(RefreshError::Internal)
 }
 
-/// Revokes a session and every token of its family; access tokens stop working at once
-/// because each call checks the session (and the session cache forgets it here).
-pub async fn revoke_family(state: &AppState, session_id: Uuid) -> Result<(), sea_orm::DbErr> {
+/// Revokes `user_id`'s session `session_id` and every token of its family; access tokens stop
+/// working at once because each call checks the session (and the session cache forgets it
+/// here).
+pub async fn revoke_family(
+    state: &AppState,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
     let transaction = crate::db::begin_write(&state.db).await?;
     auth_sessions::Entity::update_many()
@@ -200,7 +205,11 @@ pub async fn revoke_family(state: &AppState, session_id: Uuid) -> Result<(), sea
         .await?;
     revoke_active_tokens(&transaction, session_id, now).await?;
     transaction.commit().await?;
-    state.auth.session_cache.forget_session(session_id).await;
+    state
+        .auth
+        .session_cache
+        .forget_session(user_id, session_id)
+        .await;
     Ok(())
 }
 

@@ -117,6 +117,25 @@ impl Redis {
         }
     }
 
+    /// Stores under `name` (prefixed) a random value never stored there before, for `ttl`:
+    /// whoever remembered the previous value (or its absence) sees that it changed. Random
+    /// rather than a counter, which could start again from 1 after its key expired.
+    pub async fn renew_mark(&self, name: &str, ttl: Duration) -> Result<(), Unavailable> {
+        let key = self.key(name);
+        let mark = uuid::Uuid::new_v4().simple().to_string();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.run("renew a mark", |mut connection| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&mark)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
     /// Whether Redis answers a PING now (for `/ready`).
     pub async fn ping(&self) -> Result<(), Unavailable> {
         self.run("ping", |mut connection| async move {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use access_token::{AccessTokens, TokenError, VerifiedToken, install_crypto_provider};
 pub use id_token::{IdClaims, IdTokenError, IdTokenVerifier, Provider};
 pub use password::{CheckError, Passwords};
-pub use session_cache::{AuthProvider, KnownSession, SessionCache, auth_providers};
+pub use session_cache::{AuthProvider, KnownSession, Revocations, SessionCache, auth_providers};
 pub use token_mac::TokenMac;
 
 use crate::config::Config;

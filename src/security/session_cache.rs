@@ -4,10 +4,17 @@
 //! Revocation stays immediate on this instance: every change to a session or a user goes
 //! through `forget_session` / `forget_user` after it commits (`auth::sessions::revoke_family`,
 //! `users.update`, `users.delete`, linking a sign-in identity). Without Redis another instance
-//! keeps trusting what it read for at most the TTL. With Redis the eviction is published to
-//! every instance before the call answers, and an instance trusts its cache only while it is
-//! subscribed (it clears the cache whenever it subscribes again, as messages may have been
-//! missed meanwhile), so revocation is immediate everywhere.
+//! keeps trusting what it read for at most the TTL.
+//!
+//! With Redis it is immediate everywhere. Before the call answers, the instance renews the
+//! user's revocation mark in Redis (a fresh random value), then publishes the eviction. Every
+//! signed-in call reads its user's mark in the same round trip that counts it against the
+//! user's budget, and an entry is used only if it was remembered under that same mark: any
+//! call that arrives after the revoking call answered sees the new mark and reads the
+//! database, on whichever instance, with no wait for pub/sub (which delivers a few ms later).
+//! The published eviction frees the entries at once, and is the fallback should Redis lose
+//! the marks (a restart without persistence): an instance trusts its cache only while it is
+//! subscribed, and clears it whenever it subscribes again, as messages may have been missed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cache::Cache;
-use crate::cluster::{Channel, Delivery, Redis};
+use crate::cluster::{Channel, Delivery, Redis, Unavailable};
 
 /// A way to sign in to an account (part of the `User` the app sees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
@@ -79,6 +86,10 @@ async fn find_with_user(
 /// Sessions remembered at most (~500 bytes each).
 const CAPACITY: usize = 50_000;
 
+/// How much longer than a cache entry a revocation mark lives: an entry stored just after
+/// the mark was renewed (its lookup began before) must see the mark until the entry expires.
+const MARK_OUTLIVES_ENTRIES: Duration = Duration::from_secs(60);
+
 /// A session as the database had it, with its user and how they can sign in.
 #[derive(Clone)]
 pub struct KnownSession {
@@ -87,11 +98,29 @@ pub struct KnownSession {
     pub auth_providers: Vec<AuthProvider>,
 }
 
+/// What a signed-in call learned of its user's revocations before its session is looked up
+/// (read with the call's budget, in the same round trip: `guard::authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocations {
+    /// The user's revocation mark in Redis (see the module comment); `None` when there is
+    /// none, as always without Redis.
+    Seen(Option<String>),
+    /// Redis could not be asked: whether a remembered session is current cannot be told.
+    Unknown,
+}
+
+#[derive(Clone)]
+struct Entry {
+    known: KnownSession,
+    /// The user's mark when the session was read: any other mark means it may be stale.
+    mark: Option<String>,
+}
+
 pub struct SessionCache {
     ttl: Duration,
-    entries: Arc<Cache<Uuid, KnownSession>>,
+    entries: Arc<Cache<Uuid, Entry>>,
     /// Evictions heard from and told to the other instances, with Redis.
-    shared: Option<Channel>,
+    shared: Option<Shared>,
 }
 
 /// The pub/sub channel (under the key prefix) evictions travel on.
@@ -102,19 +131,24 @@ impl SessionCache {
     /// `shutdown` ends the subscription.
     pub fn new(ttl: Duration, redis: Option<&Redis>, shutdown: &CancellationToken) -> Self {
         let entries = Arc::new(Cache::new(CAPACITY));
-        let shared =
-            redis.map(|redis| {
-                let entries = Arc::clone(&entries);
+        let shared = redis.map(|redis| {
+            let heard = Arc::clone(&entries);
+            let evictions =
                 Channel::subscribe(redis, EVICTIONS, shutdown.clone(), move |delivery| {
                     match delivery {
-                        Delivery::Subscribed => entries.invalidate(|_, _| true),
+                        Delivery::Subscribed => heard.invalidate(|_, _| true),
                         Delivery::Message(message) => match Eviction::parse(message) {
-                            Some(eviction) => eviction.apply(&entries),
+                            Some(eviction) => eviction.apply(&heard),
                             None => tracing::warn!(message, "ignored an unknown cache eviction"),
                         },
                     }
-                })
-            });
+                });
+            Shared {
+                redis: redis.clone(),
+                evictions,
+                mark_ttl: ttl + MARK_OUTLIVES_ENTRIES,
+            }
+        });
         Self {
             ttl,
             entries,
@@ -122,28 +156,46 @@ impl SessionCache {
         }
     }
 
+    /// The key (under the prefix) of `user_id`'s revocation mark, for
+    /// `RateLimitStore::hit_and_read` to read into [`Revocations::Seen`].
+    pub fn revocation_key(user_id: Uuid) -> String {
+        format!("revocations:{user_id}")
+    }
+
     /// Whether this instance hears the other instances' evictions now (Redis configured and
     /// subscribed).
     pub fn hears_other_instances(&self) -> bool {
-        self.shared.as_ref().is_some_and(Channel::is_live)
+        self.shared
+            .as_ref()
+            .is_some_and(|shared| shared.evictions.is_live())
     }
 
     /// Whether remembered sessions may be used: always alone; with Redis, only while this
     /// instance hears every eviction.
     fn trusted(&self) -> bool {
-        self.shared.as_ref().is_none_or(Channel::is_live)
+        self.shared
+            .as_ref()
+            .is_none_or(|shared| shared.evictions.is_live())
     }
 
-    /// The session with its user, from memory or else the database; `None` if either is
-    /// gone. Revoked and expired sessions are returned too: the caller decides.
+    /// The session with its user, from memory (if remembered under the mark `revocations`
+    /// saw) or else the database; `None` if either is gone. Revoked and expired sessions are
+    /// returned too: the caller decides.
     pub async fn find(
         &self,
         db: &DatabaseConnection,
         session_id: Uuid,
+        revocations: Revocations,
     ) -> Result<Option<KnownSession>, sea_orm::DbErr> {
-        let trusted = self.trusted();
-        if trusted && let Some(known) = self.entries.get(&session_id) {
-            return Ok(Some(known));
+        let mark = match revocations {
+            Revocations::Seen(mark) if self.trusted() => Some(mark),
+            Revocations::Seen(_) | Revocations::Unknown => None,
+        };
+        if let Some(mark) = &mark
+            && let Some(entry) = self.entries.get(&session_id)
+            && entry.mark == *mark
+        {
+            return Ok(Some(entry.known));
         }
         let read_at = self.entries.generation();
         let Some((session, user)) = find_with_user(db, session_id).await? else {
@@ -155,47 +207,67 @@ impl SessionCache {
             user,
             auth_providers,
         };
-        if trusted {
+        if let Some(mark) = mark {
             let expires_at = Instant::now() + self.ttl;
-            self.entries
-                .insert(session_id, known.clone(), expires_at, read_at);
+            let entry = Entry {
+                known: known.clone(),
+                mark,
+            };
+            self.entries.insert(session_id, entry, expires_at, read_at);
         }
         Ok(Some(known))
     }
 
     /// Call after a session's row changed (revoked).
-    pub async fn forget_session(&self, session_id: Uuid) {
-        self.forget(Eviction::Session(session_id)).await;
+    pub async fn forget_session(&self, user_id: Uuid, session_id: Uuid) {
+        self.forget(user_id, Eviction::Session(session_id)).await;
     }
 
     /// Call after a user's row or sign-in identities changed, or the user was deleted.
     pub async fn forget_user(&self, user_id: Uuid) {
-        self.forget(Eviction::User(user_id)).await;
+        self.forget(user_id, Eviction::User(user_id)).await;
     }
 
     /// Forgets here at once, then tells the other instances. The change is committed, so the
-    /// call succeeds even when Redis cannot take the message: it is retried in the background
+    /// call succeeds even when Redis cannot take the news: it is retried in the background
     /// for as long as another instance may hold the entry (the TTL).
-    async fn forget(&self, eviction: Eviction) {
+    async fn forget(&self, user_id: Uuid, eviction: Eviction) {
         eviction.apply(&self.entries);
-        let Some(channel) = &self.shared else {
+        let Some(shared) = &self.shared else {
             return;
         };
-        let message = eviction.to_string();
-        if channel.publish(&message).await.is_ok() {
+        if shared.tell(user_id, eviction).await.is_ok() {
             return;
         }
-        tracing::warn!(%message, "could not tell the other instances to forget a session; retrying");
-        let (channel, ttl) = (channel.clone(), self.ttl);
+        tracing::warn!(%eviction, "could not tell the other instances to forget a session; retrying");
+        let (shared, ttl) = (shared.clone(), self.ttl);
         tokio::spawn(async move {
             let give_up = Instant::now() + ttl;
             while Instant::now() < give_up {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                if channel.publish(&message).await.is_ok() {
+                if shared.tell(user_id, eviction).await.is_ok() {
                     return;
                 }
             }
         });
+    }
+}
+
+/// How evictions reach the other instances, with Redis.
+#[derive(Clone)]
+struct Shared {
+    redis: Redis,
+    evictions: Channel,
+    mark_ttl: Duration,
+}
+
+impl Shared {
+    /// Renews the user's revocation mark, so the next call any instance counts sees it
+    /// changed, then publishes the eviction, so every instance frees the entries at once.
+    async fn tell(&self, user_id: Uuid, eviction: Eviction) -> Result<(), Unavailable> {
+        let key = SessionCache::revocation_key(user_id);
+        self.redis.renew_mark(&key, self.mark_ttl).await?;
+        self.evictions.publish(&eviction.to_string()).await
     }
 }
 
@@ -217,10 +289,10 @@ impl Eviction {
         }
     }
 
-    fn apply(self, entries: &Cache<Uuid, KnownSession>) {
+    fn apply(self, entries: &Cache<Uuid, Entry>) {
         match self {
             Self::Session(session_id) => entries.invalidate(|id, _| *id == session_id),
-            Self::User(user_id) => entries.invalidate(|_, known| known.user.id == user_id),
+            Self::User(user_id) => entries.invalidate(|_, entry| entry.known.user.id == user_id),
         }
     }
 }
