@@ -56,7 +56,7 @@ export type AppRouter = TRPCBuiltRouter<
 				select: TRPCMutationProcedure<{ meta: object; input: SelectBranchInput; output: ChatSession }>;
 			};
 			edit: TRPCMutationProcedure<{ meta: object; input: EditInput; output: SentMessage }>;
-			export: TRPCQueryProcedure<{ meta: object; input: ExportInput; output: ChatExport }>;
+			export: TRPCQueryProcedure<{ meta: object; input: ExportInput; output: string }>;
 			follow: TRPCSubscriptionProcedure<{ meta: object; input: FollowInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
 			import: TRPCMutationProcedure<{ meta: object; input: ImportInput; output: ImportResult }>;
 			importFile: TRPCMutationProcedure<{ meta: object; input: FormData; output: ImportResult }>;
@@ -346,15 +346,6 @@ export type ChatEvent =
  *  failed); the last event, however the reply ends.
  */
 { type: "done"; message: Message };
-
-export type ChatExport = {
-	/**  A file name for it: the title's letters and digits, and the extension. */
-	filename: string,
-	/**  `text/markdown` or `application/json`. */
-	mimeType: string,
-	/**  The export itself. */
-	text: string,
-};
 
 export type ChatSession = {
 	id: string,

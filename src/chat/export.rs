@@ -37,17 +37,6 @@ pub struct ExportInput {
     format: ExportFormat,
 }
 
-#[derive(Serialize, specta::Type)]
-#[serde(rename_all = "camelCase")]
-pub struct ChatExport {
-    /// A file name for it: the title's letters and digits, and the extension.
-    filename: String,
-    /// `text/markdown` or `application/json`.
-    mime_type: String,
-    /// The export itself.
-    text: String,
-}
-
 /// This server's JSON export of one chat.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,29 +70,22 @@ pub struct ExportedMessage {
     pub attachments: Vec<SentFile>,
 }
 
-/// `chat.export`
+/// `chat.export`: the text itself (the contract: the app saves or shares it as is).
 pub(super) async fn export(
     ctx: Ctx,
     caller: SignedIn,
     input: ExportInput,
-) -> Result<ChatExport, RpcError> {
+) -> Result<String, RpcError> {
     let session = owned_session(&ctx, &caller, input.session_id).await?;
     let chat = exported_chat(&ctx.state.db, &session)
         .await
         .map_err(internal("export a chat"))?;
-    let name = file_stem(&session.title);
-    Ok(match input.format {
-        ExportFormat::Json => ChatExport {
-            filename: format!("{name}.json"),
-            mime_type: "application/json".to_owned(),
-            text: serde_json::to_string_pretty(&chat).map_err(internal("export a chat"))?,
-        },
-        ExportFormat::Markdown => ChatExport {
-            filename: format!("{name}.md"),
-            mime_type: "text/markdown".to_owned(),
-            text: markdown(&chat),
-        },
-    })
+    match input.format {
+        ExportFormat::Json => {
+            serde_json::to_string_pretty(&chat).map_err(internal("export a chat"))
+        }
+        ExportFormat::Markdown => Ok(markdown(&chat)),
+    }
 }
 
 /// Every chat session of a user, oldest first.
@@ -182,35 +164,4 @@ fn markdown(chat: &ExportedChat) -> String {
         }
     }
     text
-}
-
-/// A file name from a title: letters, digits, spaces as dashes; "chat" when nothing is left.
-fn file_stem(title: &str) -> String {
-    let stem: String = title
-        .chars()
-        .filter(|c| c.is_alphanumeric() || c.is_whitespace() || *c == '-')
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join("-")
-        .chars()
-        .take(60)
-        .collect();
-    if stem.is_empty() {
-        "chat".to_owned()
-    } else {
-        stem
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_come_from_titles() {
-        assert_eq!(file_stem("Trip to Rome: day 2!"), "Trip-to-Rome-day-2");
-        assert_eq!(file_stem("../../etc/passwd"), "etcpasswd");
-        assert_eq!(file_stem("***"), "chat");
-    }
 }
