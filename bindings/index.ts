@@ -58,8 +58,7 @@ export type AppRouter = TRPCBuiltRouter<
 			edit: TRPCMutationProcedure<{ meta: object; input: EditInput; output: SentMessage }>;
 			export: TRPCQueryProcedure<{ meta: object; input: ExportInput; output: string }>;
 			follow: TRPCSubscriptionProcedure<{ meta: object; input: FollowInput; output: AsyncIterable<{ id: string; data: ChatEvent }> }>;
-			import: TRPCMutationProcedure<{ meta: object; input: ImportInput; output: ImportResult }>;
-			importFile: TRPCMutationProcedure<{ meta: object; input: FormData; output: ImportResult }>;
+			import: TRPCMutationProcedure<{ meta: object; input: ImportInput | FormData; output: ImportResult }>;
 			messages: {
 				list: TRPCQueryProcedure<{ meta: object; input: ListMessagesInput; output: MessagePage }>;
 				setLiked: TRPCMutationProcedure<{ meta: object; input: SetLikedInput; output: Message }>;

@@ -65,7 +65,7 @@ pub fn router() -> Router<App> {
         .query("search", signed_in(search_chats))
         .query("export", signed_in(export::export))
         .mutation("import", signed_in(import::import))
-        .form_mutation("importFile", signed_in(import::import_file))
+        .form_alternative("import", signed_in(import::import_file))
 }
 
 const MAX_TITLE_CHARS: usize = 200;

@@ -161,7 +161,12 @@ async fn handle<S: Clone + Send + Sync + 'static>(
         .iter()
         .map(|path| Call {
             path,
-            target: resolve(&service.router, path, is_get),
+            target: resolve(
+                &service.router,
+                path,
+                is_get,
+                is_form_post(is_get, &info.headers),
+            ),
         })
         .collect();
 
@@ -256,16 +261,35 @@ async fn handle<S: Clone + Send + Sync + 'static>(
     json_response(&paths, &results, query.batch)
 }
 
+/// A POST whose body is a `FormData` (`multipart/form-data`).
+fn is_form_post(is_get: bool, headers: &HeaderMap) -> bool {
+    !is_get
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                value
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            })
+}
+
 /// What answers `path` called with this method: a query or subscription by GET, a mutation by
-/// POST, or a mutation's legacy subscription by GET.
+/// POST (its `FormData` alternative when the body is one), or a mutation's legacy subscription
+/// by GET.
 fn resolve<'a, S>(
     router: &'a Router<S>,
     path: &str,
     is_get: bool,
+    is_form: bool,
 ) -> Result<Target<'a, S>, RpcError> {
     let procedure = router
         .get(path)
         .ok_or_else(|| RpcError::not_found(format!("No procedure found on path \"{path}\"")))?;
+    if let (Some(form), true) = (&procedure.form_alternative, is_form) {
+        return Ok(Target::Form(form));
+    }
     match (&procedure.handler, procedure.kind, is_get) {
         (Handler::Subscribe(subscribe), _, true) => Ok(Target::Subscribe(subscribe)),
         (Handler::Unary(handler), kind @ Kind::Query, true)

@@ -194,6 +194,8 @@ pub(crate) struct Signature {
     pub input_is_optional: bool,
     /// The input is a `FormData` (the TypeScript type, not a declared one).
     pub input_is_form: bool,
+    /// The input is the declared one or a `FormData` ([`Router::form_alternative`]).
+    pub input_also_form: bool,
 }
 
 impl Signature {
@@ -204,6 +206,7 @@ impl Signature {
             input_is_unit: TypeId::of::<I>() == TypeId::of::<()>(),
             input_is_optional: parse_input::<I>(None).is_ok(),
             input_is_form: false,
+            input_also_form: false,
         }
     }
 
@@ -214,6 +217,7 @@ impl Signature {
             input_is_unit: false,
             input_is_optional: false,
             input_is_form: true,
+            input_also_form: false,
         }
     }
 }
@@ -224,6 +228,8 @@ pub(crate) struct Procedure<S> {
     pub signature: Signature,
     /// A mutation's answer to GET as a subscription, for clients built when it was one.
     pub legacy_subscription: Option<Arc<SubscribeFn<S>>>,
+    /// A JSON mutation's answer to a `multipart/form-data` POST ([`Router::form_alternative`]).
+    pub form_alternative: Option<Arc<FormFn<S>>>,
 }
 
 /// The set of procedures, keyed by dotted path (`auth.login`).
@@ -275,14 +281,10 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         O: Serialize + Type + 'static,
         P: ProcedureFn<S, FormBody, O, FormBody>,
     {
-        let handler: Arc<FormFn<S>> = Arc::new(move |ctx, body| {
-            let output = procedure.run(ctx, body, Ok);
-            Box::pin(async move { serialize_output(&output.await?) })
-        });
         self.add(
             path,
             Kind::Mutation,
-            Handler::Form(handler),
+            Handler::Form(form_handler(procedure)),
             Signature::form::<O>(),
         )
     }
@@ -328,6 +330,28 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         self
     }
 
+    /// Lets the JSON mutation at `path` (registered before) also take a `FormData` body: a POST
+    /// of `multipart/form-data` goes to `procedure` instead (tRPC v11 clients send `FormData`
+    /// that way through `httpLink`). For inputs that are sometimes a file, such as an import.
+    pub fn form_alternative<O, P>(mut self, path: &str, procedure: P) -> Self
+    where
+        O: Serialize + Type + 'static,
+        P: ProcedureFn<S, FormBody, O, FormBody>,
+    {
+        let registered = self.procedures.get_mut(path);
+        // Registration is start-up code from literals: a mistake stops the process.
+        let Some(registered) = registered.filter(|p| p.kind == Kind::Mutation) else {
+            panic!("form alternative {path:?} needs a mutation registered at that path first");
+        };
+        assert!(
+            registered.form_alternative.is_none(),
+            "form alternative {path:?} registered twice"
+        );
+        registered.form_alternative = Some(form_handler(procedure));
+        registered.signature.input_also_form = true;
+        self
+    }
+
     /// Mounts every procedure of `other` under `prefix.` (one router per domain).
     pub fn nest(mut self, prefix: &str, other: Router<S>) -> Self {
         for (path, procedure) in other.procedures {
@@ -344,6 +368,7 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
                 handler,
                 signature,
                 legacy_subscription: None,
+                form_alternative: None,
             },
         )
     }
@@ -373,6 +398,19 @@ impl<S> Router<S> {
         paths.sort_unstable();
         paths
     }
+}
+
+/// A `FormData` procedure as the HTTP layer calls it: the body handed over unread.
+fn form_handler<S, O, P>(procedure: P) -> Arc<FormFn<S>>
+where
+    S: Clone + Send + Sync + 'static,
+    O: Serialize + Type + 'static,
+    P: ProcedureFn<S, FormBody, O, FormBody>,
+{
+    Arc::new(move |ctx, body| {
+        let output = procedure.run(ctx, body, Ok);
+        Box::pin(async move { serialize_output(&output.await?) })
+    })
 }
 
 fn unary<S, I, O, P>(procedure: P) -> Handler<S>

@@ -59,6 +59,11 @@ pub fn render<S: Clone + Send + Sync + 'static, R: Type>(
             (false, true) => format!("{} | void", reference(input)?),
             (false, false) => reference(input)?,
         };
+        let input = if signature.input_also_form {
+            format!("{input} | FormData")
+        } else {
+            input
+        };
         let output = reference(output)?;
         tree.insert(path, procedure_type(*kind, &input, &output));
     }

@@ -310,7 +310,7 @@ async fn bad_files_import_nothing(db: DbKind) {
 }
 each_database!(bad_files_import_nothing);
 
-/// `chat.importFile`: the export uploaded as a file (FormData), past the JSON body limit.
+/// `chat.import` with the export uploaded as a file (FormData), past the JSON body limit.
 async fn files_import_past_the_body_limit(db: DbKind) {
     use crate::files::{file_part, multipart, text_part};
 
@@ -321,7 +321,7 @@ async fn files_import_past_the_body_limit(db: DbKind) {
             let response = chat
                 .app
                 .http
-                .post(chat.app.trpc_url("chat.importFile", None))
+                .post(chat.app.trpc_url("chat.import", None))
                 .bearer_auth(&chat.token)
                 .header("content-type", content_type)
                 .body(parts)

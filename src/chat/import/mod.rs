@@ -115,8 +115,8 @@ pub(in crate::chat) async fn import(
     saved(&ctx, &caller, drafts).await
 }
 
-/// `chat.importFile`: the same from a `FormData` with the file as `file` (and `format`, as
-/// `chat.import`'s, optionally): up to `ALIAS_MAX_FILE_BYTES`, past the JSON body limit.
+/// `chat.import` posted as a `FormData` with the file as `file` (and `format`, as the JSON
+/// input's, optionally): up to `ALIAS_MAX_FILE_BYTES`, past the JSON body limit.
 pub(in crate::chat) async fn import_file(
     ctx: Ctx,
     caller: SignedIn,
