@@ -15,8 +15,8 @@ mod services;
 
 use env::{Env, parse_bool};
 pub use services::{
-    ApiSecret, FilesConfig, GoogleConfig, JobsConfig, LiveKitConfig, MailConfig, RedisConfig,
-    RedisUrl, SmtpUrl, StorageConfig, StorageLocation, VoiceConfig,
+    FilesConfig, GoogleConfig, JobsConfig, LiveKitConfig, MailConfig, RedisConfig, Secret,
+    StorageConfig, StorageLocation, VoiceConfig,
 };
 use services::{google_config, livekit_config, mail_config, redis_config, storage_config};
 

@@ -9,6 +9,17 @@ use super::ConfigError;
 use super::env::{Env, parse_bool};
 use crate::master_key::MasterKey;
 
+/// A setting that is a secret or carries one (a shared secret, a URL with a password): kept
+/// out of debug output, so a logged configuration never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Voice calls through LiveKit.
 #[derive(Debug, Clone)]
 pub struct VoiceConfig {
@@ -23,39 +34,20 @@ pub struct LiveKitConfig {
     /// The `wss://` URL the app connects to.
     pub url: String,
     pub api_key: String,
-    pub api_secret: ApiSecret,
+    pub api_secret: Secret,
     /// The agent dispatched into every call's room by name (none: LiveKit's default).
     pub agent_name: Option<String>,
-}
-
-/// A shared secret, kept out of debug output.
-#[derive(Clone)]
-pub struct ApiSecret(pub String);
-
-impl std::fmt::Debug for ApiSecret {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("ApiSecret(<redacted>)")
-    }
 }
 
 /// Redis shared by the instances behind one address: rate limits and cache evictions.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    pub url: RedisUrl,
+    /// `redis://` or `rediss://`, maybe with a password.
+    pub url: Secret,
     /// Put before every key and channel name, so several deployments can share one Redis.
     pub key_prefix: String,
     /// How long a call waits for Redis before it is answered `SERVICE_UNAVAILABLE`.
     pub timeout: Duration,
-}
-
-/// `redis://` or `rediss://`, maybe with a password: shown without it.
-#[derive(Clone)]
-pub struct RedisUrl(pub String);
-
-impl std::fmt::Debug for RedisUrl {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("RedisUrl(<redacted>)")
-    }
 }
 
 /// Where files' bytes live (`ALIAS_STORAGE`), and how links to them are signed.
@@ -100,8 +92,9 @@ pub struct FilesConfig {
 /// Account emails (verification, password reset, notices).
 #[derive(Debug, Clone)]
 pub struct MailConfig {
-    /// Where mails are sent; `None`: written to the log instead (development).
-    pub smtp_url: Option<SmtpUrl>,
+    /// Where mails are sent (`smtp://` or `smtps://`, maybe with credentials); `None`: written
+    /// to the log instead (development).
+    pub smtp_url: Option<Secret>,
     /// The `From` of every mail, as `Name <address>` or `address`.
     pub from: String,
     /// This server as the app and mail readers reach it: links in mails point here.
@@ -111,16 +104,6 @@ pub struct MailConfig {
     /// Whether an account must verify its email before using the app (told to the app by
     /// `users.me`).
     pub require_verified_email: bool,
-}
-
-/// `smtp://` or `smtps://` with credentials: shown without them.
-#[derive(Clone)]
-pub struct SmtpUrl(pub String);
-
-impl std::fmt::Debug for SmtpUrl {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("SmtpUrl(<redacted>)")
-    }
 }
 
 /// Gmail access: the OAuth client, Google's endpoints (configurable so tests can stand in)
@@ -183,7 +166,7 @@ pub(super) fn livekit_config(env: &Env<'_>) -> Result<Option<LiveKitConfig>, Con
     Ok(Some(LiveKitConfig {
         url,
         api_key: required("ALIAS_LIVEKIT_API_KEY", api_key)?,
-        api_secret: ApiSecret(required("ALIAS_LIVEKIT_API_SECRET", api_secret)?),
+        api_secret: Secret(required("ALIAS_LIVEKIT_API_SECRET", api_secret)?),
         agent_name,
     }))
 }
@@ -270,7 +253,7 @@ pub(super) fn redis_config(env: &Env<'_>) -> Result<Option<RedisConfig>, ConfigE
         });
     }
     Ok(Some(RedisConfig {
-        url: RedisUrl(url),
+        url: Secret(url),
         key_prefix,
         timeout,
     }))
@@ -286,7 +269,7 @@ pub(super) fn mail_config(
         .get("ALIAS_SMTP_URL")
         .map(|url| {
             lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&url)
-                .map(|_| SmtpUrl(url))
+                .map(|_| Secret(url))
                 .map_err(|_| ConfigError {
                     var: "ALIAS_SMTP_URL",
                     message: "expected smtp://user:password@host:port or smtps://… (credentials percent-encoded)".to_owned(),

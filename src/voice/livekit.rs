@@ -205,14 +205,14 @@ fn int64(value: &Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiSecret;
+    use crate::config::Secret;
 
     fn config() -> LiveKitConfig {
         crate::security::install_crypto_provider();
         LiveKitConfig {
             url: "wss://lk.example.com".to_owned(),
             api_key: "APIkey".to_owned(),
-            api_secret: ApiSecret("secret-of-at-least-32-characters!".to_owned()),
+            api_secret: Secret("secret-of-at-least-32-characters!".to_owned()),
             agent_name: Some("alias-agent".to_owned()),
         }
     }
@@ -251,7 +251,7 @@ mod tests {
             Err(Refusal::BadToken)
         );
         let mut other = config.clone();
-        other.api_secret = ApiSecret("another-secret-of-32-characters!!".to_owned());
+        other.api_secret = Secret("another-secret-of-32-characters!!".to_owned());
         let forged = webhook_token(&other, body, later);
         assert_eq!(
             verify_webhook(&config, Some(&forged), body),

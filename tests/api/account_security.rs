@@ -30,7 +30,7 @@ async fn app_with_mail_and_google(
     let smtp = TestSmtp::start().await;
     let url = smtp.url.clone();
     let app = id_provider::spawn_app_with(db_kind, provider, move |config| {
-        config.mail.smtp_url = Some(alias_server::config::SmtpUrl(url));
+        config.mail.smtp_url = Some(alias_server::config::Secret(url));
     })
     .await;
     (app, smtp)
@@ -306,7 +306,7 @@ async fn unverified_accounts_are_refused_when_verification_is_required(db_kind: 
     let smtp = TestSmtp::start().await;
     let url = smtp.url.clone();
     let app = TestApp::spawn_with(db_kind, move |config| {
-        config.mail.smtp_url = Some(alias_server::config::SmtpUrl(url));
+        config.mail.smtp_url = Some(alias_server::config::Secret(url));
         config.mail.require_verified_email = true;
     })
     .await;

@@ -2,7 +2,7 @@
 //! SMTP server (`smtp_server.rs`): links and codes are read from them. Also the
 //! pre-hijacking scenario: an account registered with someone else's address.
 
-use alias_server::config::SmtpUrl;
+use alias_server::config::Secret;
 use entity::{audit_events, email_tokens};
 use reqwest::StatusCode;
 use sea_orm::sea_query::Expr;
@@ -21,7 +21,7 @@ pub(crate) async fn mail_app(db_kind: DbKind) -> (TestApp, TestSmtp) {
     let smtp = TestSmtp::start().await;
     let url = smtp.url.clone();
     let app = TestApp::spawn_with(db_kind, move |config| {
-        config.mail.smtp_url = Some(SmtpUrl(url));
+        config.mail.smtp_url = Some(Secret(url));
     })
     .await;
     (app, smtp)
@@ -372,7 +372,7 @@ async fn a_failing_mail_server_is_retried(db_kind: DbKind) {
     let smtp = TestSmtp::refusing(1).await;
     let url = smtp.url.clone();
     let app = TestApp::spawn_with(db_kind, move |config| {
-        config.mail.smtp_url = Some(SmtpUrl(url));
+        config.mail.smtp_url = Some(Secret(url));
     })
     .await;
     let email = unique_email();

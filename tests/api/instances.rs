@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use alias_server::config::{Config, RedisConfig, RedisUrl};
+use alias_server::config::{Config, RedisConfig, Secret};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ fn redis_url_via(addr: &str) -> String {
 fn shared_redis() -> impl Fn(String) -> RedisConfig + Clone {
     let prefix = format!("alias-test-{}:", uuid::Uuid::new_v4());
     move |url: String| RedisConfig {
-        url: RedisUrl(url),
+        url: Secret(url),
         key_prefix: prefix.clone(),
         timeout: Duration::from_millis(500),
     }

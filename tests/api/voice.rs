@@ -2,7 +2,7 @@
 //! them, transcripts from the app and the agent becoming the chat, webhooks signed as
 //! LiveKit signs them (and forged, stale, replayed, out of order), the quiet-call sweep.
 
-use alias_server::config::{ApiSecret, Config, LiveKitConfig};
+use alias_server::config::{Config, LiveKitConfig, Secret};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
@@ -24,7 +24,7 @@ pub(crate) fn livekit(config: &mut Config) {
     config.voice.livekit = Some(LiveKitConfig {
         url: "wss://livekit.example.com".to_owned(),
         api_key: API_KEY.to_owned(),
-        api_secret: ApiSecret(API_SECRET.to_owned()),
+        api_secret: Secret(API_SECRET.to_owned()),
         agent_name: Some(AGENT.to_owned()),
     });
 }
